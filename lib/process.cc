@@ -1,0 +1,311 @@
+#include "lib/process.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <stdio_ext.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <iostream>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+
+#include "lib/children.h"
+#include "lib/error.h"
+#include "lib/fd.h"
+
+namespace mp {
+namespace {
+
+using internal::ChildTable;
+
+std::string pid_context(pid_t pid) { return "pid " + std::to_string(pid); }
+
+// The C++ standard streams' buffers as set up at start: while they are
+// unchanged, the streams write through to C stdio and hold nothing of their
+// own. <iostream> above guarantees they exist when these are initialised.
+std::streambuf* const g_initial_cout = std::cout.rdbuf();
+std::streambuf* const g_initial_cerr = std::cerr.rdbuf();
+std::streambuf* const g_initial_clog = std::clog.rdbuf();
+
+// Flushes only what holds data: in a freshly forked child every write, even
+// taking an uncontended stdio lock, copies a page.
+void flush_standard_streams() {
+  if (std::cout.rdbuf() != g_initial_cout) std::cout.flush();
+  if (std::cerr.rdbuf() != g_initial_cerr) std::cerr.flush();
+  if (std::clog.rdbuf() != g_initial_clog) std::clog.flush();
+  if (::__fpending(stdout) > 0) std::fflush(stdout);
+  if (::__fpending(stderr) > 0) std::fflush(stderr);
+}
+
+[[noreturn]] void run_child(internal::Target& target, const Process& process,
+                            bool daemon, pid_t parent) noexcept {
+  int code = 1;
+  try {
+    if (daemon) {
+      internal::check(::prctl(PR_SET_PDEATHSIG, SIGKILL),
+                      "prctl(PR_SET_PDEATHSIG)");
+      // The parent may have died before prctl took effect.
+      if (::getppid() != parent) ::raise(SIGKILL);
+    }
+    code = target.run();
+  } catch (const SystemExit& exit) {
+    code = exit.code;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "Process %s (pid %d): uncaught exception: %s\n",
+                 process.name().c_str(), static_cast<int>(::getpid()),
+                 e.what());
+    code = 1;
+  } catch (...) {
+    std::fprintf(stderr,
+                 "Process %s (pid %d): uncaught non-standard exception\n",
+                 process.name().c_str(), static_cast<int>(::getpid()));
+    code = 1;
+  }
+  internal::finish_children();
+  flush_standard_streams();
+  ::_exit(code);
+}
+
+}  // namespace
+
+void Process::take_target(Process& other) noexcept {
+  if (other.target_ == nullptr) {
+    target_ = nullptr;
+  } else if (other.target_is_inline()) {
+    target_ = other.target_->move_into(inline_target_);
+    other.destroy_target();
+  } else {
+    target_ = std::exchange(other.target_, nullptr);
+  }
+}
+
+void Process::destroy_target() noexcept {
+  if (target_ == nullptr) return;
+  if (target_is_inline()) {
+    target_->~Target();
+  } else {
+    delete target_;
+  }
+  target_ = nullptr;
+}
+
+Process::Process(Process&& other) noexcept
+    : name_(std::move(other.name_)),
+      daemon_(other.daemon_),
+      pid_(std::exchange(other.pid_, 0)),
+      reaped_(other.reaped_),
+      status_(other.status_) {
+  take_target(other);
+}
+
+Process& Process::operator=(Process&& other) noexcept {
+  if (this != &other) {
+    destroy();
+    destroy_target();
+    take_target(other);
+    name_ = std::move(other.name_);
+    daemon_ = other.daemon_;
+    pid_ = std::exchange(other.pid_, 0);
+    reaped_ = other.reaped_;
+    status_ = other.status_;
+  }
+  return *this;
+}
+
+Process::~Process() {
+  destroy();
+  destroy_target();
+}
+
+void Process::destroy() noexcept {
+  if (pid_ == 0) return;
+  try {
+    if (!poll(WNOHANG)) {
+      send_signal(SIGTERM);
+      if (!join(kTerminateGracePeriod)) {
+        send_signal(SIGKILL);
+        join();
+      }
+    }
+  } catch (...) {
+    // Reaped by code outside mp: there is no child left to stop, only our
+    // record in the table to drop.
+    ChildTable& table = ChildTable::instance();
+    std::lock_guard lock(table.mutex());
+    table.remove(pid_);
+  }
+  pid_ = 0;
+}
+
+const std::string& Process::name() const {
+  // Numbered on demand rather than at construction: a counter bumped on every
+  // construction is one more page written after each fork.
+  static std::atomic<int> counter{0};
+  if (name_.empty()) name_ = "Process-" + std::to_string(++counter);
+  return name_;
+}
+
+void Process::set_daemon(bool daemon) {
+  if (pid_ != 0)
+    throw std::logic_error("Process::set_daemon: process already started");
+  daemon_ = daemon;
+}
+
+void Process::require_started(const char* what) const {
+  if (pid_ == 0) {
+    throw std::logic_error(std::string("Process::") + what +
+                           ": process not started");
+  }
+}
+
+void Process::start() {
+  if (target_ == nullptr) throw std::logic_error("Process::start: no target");
+  if (pid_ != 0) {
+    throw std::logic_error("Process::start: cannot start a process twice (" +
+                           pid_context(pid_) + ")");
+  }
+  flush_standard_streams();
+  ChildTable& table = ChildTable::instance();
+  const pid_t parent = ::getpid();
+  // Held across fork so that no reaper can collect the child before it is
+  // registered as ours. The child does not inherit a usable lock: it rebuilds
+  // its table on first use (see children.h).
+  table.mutex().lock();
+  const pid_t pid = ::fork();
+  if (pid == 0) run_child(*target_, *this, daemon_, parent);
+  if (pid == -1) {
+    const int error = errno;
+    table.mutex().unlock();
+    internal::throw_os_error("fork", error);
+  }
+  try {
+    table.add(pid, daemon_);
+  } catch (...) {  // only the table's overflow vector can fail to grow
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    table.mutex().unlock();
+    throw;
+  }
+  table.mutex().unlock();
+  pid_ = pid;
+  reaped_ = false;
+}
+
+bool Process::collect_locked() {
+  internal::ChildRecord* record = ChildTable::instance().find(pid_);
+  if (record == nullptr || !record->reaped) return false;
+  status_ = record->status;
+  reaped_ = true;
+  ChildTable::instance().remove(pid_);
+  return true;
+}
+
+bool Process::poll(int flags) {
+  if (reaped_) return true;
+  int status = 0;
+  const pid_t got =
+      internal::retry_on_eintr([&] { return ::waitpid(pid_, &status, flags); });
+  if (got == 0) return false;
+  const int error = errno;
+  ChildTable& table = ChildTable::instance();
+  std::lock_guard lock(table.mutex());
+  if (got == pid_) {
+    table.remove(pid_);
+    status_ = status;
+    reaped_ = true;
+    return true;
+  }
+  // A reaper (mp::reap, mp::ChildReaper) may have collected the child first;
+  // it leaves the status in our record.
+  if (error == ECHILD && collect_locked()) return true;
+  internal::throw_os_error("waitpid", error, pid_context(pid_));
+}
+
+void Process::join() {
+  require_started("join");
+  poll(0);
+}
+
+bool Process::join_for(std::chrono::nanoseconds timeout) {
+  require_started("join");
+  if (poll(WNOHANG)) return true;
+  if (timeout <= std::chrono::nanoseconds::zero()) return false;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+
+  Fd pidfd;
+  {
+    ChildTable& table = ChildTable::instance();
+    std::lock_guard lock(table.mutex());
+    if (collect_locked()) return true;
+    // Under the lock no reaper can collect the child, so its pid cannot have
+    // been reused: the pidfd names our child.
+    const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
+    if (fd >= 0) {
+      pidfd.reset(fd);
+    } else if (errno != ENOSYS) {
+      internal::throw_os_error("pidfd_open", errno, pid_context(pid_));
+    }
+  }
+
+  auto backoff = std::chrono::microseconds(50);
+  for (;;) {
+    const auto remaining = deadline - std::chrono::steady_clock::now();
+    if (remaining <= std::chrono::nanoseconds::zero()) return poll(WNOHANG);
+    if (pidfd) {
+      const auto ns =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(remaining);
+      const timespec ts{static_cast<time_t>(ns.count() / 1'000'000'000),
+                        static_cast<long>(ns.count() % 1'000'000'000)};
+      pollfd pfd{pidfd.get(), POLLIN, 0};
+      const int ready = ::ppoll(&pfd, 1, &ts, nullptr);
+      if (ready == -1 && errno != EINTR) {
+        internal::throw_os_error("ppoll", errno, pid_context(pid_));
+      }
+      if (ready > 0 && poll(WNOHANG)) return true;
+    } else {
+      // Kernels before 5.3 have no pidfd: poll with a growing sleep.
+      std::this_thread::sleep_for(
+          std::min<std::chrono::nanoseconds>(backoff, remaining));
+      backoff = std::min(backoff * 2, std::chrono::microseconds(10'000));
+      if (poll(WNOHANG)) return true;
+    }
+  }
+}
+
+bool Process::is_alive() {
+  if (pid_ == 0) return false;
+  try {
+    return !poll(WNOHANG);
+  } catch (const OsError&) {
+    return false;  // reaped by someone else: certainly not running
+  }
+}
+
+std::optional<int> Process::exitcode() {
+  if (pid_ == 0 || !poll(WNOHANG)) return std::nullopt;
+  return internal::exit_code_from_status(status_);
+}
+
+void Process::terminate() { send_signal(SIGTERM); }
+void Process::kill() { send_signal(SIGKILL); }
+
+void Process::send_signal(int signal_number) {
+  require_started("send_signal");
+  if (reaped_) return;
+  // Under the table lock no reaper can collect the child, so the pid cannot
+  // be reused between the check and kill.
+  std::lock_guard lock(ChildTable::instance().mutex());
+  if (collect_locked()) return;
+  if (::kill(pid_, signal_number) == -1) {
+    internal::throw_os_error("kill", errno, pid_context(pid_));
+  }
+}
+
+}  // namespace mp

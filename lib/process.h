@@ -1,0 +1,197 @@
+// Process: runs a callable in a forked child, with multiprocessing.Process's
+// lifecycle.
+//
+//   mp::Process p([] { do_work(); });
+//   p.start();              // fork; the child runs the callable, then _exit
+//   p.join();               // wait and reap
+//   int code = *p.exitcode();
+//
+// Exit codes follow Python: 0 when the callable returns normally (or the
+// value it returns, if it returns an int), the code given to mp::SystemExit,
+// 1 when an exception escapes it (its message goes to stderr, as
+// multiprocessing's _bootstrap prints the traceback), and minus the signal
+// number when a signal ends the child.
+//
+// Ownership: a Process owns its child until the child is reaped. Destroying a
+// Process whose child still runs sends SIGTERM, waits up to
+// kTerminateGracePeriod, then sends SIGKILL and reaps: no zombie and no
+// orphan is left behind. Move-only.
+//
+// Daemon children (set_daemon(true) before start) get PR_SET_PDEATHSIG
+// (SIGKILL), so they die when the parent dies however it dies, and they are
+// sent SIGTERM and reaped at the parent's normal exit. Non-daemon children
+// still running at normal exit are joined, as multiprocessing does. Note that
+// Linux delivers PDEATHSIG when the *thread* that forked exits: start daemon
+// processes from a thread that lives as long as they should.
+//
+// Fork safety: like multiprocessing's "fork" start method, the child is a copy
+// of the calling thread only; locks held by other threads stay locked in it.
+// stdout, stderr and the C++ standard streams are flushed before fork so
+// buffered output is not written twice, and again when the child ends (as
+// multiprocessing flushes sys.stdout and sys.stderr); other FILE streams are
+// the caller's to flush. The child never returns into the caller: it ends in
+// _exit.
+//
+// Thread safety: one Process object must not be used from two threads at
+// once; distinct Process objects may be used concurrently.
+#ifndef MPBENCH_LIB_PROCESS_H_
+#define MPBENCH_LIB_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <new>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+namespace mp {
+
+namespace internal {
+
+// Type-erased callable. Small callables live inside the Process object
+// (no heap allocation, so nothing to free after fork: see children.h).
+class Target {
+ public:
+  static constexpr std::size_t kInlineSize = 64;
+  virtual ~Target() = default;
+  virtual int run() = 0;
+  // Move-constructs this target into `buffer` (kInlineSize bytes).
+  virtual Target* move_into(void* buffer) noexcept = 0;
+};
+
+template <typename F>
+class TargetOf final : public Target {
+ public:
+  explicit TargetOf(F f) : f_(std::move(f)) {}
+  int run() override {
+    if constexpr (std::is_void_v<std::invoke_result_t<F&>>) {
+      f_();
+      return 0;
+    } else {
+      return static_cast<int>(f_());
+    }
+  }
+  Target* move_into(void* buffer) noexcept override {
+    return new (buffer) TargetOf(std::move(f_));
+  }
+
+  static constexpr bool kFitsInline =
+      sizeof(F) + sizeof(void*) <= kInlineSize &&
+      alignof(F) <= alignof(std::max_align_t) &&
+      std::is_nothrow_move_constructible_v<F>;
+
+ private:
+  F f_;
+};
+
+}  // namespace internal
+
+// Throw from a Process's callable to end the child with `code` after stack
+// unwinding, like Python's sys.exit(code).
+struct SystemExit {
+  int code = 0;
+};
+
+class Process {
+ public:
+  // How long the destructor waits after SIGTERM before it sends SIGKILL.
+  static constexpr std::chrono::milliseconds kTerminateGracePeriod{500};
+
+  // An empty Process: start() throws std::logic_error.
+  Process() noexcept = default;
+
+  // `target` is moved into the Process and called in the child. It may
+  // return void or a value convertible to int (the exit code). `name`
+  // defaults to "Process-N" as in Python.
+  template <typename F>
+  requires std::invocable < std::decay_t<F>
+  & > &&(!std::same_as<std::decay_t<F>, Process>)explicit Process(
+          F&& target, std::string name = {})
+      : name_(std::move(name)) {
+    using T = internal::TargetOf<std::decay_t<F>>;
+    if constexpr (T::kFitsInline) {
+      target_ = new (inline_target_) T(std::forward<F>(target));
+    } else {
+      target_ = new T(std::forward<F>(target));
+    }
+  }
+
+  Process(Process&& other) noexcept;
+  Process& operator=(Process&& other) noexcept;
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+  // Terminates and reaps a running child (see above). Never throws.
+  ~Process();
+
+  // Forks the child. Throws std::logic_error if already started or empty,
+  // mp::OsError("fork") when the system cannot create a process.
+  void start();
+
+  // Blocks until the child exits and reaps it. Returns at once if it has
+  // already been reaped. Throws std::logic_error before start(),
+  // mp::OsError("waitpid") if the child was reaped by code outside mp.
+  void join();
+
+  // Like join() but gives up after `timeout`; returns true if the child has
+  // exited (and is reaped), false if it still runs.
+  template <typename Rep, typename Period>
+  bool join(std::chrono::duration<Rep, Period> timeout) {
+    return join_for(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+  }
+
+  // True between start() and the child's exit. Reaps an exited child. Never
+  // blocks.
+  bool is_alive();
+
+  // Python's exitcode: nullopt before start and while the child runs. Reaps
+  // an exited child. Never blocks.
+  std::optional<int> exitcode();
+
+  // 0 before start().
+  pid_t pid() const noexcept { return pid_; }
+  // The name given at construction, or "Process-N" assigned on first call.
+  const std::string& name() const;
+  bool daemon() const noexcept { return daemon_; }
+  // Throws std::logic_error after start().
+  void set_daemon(bool daemon);
+
+  // Send SIGTERM / SIGKILL / any signal to a child that has not been reaped;
+  // no-op once it has been (as Python's terminate() on a finished process).
+  // Throws std::logic_error before start(), mp::OsError("kill") otherwise.
+  void terminate();
+  void kill();
+  void send_signal(int signal_number);
+
+ private:
+  bool join_for(std::chrono::nanoseconds timeout);
+  // waitpid(pid_, flags); returns true once the child is reaped.
+  bool poll(int flags);
+  // With the table locked: takes a status a reaper left for us.
+  bool collect_locked();
+  void require_started(const char* what) const;
+  void destroy() noexcept;
+  void destroy_target() noexcept;
+  void take_target(Process& other) noexcept;
+  bool target_is_inline() const noexcept {
+    return static_cast<const void*>(target_) ==
+           static_cast<const void*>(inline_target_);
+  }
+
+  alignas(std::max_align_t) unsigned char inline_target_
+      [internal::Target::kInlineSize];
+  internal::Target* target_ = nullptr;
+  mutable std::string name_;
+  bool daemon_ = false;
+  pid_t pid_ = 0;
+  bool reaped_ = false;
+  int status_ = 0;  // waitpid status once reaped_
+};
+
+}  // namespace mp
+
+#endif  // MPBENCH_LIB_PROCESS_H_
