@@ -9,6 +9,7 @@
 #define MPBENCH_LIB_ERROR_H_
 
 #include <cerrno>
+#include <cstddef>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -45,6 +46,39 @@ class TimeoutError : public std::runtime_error {
 class PeerError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+};
+
+// A message longer than the receiver's limit or the container's capacity.
+// Nothing is consumed or lost: the message stays where it was (the sender's
+// hands for put/send, the connection or queue for recv/get).
+class MessageTooLong : public std::length_error {
+ public:
+  MessageTooLong(const std::string& what, std::size_t length, std::size_t limit)
+      : std::length_error(what), length_(length), limit_(limit) {}
+  std::size_t length() const noexcept { return length_; }
+  std::size_t limit() const noexcept { return limit_; }
+
+ private:
+  std::size_t length_;
+  std::size_t limit_;
+};
+
+// Operation on a queue, channel or connection that has been closed.
+class ClosedError : public std::logic_error {
+ public:
+  using std::logic_error::logic_error;
+};
+
+// A timed get found nothing in time (Python's queue.Empty).
+class Empty : public TimeoutError {
+ public:
+  using TimeoutError::TimeoutError;
+};
+
+// A timed put found no room in time (Python's queue.Full).
+class Full : public TimeoutError {
+ public:
+  using TimeoutError::TimeoutError;
 };
 
 namespace internal {

@@ -1,0 +1,656 @@
+// How fast data moves between processes, each mechanism against the raw limit
+// measured in the same run.
+//
+// Throughput (producer here, consumer in a peer process started once per
+// benchmark run, outside the timed loop; one message per iteration; the last
+// iteration waits until the consumer has received every message):
+//   BM_MemcpyThroughput        one memcpy in one process: the memory-bus limit
+//   BM_RawPipeThroughput       write()/read() loops on a pipe: the kernel limit
+//   BM_PipeThroughput          mp::Pipe(false) send_bytes / recv_bytes_into
+//   BM_QueueThroughput         mp::Queue put_bytes / get_bytes_into
+//   BM_ChannelThroughput       mp::SemaphoreChannel (one slot, as in the seed)
+//   BM_RingChannelThroughput   mp::RingChannel with `slots` slots
+//   BM_BoostMqThroughput       boost::interprocess::message_queue
+//   BM_FloatChannel            the seed's experiment: 100 000 doubles a message
+// Round trip (one message there and back per iteration; manual time; the
+// counters p50_ns and p99_ns are the median and 99th percentile of the
+// per-iteration round trips, timed with steady_clock):
+//   BM_RawFutexPingPong        two processes on a shared futex word: the floor
+//                              for any blocking hand-off
+//   BM_RawSpinPingPong         two processes spinning on a shared atomic: the
+//                              floor for any hand-off at all
+//   BM_RawPipePingPong, BM_PipePingPong, BM_QueuePingPong,
+//   BM_ChannelPingPong, BM_BoostMqPingPong
+// spin_us:S is the wait policy: 0 blocks at once, S > 0 spins S microseconds
+// first (mp::WaitPolicy).
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/interprocess/ipc/message_queue.hpp>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "lib/channel.h"
+#include "lib/mapping.h"
+#include "lib/pipe.h"
+#include "lib/process.h"
+#include "lib/queue.h"
+#include "lib/wait.h"
+
+namespace mp::bench {
+namespace {
+
+namespace bip = boost::interprocess;
+using Clock = std::chrono::steady_clock;
+
+constexpr int64_t kSizes[] = {8, 64, 512, 4096, 65536, 1 << 20, 16 << 20};
+constexpr int64_t kPingPongSizes[] = {8, 64, 4096, 65536};
+constexpr int64_t kSpins[] = {0, 50};
+constexpr int64_t kSlots[] = {2, 4, 8};
+
+WaitPolicy policy_for(int64_t spin_us) {
+  WaitPolicy policy =
+      spin_us == 0
+          ? WaitPolicy::block_only()
+          : WaitPolicy::spin_then_block(std::chrono::microseconds(spin_us));
+  return policy;
+}
+
+// The payload of message `i`: its index in the first 8 bytes (when there is
+// room), so the consumer checks that every message arrived, in order.
+void stamp(std::vector<std::byte>& message, uint64_t i) {
+  if (message.size() >= sizeof i) std::memcpy(message.data(), &i, sizeof i);
+}
+bool stamped(const std::byte* data, std::size_t size, uint64_t i) {
+  if (size < sizeof i) return true;
+  uint64_t got;
+  std::memcpy(&got, data, sizeof got);
+  return got == i;
+}
+
+// The control line between the benchmark and its peer: a count of messages
+// out, an acknowledgement back. Separate from the data path being measured.
+struct Control {
+  Connection to_peer_read, to_peer_write, from_peer_read, from_peer_write;
+  Control() {
+    std::tie(to_peer_read, to_peer_write) = Pipe(false);
+    std::tie(from_peer_read, from_peer_write) = Pipe(false);
+  }
+};
+
+// A peer process for one benchmark run. `body(count)` runs in the child and
+// returns 0 when every message checked out.
+class Peer {
+ public:
+  template <typename Body>
+  explicit Peer(Body body)
+      : process_([this, body]() mutable -> int {
+          const auto count = control_.to_peer_read.recv<uint64_t>();
+          if (!count) return 10;
+          const int code = body(*count);
+          control_.from_peer_write.send(code);
+          return code;
+        }) {
+    process_.set_daemon(true);
+    process_.start();
+  }
+  void announce(uint64_t count) { control_.to_peer_write.send(count); }
+  // Waits for the peer's verdict; 0 means it received everything intact.
+  int verdict() {
+    const auto code = control_.from_peer_read.recv<int>();
+    return code ? *code : 11;
+  }
+  // Reaps the peer; returns an error text or "".
+  std::string finish() {
+    control_.to_peer_write.close();
+    if (!process_.join(std::chrono::seconds(30))) {
+      process_.kill();
+      process_.join();
+      return "peer did not exit";
+    }
+    return process_.exitcode() == 0
+               ? ""
+               : "peer exited with " + std::to_string(*process_.exitcode());
+  }
+  Process& process() { return process_; }
+
+ private:
+  Control control_;
+  Process process_;
+};
+
+// Runs a throughput benchmark: `send(i)` moves message i; the peer runs
+// `receive(count)`. The last iteration includes waiting for the consumer's
+// verdict, so the time covers delivery, not just handing bytes to a buffer.
+template <typename Send, typename Receive>
+void run_throughput(benchmark::State& state, std::size_t bytes, Send send,
+                    Receive receive) {
+  try {
+    Peer peer(receive);
+    peer.announce(static_cast<uint64_t>(state.max_iterations));
+    uint64_t i = 0;
+    int verdict = 0;
+    for (auto _ : state) {
+      send(i);
+      if (++i == static_cast<uint64_t>(state.max_iterations))
+        verdict = peer.verdict();
+    }
+    const std::string error = peer.finish();
+    if (verdict != 0) {
+      state.SkipWithError(("consumer saw a wrong message (code " +
+                           std::to_string(verdict) + ")")
+                              .c_str());
+    } else if (!error.empty()) {
+      state.SkipWithError(error.c_str());
+    }
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(bytes));
+}
+
+// Runs a round-trip benchmark: `round_trip(i)` sends message i and waits for
+// the reply; the peer runs `echo(count)`. Reports manual time (the sum of the
+// round trips) and the per-sample median and 99th percentile.
+template <typename RoundTrip, typename Echo>
+void run_ping_pong(benchmark::State& state, RoundTrip round_trip, Echo echo) {
+  std::vector<double> samples;
+  samples.reserve(static_cast<std::size_t>(state.max_iterations));
+  try {
+    Peer peer(echo);
+    peer.announce(static_cast<uint64_t>(state.max_iterations));
+    uint64_t i = 0;
+    for (auto _ : state) {
+      const auto begin = Clock::now();
+      round_trip(i++);
+      const double seconds =
+          std::chrono::duration<double>(Clock::now() - begin).count();
+      state.SetIterationTime(seconds);
+      samples.push_back(seconds);
+    }
+    const int verdict = peer.verdict();
+    const std::string error = peer.finish();
+    if (verdict != 0) {
+      state.SkipWithError(
+          ("peer saw a wrong message (code " + std::to_string(verdict) + ")")
+              .c_str());
+    } else if (!error.empty()) {
+      state.SkipWithError(error.c_str());
+    }
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
+  if (samples.empty()) return;
+  std::sort(samples.begin(), samples.end());
+  auto percentile = [&](double p) {
+    return samples[std::min(samples.size() - 1,
+                            static_cast<std::size_t>(p * samples.size()))] *
+           1e9;
+  };
+  state.counters["p50_ns"] = percentile(0.50);
+  state.counters["p99_ns"] = percentile(0.99);
+  state.SetItemsProcessed(state.iterations());
+}
+
+// --- Throughput
+// ----------------------------------------------------------------
+
+void BM_MemcpyThroughput(benchmark::State& state) {
+  const auto bytes = static_cast<std::size_t>(state.range(0));
+  std::vector<std::byte> source(bytes, std::byte{1}), target(bytes);
+  for (auto _ : state) {
+    std::memcpy(target.data(), source.data(), bytes);
+    benchmark::DoNotOptimize(target.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(bytes));
+}
+
+bool write_all(int fd, const std::byte* data, std::size_t size) {
+  while (size > 0) {
+    const ssize_t n = ::write(fd, data, size);
+    if (n <= 0) {
+      if (n == -1 && errno == EINTR) continue;
+      return false;
+    }
+    data += n;
+    size -= static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+bool read_all(int fd, std::byte* data, std::size_t size) {
+  while (size > 0) {
+    const ssize_t n = ::read(fd, data, size);
+    if (n <= 0) {
+      if (n == -1 && errno == EINTR) continue;
+      return false;
+    }
+    data += n;
+    size -= static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+void BM_RawPipeThroughput(benchmark::State& state) {
+  const auto bytes = static_cast<std::size_t>(state.range(0));
+  auto [receiver, sender] = Pipe(false);
+  std::vector<std::byte> message(bytes);
+  run_throughput(
+      state, bytes,
+      [&, &sender = sender](uint64_t i) {
+        stamp(message, i);
+        if (!write_all(sender.fileno(), message.data(), bytes))
+          throw OsError("write", errno);
+      },
+      [&, &receiver = receiver, &sender = sender](uint64_t count) {
+        sender.close();
+        std::vector<std::byte> buffer(bytes);
+        for (uint64_t i = 0; i < count; ++i) {
+          if (!read_all(receiver.fileno(), buffer.data(), bytes)) return 1;
+          if (!stamped(buffer.data(), bytes, i)) return 2;
+        }
+        return 0;
+      });
+}
+
+void BM_PipeThroughput(benchmark::State& state) {
+  const auto bytes = static_cast<std::size_t>(state.range(0));
+  auto [receiver, sender] = Pipe(false);
+  std::vector<std::byte> message(bytes);
+  run_throughput(
+      state, bytes,
+      [&, &sender = sender](uint64_t i) {
+        stamp(message, i);
+        sender.send_bytes(message);
+      },
+      [&, &receiver = receiver, &sender = sender](uint64_t count) {
+        sender.close();
+        std::vector<std::byte> buffer(bytes);
+        for (uint64_t i = 0; i < count; ++i) {
+          const auto n = receiver.recv_bytes_into(buffer);
+          if (!n || *n != bytes) return 1;
+          if (!stamped(buffer.data(), bytes, i)) return 2;
+        }
+        return 0;
+      });
+}
+
+QueueOptions queue_options(std::size_t bytes, int64_t spin_us) {
+  QueueOptions options;
+  options.capacity_bytes = std::max<std::size_t>(4 << 20, 2 * (bytes + 4));
+  options.wait = policy_for(spin_us);
+  return options;
+}
+
+void BM_QueueThroughput(benchmark::State& state) {
+  const auto bytes = static_cast<std::size_t>(state.range(0));
+  Queue queue(queue_options(bytes, state.range(1)));
+  std::vector<std::byte> message(bytes);
+  run_throughput(
+      state, bytes,
+      [&](uint64_t i) {
+        stamp(message, i);
+        queue.put_bytes(message);
+      },
+      [&](uint64_t count) {
+        std::vector<std::byte> buffer(bytes);
+        for (uint64_t i = 0; i < count; ++i) {
+          const auto n = queue.get_bytes_into(buffer);
+          if (!n || *n != bytes) return 1;
+          if (!stamped(buffer.data(), bytes, i)) return 2;
+        }
+        return 0;
+      });
+}
+
+void channel_throughput(benchmark::State& state, std::size_t bytes,
+                        std::size_t slots, int64_t spin_us) {
+  RingChannel<std::byte> channel(bytes, slots, policy_for(spin_us));
+  std::vector<std::byte> message(bytes);
+  run_throughput(
+      state, bytes,
+      [&](uint64_t i) {
+        stamp(message, i);
+        channel.send(message);
+      },
+      [&](uint64_t count) {
+        std::vector<std::byte> buffer(bytes);
+        for (uint64_t i = 0; i < count; ++i) {
+          const auto n = channel.recv_into(buffer);
+          if (!n || *n != bytes) return 1;
+          if (!stamped(buffer.data(), bytes, i)) return 2;
+        }
+        return 0;
+      });
+}
+
+void BM_ChannelThroughput(benchmark::State& state) {
+  channel_throughput(state, static_cast<std::size_t>(state.range(0)), 1,
+                     state.range(1));
+}
+
+void BM_RingChannelThroughput(benchmark::State& state) {
+  channel_throughput(state, static_cast<std::size_t>(state.range(0)),
+                     static_cast<std::size_t>(state.range(1)), state.range(2));
+}
+
+// The seed's FloatChannel experiment: 100 000 doubles a message through the
+// one-slot semaphore channel.
+void BM_FloatChannel(benchmark::State& state) {
+  const auto count = static_cast<std::size_t>(state.range(0));
+  SemaphoreChannel<double> channel(count);
+  std::vector<double> values(count);
+  for (std::size_t k = 0; k < count; ++k) values[k] = static_cast<double>(k);
+  run_throughput(
+      state, count * sizeof(double),
+      [&](uint64_t i) {
+        values[0] = static_cast<double>(i);
+        channel.send(values);
+      },
+      [&](uint64_t messages) {
+        std::vector<double> got(count);
+        for (uint64_t i = 0; i < messages; ++i) {
+          const auto n = channel.recv_into(got);
+          if (!n || *n != count) return 1;
+          if (got[0] != static_cast<double>(i) ||
+              got[count - 1] != static_cast<double>(count - 1))
+            return 2;
+        }
+        return 0;
+      });
+}
+
+// A uniquely named message queue, created exclusively with mode 0600 and
+// unlinked at once: the mapping (inherited by the forked peer) outlives the
+// name, so nothing is left in /dev/shm even if this process crashes.
+std::unique_ptr<bip::message_queue> make_boost_mq(std::size_t max_msg,
+                                                  std::size_t max_count) {
+  static std::atomic<int> counter{0};
+  const std::string name = "mpbench-mq-" + std::to_string(::getpid()) + "-" +
+                           std::to_string(++counter);
+  bip::permissions owner_only(0600);
+  auto mq = std::make_unique<bip::message_queue>(
+      bip::create_only, name.c_str(), max_count, max_msg, owner_only);
+  bip::message_queue::remove(name.c_str());
+  return mq;
+}
+
+void BM_BoostMqThroughput(benchmark::State& state) {
+  const auto bytes = static_cast<std::size_t>(state.range(0));
+  std::unique_ptr<bip::message_queue> mq;
+  try {
+    mq = make_boost_mq(bytes,
+                       std::clamp<std::size_t>((64 << 20) / bytes, 2, 1024));
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
+  std::vector<std::byte> message(bytes);
+  run_throughput(
+      state, bytes,
+      [&](uint64_t i) {
+        stamp(message, i);
+        mq->send(message.data(), bytes, 0);
+      },
+      [&](uint64_t count) {
+        std::vector<std::byte> buffer(bytes);
+        for (uint64_t i = 0; i < count; ++i) {
+          bip::message_queue::size_type got = 0;
+          unsigned priority = 0;
+          mq->receive(buffer.data(), bytes, got, priority);
+          if (got != bytes) return 1;
+          if (!stamped(buffer.data(), bytes, i)) return 2;
+        }
+        return 0;
+      });
+}
+
+// --- Round trips
+// -----------------------------------------------------------------
+
+// The floors: a bare word in shared memory that the two processes take turns
+// advancing (odd: the benchmark's turn is over; even: the peer's).
+struct TurnWord {
+  Mapping memory = Mapping::shared(64);
+  std::atomic<uint32_t>& turn() const {
+    return *static_cast<std::atomic<uint32_t>*>(memory.data());
+  }
+};
+
+void futex_wait_for(std::atomic<uint32_t>& word, uint32_t want) {
+  for (uint32_t seen; (seen = word.load(std::memory_order_acquire)) != want;) {
+    internal::futex_wait(&word, seen, std::chrono::seconds(1));
+  }
+}
+
+void BM_RawFutexPingPong(benchmark::State& state) {
+  TurnWord word;
+  std::atomic<uint32_t>& turn = word.turn();
+  run_ping_pong(
+      state,
+      [&](uint64_t i) {
+        turn.store(static_cast<uint32_t>(2 * i + 1), std::memory_order_release);
+        internal::futex_wake(&turn, 1);
+        futex_wait_for(turn, static_cast<uint32_t>(2 * i + 2));
+      },
+      [&](uint64_t count) {
+        for (uint64_t i = 0; i < count; ++i) {
+          futex_wait_for(turn, static_cast<uint32_t>(2 * i + 1));
+          turn.store(static_cast<uint32_t>(2 * i + 2),
+                     std::memory_order_release);
+          internal::futex_wake(&turn, 1);
+        }
+        return 0;
+      });
+}
+
+void spin_for(std::atomic<uint32_t>& word, uint32_t want) {
+  while (word.load(std::memory_order_acquire) != want) internal::cpu_relax();
+}
+
+void BM_RawSpinPingPong(benchmark::State& state) {
+  TurnWord word;
+  std::atomic<uint32_t>& turn = word.turn();
+  run_ping_pong(
+      state,
+      [&](uint64_t i) {
+        turn.store(static_cast<uint32_t>(2 * i + 1), std::memory_order_release);
+        spin_for(turn, static_cast<uint32_t>(2 * i + 2));
+      },
+      [&](uint64_t count) {
+        for (uint64_t i = 0; i < count; ++i) {
+          spin_for(turn, static_cast<uint32_t>(2 * i + 1));
+          turn.store(static_cast<uint32_t>(2 * i + 2),
+                     std::memory_order_release);
+        }
+        return 0;
+      });
+}
+
+void BM_RawPipePingPong(benchmark::State& state) {
+  const auto bytes = static_cast<std::size_t>(state.range(0));
+  auto [ping_read, ping_write] = Pipe(false);
+  auto [pong_read, pong_write] = Pipe(false);
+  std::vector<std::byte> message(bytes), reply(bytes);
+  run_ping_pong(
+      state,
+      [&, &ping_write = ping_write, &pong_read = pong_read](uint64_t i) {
+        stamp(message, i);
+        if (!write_all(ping_write.fileno(), message.data(), bytes) ||
+            !read_all(pong_read.fileno(), reply.data(), bytes)) {
+          throw OsError("write/read", errno);
+        }
+      },
+      [&, &ping_read = ping_read, &pong_write = pong_write](uint64_t count) {
+        std::vector<std::byte> buffer(bytes);
+        for (uint64_t i = 0; i < count; ++i) {
+          if (!read_all(ping_read.fileno(), buffer.data(), bytes)) return 1;
+          if (!stamped(buffer.data(), bytes, i)) return 2;
+          if (!write_all(pong_write.fileno(), buffer.data(), bytes)) return 3;
+        }
+        return 0;
+      });
+}
+
+void BM_PipePingPong(benchmark::State& state) {
+  const auto bytes = static_cast<std::size_t>(state.range(0));
+  auto [here, there] = Pipe(true);
+  std::vector<std::byte> message(bytes), reply(bytes);
+  run_ping_pong(
+      state,
+      [&, &here = here](uint64_t i) {
+        stamp(message, i);
+        here.send_bytes(message);
+        if (here.recv_bytes_into(reply) != bytes)
+          throw PeerError("short reply");
+      },
+      [&, &there = there](uint64_t count) {
+        std::vector<std::byte> buffer(bytes);
+        for (uint64_t i = 0; i < count; ++i) {
+          if (there.recv_bytes_into(buffer) != bytes) return 1;
+          if (!stamped(buffer.data(), bytes, i)) return 2;
+          there.send_bytes(buffer);
+        }
+        return 0;
+      });
+}
+
+void BM_QueuePingPong(benchmark::State& state) {
+  const auto bytes = static_cast<std::size_t>(state.range(0));
+  Queue ping(queue_options(bytes, state.range(1))),
+      pong(queue_options(bytes, state.range(1)));
+  std::vector<std::byte> message(bytes), reply(bytes);
+  run_ping_pong(
+      state,
+      [&](uint64_t i) {
+        stamp(message, i);
+        ping.put_bytes(message);
+        if (pong.get_bytes_into(reply) != bytes) throw PeerError("short reply");
+      },
+      [&](uint64_t count) {
+        std::vector<std::byte> buffer(bytes);
+        for (uint64_t i = 0; i < count; ++i) {
+          if (ping.get_bytes_into(buffer) != bytes) return 1;
+          if (!stamped(buffer.data(), bytes, i)) return 2;
+          pong.put_bytes(buffer);
+        }
+        return 0;
+      });
+}
+
+void BM_ChannelPingPong(benchmark::State& state) {
+  const auto bytes = static_cast<std::size_t>(state.range(0));
+  const WaitPolicy policy = policy_for(state.range(1));
+  SemaphoreChannel<std::byte> ping(bytes, policy), pong(bytes, policy);
+  std::vector<std::byte> message(bytes), reply(bytes);
+  run_ping_pong(
+      state,
+      [&](uint64_t i) {
+        stamp(message, i);
+        ping.send(message);
+        if (pong.recv_into(reply) != bytes) throw PeerError("short reply");
+      },
+      [&](uint64_t count) {
+        std::vector<std::byte> buffer(bytes);
+        for (uint64_t i = 0; i < count; ++i) {
+          if (ping.recv_into(buffer) != bytes) return 1;
+          if (!stamped(buffer.data(), bytes, i)) return 2;
+          pong.send(buffer);
+        }
+        return 0;
+      });
+}
+
+void BM_BoostMqPingPong(benchmark::State& state) {
+  const auto bytes = static_cast<std::size_t>(state.range(0));
+  std::unique_ptr<bip::message_queue> ping, pong;
+  try {
+    ping = make_boost_mq(bytes, 4);
+    pong = make_boost_mq(bytes, 4);
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
+  std::vector<std::byte> message(bytes), reply(bytes);
+  run_ping_pong(
+      state,
+      [&](uint64_t i) {
+        stamp(message, i);
+        ping->send(message.data(), bytes, 0);
+        bip::message_queue::size_type got = 0;
+        unsigned priority = 0;
+        pong->receive(reply.data(), bytes, got, priority);
+      },
+      [&](uint64_t count) {
+        std::vector<std::byte> buffer(bytes);
+        for (uint64_t i = 0; i < count; ++i) {
+          bip::message_queue::size_type got = 0;
+          unsigned priority = 0;
+          ping->receive(buffer.data(), bytes, got, priority);
+          if (got != bytes) return 1;
+          if (!stamped(buffer.data(), bytes, i)) return 2;
+          pong->send(buffer.data(), bytes, 0);
+        }
+        return 0;
+      });
+}
+
+// --- Registration
+// ------------------------------------------------------------------
+
+void sizes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"bytes"});
+  for (int64_t size : kSizes) b->Args({size});
+}
+void sizes_spins(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"bytes", "spin_us"});
+  for (int64_t spin : kSpins)
+    for (int64_t size : kSizes) b->Args({size, spin});
+}
+void sizes_slots_spins(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"bytes", "slots", "spin_us"});
+  for (int64_t spin : kSpins)
+    for (int64_t slots : kSlots)
+      for (int64_t size : kSizes) b->Args({size, slots, spin});
+}
+void ping_sizes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"bytes"});
+  for (int64_t size : kPingPongSizes) b->Args({size});
+}
+void ping_sizes_spins(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"bytes", "spin_us"});
+  for (int64_t spin : kSpins)
+    for (int64_t size : kPingPongSizes) b->Args({size, spin});
+}
+
+BENCHMARK(BM_MemcpyThroughput)->Apply(sizes);
+BENCHMARK(BM_RawPipeThroughput)->Apply(sizes)->UseRealTime();
+BENCHMARK(BM_PipeThroughput)->Apply(sizes)->UseRealTime();
+BENCHMARK(BM_QueueThroughput)->Apply(sizes_spins)->UseRealTime();
+BENCHMARK(BM_ChannelThroughput)->Apply(sizes_spins)->UseRealTime();
+BENCHMARK(BM_RingChannelThroughput)->Apply(sizes_slots_spins)->UseRealTime();
+BENCHMARK(BM_BoostMqThroughput)->Apply(sizes)->UseRealTime();
+BENCHMARK(BM_FloatChannel)->ArgNames({"doubles"})->Arg(100'000)->UseRealTime();
+
+BENCHMARK(BM_RawFutexPingPong)->UseManualTime();
+BENCHMARK(BM_RawSpinPingPong)->UseManualTime();
+BENCHMARK(BM_RawPipePingPong)->Apply(ping_sizes)->UseManualTime();
+BENCHMARK(BM_PipePingPong)->Apply(ping_sizes)->UseManualTime();
+BENCHMARK(BM_QueuePingPong)->Apply(ping_sizes_spins)->UseManualTime();
+BENCHMARK(BM_ChannelPingPong)->Apply(ping_sizes_spins)->UseManualTime();
+BENCHMARK(BM_BoostMqPingPong)->Apply(ping_sizes)->UseManualTime();
+
+}  // namespace
+}  // namespace mp::bench

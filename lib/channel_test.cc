@@ -1,0 +1,187 @@
+#include "lib/channel.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <numeric>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "lib/mapping.h"
+#include "lib/process.h"
+#include "lib/test_util.h"
+
+namespace mp {
+namespace {
+
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+WaitPolicy fast_checks() {
+  WaitPolicy policy;
+  policy.liveness_check = 20ms;
+  return policy;
+}
+
+class ChannelTest : public ::testing::Test {
+ protected:
+  void TearDown() override { EXPECT_EQ(leaks_.Check(), ""); }
+  testing::LeakCheck leaks_;
+};
+
+// The seed's experiment: 100 000 doubles a message. The published seed sets
+// the length on the wrong object and every message arrives empty; here each
+// must arrive whole.
+TEST_F(ChannelTest, FloatChannelDeliversWholeMessages) {
+  constexpr std::size_t kValues = 100'000;
+  SemaphoreChannel<double> channel(kValues, fast_checks());
+  std::vector<double> values(kValues);
+  std::iota(values.begin(), values.end(), 0.0);
+  Process consumer([&] {
+    std::vector<double> got(kValues);
+    for (int m = 0; m < 20; ++m) {
+      const auto n = channel.recv_into(got);
+      if (!n || *n != kValues) return 2;
+      if (std::accumulate(got.begin(), got.end(), 0.0) !=
+          (kValues - 1) * kValues / 2.0 + m)
+        return 3;
+    }
+    return channel.recv_into(got).has_value() ? 4 : 0;
+  });
+  consumer.start();
+  for (int m = 0; m < 20; ++m) {
+    values[0] = m;
+    channel.send(values);
+  }
+  channel.close();
+  consumer.join();
+  EXPECT_EQ(consumer.exitcode(), 0);
+}
+
+TEST_F(ChannelTest, SendingMoreThanTheCapacityIsAClearError) {
+  SemaphoreChannel<double> channel(10, fast_checks());
+  std::vector<double> eleven(11);
+  try {
+    channel.send(eleven);
+    FAIL();
+  } catch (const MessageTooLong& e) {
+    EXPECT_THAT(
+        e.what(),
+        HasSubstr("88 bytes exceeds the channel's capacity of 80 bytes"));
+  }
+  EXPECT_EQ(channel.try_recv(), std::nullopt);  // nothing was sent
+  channel.send(std::vector<double>(10, 1.0));
+  EXPECT_EQ(channel.recv(), std::vector<double>(10, 1.0));
+}
+
+TEST_F(ChannelTest, RingKeepsOrderAndLengths) {
+  RingChannel<int> channel(64, 4, fast_checks());
+  Process producer([&] {
+    for (int m = 0; m < 3000; ++m) channel.send(std::vector<int>(m % 65, m));
+    channel.close();
+  });
+  producer.start();
+  for (int m = 0; m < 3000; ++m)
+    ASSERT_EQ(channel.recv(), std::vector<int>(m % 65, m));
+  EXPECT_EQ(channel.recv(), std::nullopt);
+  producer.join();
+}
+
+TEST_F(ChannelTest, TimeoutsAndTrySend) {
+  RingChannel<int> channel(4, 2, fast_checks());
+  EXPECT_TRUE(channel.try_send(std::vector<int>{1}));
+  EXPECT_TRUE(channel.try_send(std::vector<int>{2}));
+  EXPECT_FALSE(channel.try_send(std::vector<int>{3}));
+  EXPECT_THROW(channel.send(std::vector<int>{3}, 10ms), Full);
+  EXPECT_EQ(channel.recv(), std::vector<int>{1});
+  EXPECT_EQ(channel.recv(), std::vector<int>{2});
+  EXPECT_THROW(channel.recv(10ms), Empty);
+}
+
+TEST_F(ChannelTest, TooSmallBufferLeavesTheMessageQueued) {
+  SemaphoreChannel<int> channel(8, fast_checks());
+  channel.send(std::vector<int>{1, 2, 3});
+  std::vector<int> two(2);
+  EXPECT_THROW(channel.recv_into(two), MessageTooLong);
+  EXPECT_EQ(channel.recv(), (std::vector<int>{1, 2, 3}));
+}
+
+TEST_F(ChannelTest, DeadReceiverDoesNotHangTheSender) {
+  SemaphoreChannel<int> channel(4, fast_checks());
+  Process receiver([&] {
+    channel.recv();
+    for (;;) ::pause();
+  });
+  receiver.start();
+  channel.send(std::vector<int>{1});
+  channel.send(std::vector<int>{2});  // waits in the slot: nobody takes it
+  receiver.kill();
+  receiver.join();
+  try {
+    channel.send(std::vector<int>{3});
+    FAIL();
+  } catch (const PeerError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("no process on the other side is alive"));
+  }
+}
+
+TEST_F(ChannelTest, DeadSenderDoesNotHangTheReceiver) {
+  SemaphoreChannel<int> channel(4, fast_checks());
+  Process sender([&] {
+    channel.send(std::vector<int>{1});
+    for (;;) ::pause();
+  });
+  sender.start();
+  EXPECT_EQ(channel.recv(), std::vector<int>{1});
+  sender.kill();
+  sender.join();
+  EXPECT_THROW(channel.recv(), PeerError);
+}
+
+TEST_F(ChannelTest, OneSlotChannelTakesManySendersAndReceivers) {
+  constexpr int kSenders = 2, kReceivers = 2, kEach = 500;
+  SemaphoreChannel<int> channel(1, fast_checks());
+  Mapping seen_memory =
+      Mapping::shared(kSenders * kEach * sizeof(std::atomic<int>));
+  auto* seen = static_cast<std::atomic<int>*>(seen_memory.data());
+  std::vector<Process> processes;
+  for (int r = 0; r < kReceivers; ++r) {
+    processes.emplace_back([&] {
+      while (auto message = channel.recv()) seen[message->at(0)].fetch_add(1);
+    });
+  }
+  for (int s = 0; s < kSenders; ++s) {
+    processes.emplace_back([&, s] {
+      for (int i = 0; i < kEach; ++i)
+        channel.send(std::vector<int>{s * kEach + i});
+    });
+  }
+  for (auto& p : processes) p.start();
+  for (int s = 0; s < kSenders; ++s) processes[kReceivers + s].join();
+  channel.close();
+  for (auto& p : processes) {
+    p.join();
+    EXPECT_EQ(p.exitcode(), 0);
+  }
+  for (int i = 0; i < kSenders * kEach; ++i) ASSERT_EQ(seen[i].load(), 1) << i;
+}
+
+TEST_F(ChannelTest, BlockOnlyPolicyWorks) {
+  RingChannel<int> channel(16, 2, WaitPolicy::block_only());
+  Process producer([&] {
+    for (int m = 0; m < 500; ++m) channel.send(std::vector<int>(1, m));
+    channel.close();
+  });
+  producer.start();
+  int count = 0;
+  while (auto message = channel.recv()) EXPECT_EQ(message->at(0), count++);
+  EXPECT_EQ(count, 500);
+  producer.join();
+}
+
+}  // namespace
+}  // namespace mp

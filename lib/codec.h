@@ -1,0 +1,217 @@
+// Codec: how typed values become bytes for Pipe, Queue and Pool, and back.
+//
+// Supported out of the box: trivially copyable types (their object bytes),
+// std::string, std::vector<T> and std::pair<A, B> of supported types. A
+// variable-size value is written as a little-endian u64 length followed by its
+// elements; a top-level message is exactly one encoded value.
+//
+// Decoding never trusts its input (the bytes come from another process):
+// malformed or truncated input throws mp::DecodeError, never reads out of
+// bounds, and never allocates more than the input could hold.
+//
+// Adding a type: specialise mp::Codec for it in namespace mp:
+//
+//   template <> struct mp::Codec<Point> {
+//     static void encode(const Point& p, mp::Writer& out) {
+//       mp::Codec<double>::encode(p.x, out);
+//       mp::Codec<double>::encode(p.y, out);
+//     }
+//     static Point decode(mp::Reader& in) {
+//       const double x = mp::Codec<double>::decode(in);
+//       return {x, mp::Codec<double>::decode(in)};
+//     }
+//   };
+//
+// (A trivially copyable Point needs no specialisation at all.)
+#ifndef MPBENCH_LIB_CODEC_H_
+#define MPBENCH_LIB_CODEC_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace mp {
+
+// Malformed input to a decoder.
+class DecodeError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Appends bytes to a buffer it does not own.
+class Writer {
+ public:
+  explicit Writer(std::vector<std::byte>& out) : out_(out) {}
+  void write(const void* data, std::size_t size) {
+    const auto* bytes = static_cast<const std::byte*>(data);
+    out_.insert(out_.end(), bytes, bytes + size);
+  }
+  void write_length(std::uint64_t length) { write(&length, sizeof length); }
+
+ private:
+  std::vector<std::byte>& out_;
+};
+
+// Reads bytes from a span it does not own, checking every read.
+class Reader {
+ public:
+  explicit Reader(std::span<const std::byte> in) : in_(in) {}
+  std::span<const std::byte> read(std::size_t size) {
+    if (size > in_.size() - position_) {
+      throw DecodeError("codec: truncated input: need " + std::to_string(size) +
+                        " bytes at offset " + std::to_string(position_) +
+                        " of " + std::to_string(in_.size()));
+    }
+    auto part = in_.subspan(position_, size);
+    position_ += size;
+    return part;
+  }
+  // Reads a length prefix for elements of `element_size` bytes and checks
+  // that the rest of the input can hold that many.
+  std::size_t read_length(std::size_t element_size) {
+    std::uint64_t length;
+    std::memcpy(&length, read(sizeof length).data(), sizeof length);
+    const std::size_t left = in_.size() - position_;
+    if (element_size != 0 && length > left / element_size) {
+      throw DecodeError("codec: length " + std::to_string(length) +
+                        " exceeds the " + std::to_string(left) + " bytes left");
+    }
+    return static_cast<std::size_t>(length);
+  }
+  std::size_t remaining() const { return in_.size() - position_; }
+  void expect_end() const {
+    if (position_ != in_.size()) {
+      throw DecodeError("codec: " + std::to_string(in_.size() - position_) +
+                        " unexpected trailing bytes");
+    }
+  }
+
+ private:
+  std::span<const std::byte> in_;
+  std::size_t position_ = 0;
+};
+
+template <typename T, typename Enable = void>
+struct Codec;  // no codec for this type: specialise mp::Codec (see above)
+
+// Trivially copyable types travel as their object bytes, so they should be
+// types for which every byte pattern is a valid value (integers, floating
+// point, structs of those). bool has its own checked codec below; pointers
+// travel as addresses, which mean something only in a forked copy.
+template <typename T>
+struct Codec<T, std::enable_if_t<std::is_trivially_copyable_v<T> &&
+                                 !std::is_same_v<T, bool>>> {
+  static void encode(const T& value, Writer& out) {
+    out.write(&value, sizeof(T));
+  }
+  static T decode(Reader& in) {
+    T value;
+    std::memcpy(&value, in.read(sizeof(T)).data(), sizeof(T));
+    return value;
+  }
+};
+
+template <>
+struct Codec<bool> {
+  static void encode(bool value, Writer& out) {
+    const std::uint8_t byte = value ? 1 : 0;
+    out.write(&byte, 1);
+  }
+  static bool decode(Reader& in) {
+    const auto byte = std::to_integer<std::uint8_t>(in.read(1)[0]);
+    if (byte > 1)
+      throw DecodeError("codec: invalid bool byte " + std::to_string(byte));
+    return byte == 1;
+  }
+};
+
+template <>
+struct Codec<std::string> {
+  static void encode(const std::string& value, Writer& out) {
+    out.write_length(value.size());
+    out.write(value.data(), value.size());
+  }
+  static std::string decode(Reader& in) {
+    const std::size_t length = in.read_length(1);
+    const auto bytes = in.read(length);
+    return std::string(reinterpret_cast<const char*>(bytes.data()),
+                       bytes.size());
+  }
+};
+
+template <typename T>
+struct Codec<std::vector<T>> {
+  static void encode(const std::vector<T>& value, Writer& out) {
+    out.write_length(value.size());
+    if constexpr (std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool>) {
+      out.write(value.data(), value.size() * sizeof(T));
+    } else {
+      for (const T& element : value) Codec<T>::encode(element, out);
+    }
+  }
+  static std::vector<T> decode(Reader& in) {
+    // Every element takes at least one byte, except empty trivially copyable
+    // types, which read_length(0) does not bound: cap those explicitly.
+    constexpr std::size_t kMinElement =
+        std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool> ? sizeof(T)
+                                                                    : 1;
+    const std::size_t length = in.read_length(kMinElement);
+    std::vector<T> value;
+    if constexpr (std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool>) {
+      value.resize(length);
+      std::memcpy(value.data(), in.read(length * sizeof(T)).data(),
+                  length * sizeof(T));
+    } else {
+      value.reserve(length);
+      for (std::size_t i = 0; i < length; ++i)
+        value.push_back(Codec<T>::decode(in));
+    }
+    return value;
+  }
+};
+
+template <typename A, typename B>
+struct Codec<std::pair<A, B>,
+             std::enable_if_t<!std::is_trivially_copyable_v<std::pair<A, B>>>> {
+  static void encode(const std::pair<A, B>& value, Writer& out) {
+    Codec<A>::encode(value.first, out);
+    Codec<B>::encode(value.second, out);
+  }
+  static std::pair<A, B> decode(Reader& in) {
+    A first = Codec<A>::decode(in);
+    return {std::move(first), Codec<B>::decode(in)};
+  }
+};
+
+// Appends the encoding of `value` to `out`.
+template <typename T>
+void encode_into(const T& value, std::vector<std::byte>& out) {
+  Writer writer(out);
+  Codec<T>::encode(value, writer);
+}
+
+template <typename T>
+std::vector<std::byte> encode(const T& value) {
+  std::vector<std::byte> out;
+  encode_into(value, out);
+  return out;
+}
+
+// Decodes exactly one T that must span all of `bytes`.
+template <typename T>
+T decode(std::span<const std::byte> bytes) {
+  Reader reader(bytes);
+  T value = Codec<T>::decode(reader);
+  reader.expect_end();
+  return value;
+}
+
+}  // namespace mp
+
+#endif  // MPBENCH_LIB_CODEC_H_

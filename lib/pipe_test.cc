@@ -1,0 +1,230 @@
+#include "lib/pipe.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <numeric>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "lib/process.h"
+#include "lib/test_util.h"
+
+namespace mp {
+namespace {
+
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+std::vector<std::byte> pattern(std::size_t size, unsigned seed) {
+  std::vector<std::byte> bytes(size);
+  for (std::size_t i = 0; i < size; ++i)
+    bytes[i] = std::byte((i * 131 + seed) & 0xff);
+  return bytes;
+}
+
+class PipeTest : public ::testing::TestWithParam<bool> {
+ protected:
+  void TearDown() override { EXPECT_EQ(leaks_.Check(), ""); }
+  testing::LeakCheck leaks_;
+};
+
+// Both kinds: a socketpair (duplex) and a pipe.
+INSTANTIATE_TEST_SUITE_P(Kinds, PipeTest, ::testing::Bool(),
+                         [](const auto& info) {
+                           return info.param ? "Duplex" : "Simplex";
+                         });
+
+TEST_P(PipeTest, MessagesOfEverySizeArriveWhole) {
+  auto [receiver, sender] = Pipe(GetParam());
+  const std::size_t pipe_buffer = 65536;
+  const std::vector<std::size_t> sizes = {
+      0, 1, 8, pipe_buffer - 8, pipe_buffer, pipe_buffer + 1, 16 << 20};
+  Process producer([&, &receiver = receiver, &sender = sender] {
+    receiver.close();
+    for (std::size_t i = 0; i < sizes.size(); ++i)
+      sender.send_bytes(pattern(sizes[i], i));
+  });
+  producer.start();
+  sender.close();
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    auto message = receiver.recv_bytes();
+    ASSERT_TRUE(message) << "size " << sizes[i];
+    EXPECT_EQ(*message, pattern(sizes[i], i)) << "size " << sizes[i];
+  }
+  EXPECT_EQ(receiver.recv_bytes(),
+            std::nullopt);  // EOF after the producer exits
+  producer.join();
+  EXPECT_EQ(producer.exitcode(), 0);
+}
+
+TEST_P(PipeTest, TypedValuesRoundTrip) {
+  auto [a, b] = Pipe(GetParam());
+  b.send(std::int64_t{42});
+  b.send(std::string("hello"));
+  b.send(std::vector<double>{1.5, 2.5});
+  b.send(std::make_pair(std::string("k"), std::vector<std::string>{"x", "y"}));
+  EXPECT_EQ(a.recv<std::int64_t>(), 42);
+  EXPECT_EQ(a.recv<std::string>(), "hello");
+  EXPECT_EQ(a.recv<std::vector<double>>(), (std::vector<double>{1.5, 2.5}));
+  auto pair = a.recv<std::pair<std::string, std::vector<std::string>>>();
+  ASSERT_TRUE(pair);
+  EXPECT_EQ(pair->first, "k");
+  EXPECT_EQ(pair->second, (std::vector<std::string>{"x", "y"}));
+  b.send(std::string("not an int"));
+  EXPECT_THROW(a.recv<std::int32_t>(), DecodeError);
+}
+
+TEST_P(PipeTest, EndOfFileAfterThePeerCloses) {
+  auto [receiver, sender] = Pipe(GetParam());
+  sender.send(1);
+  sender.send(2);
+  sender.close();
+  EXPECT_EQ(receiver.recv<int>(), 1);
+  EXPECT_EQ(receiver.recv<int>(), 2);
+  EXPECT_EQ(receiver.recv<int>(), std::nullopt);
+  EXPECT_EQ(receiver.recv<int>(), std::nullopt);  // stays at EOF
+  EXPECT_TRUE(receiver.poll());
+}
+
+TEST_P(PipeTest, SendingToAClosedPeerIsAnErrorNotSigpipe) {
+  auto [receiver, sender] = Pipe(GetParam());
+  Process child([&, &receiver = receiver, &sender = sender] {
+    receiver.close();
+    try {
+      sender.send_bytes(pattern(1 << 20, 1));
+      return 2;  // the send should have failed
+    } catch (const PeerError& e) {
+      return std::string(e.what()).find("peer has closed") != std::string::npos
+                 ? 0
+                 : 3;
+    }
+  });
+  receiver.close();  // before the child starts writing: nobody reads
+  child.start();
+  sender.close();
+  child.join();
+  EXPECT_EQ(child.exitcode(), 0) << "-13 would mean death by SIGPIPE";
+}
+
+TEST_P(PipeTest, OverLongFrameIsRefusedAndStaysReadable) {
+  auto [receiver, sender] = Pipe(GetParam());
+  sender.send_bytes(pattern(100, 7));
+  sender.send_bytes(pattern(5, 8));
+  try {
+    receiver.recv_bytes(99);
+    FAIL() << "a 100-byte message must be refused with max_length 99";
+  } catch (const MessageTooLong& e) {
+    EXPECT_EQ(e.length(), 100u);
+    EXPECT_EQ(e.limit(), 99u);
+    EXPECT_THAT(e.what(), HasSubstr("stays unread"));
+  }
+  std::vector<std::byte> small(10);
+  EXPECT_THROW(receiver.recv_bytes_into(small), MessageTooLong);
+  EXPECT_EQ(receiver.recv_bytes(100),
+            pattern(100, 7));  // nothing lost, still aligned
+  EXPECT_EQ(receiver.recv_bytes_into(small), 5u);
+  EXPECT_EQ(std::vector<std::byte>(small.begin(), small.begin() + 5),
+            pattern(5, 8));
+}
+
+TEST_P(PipeTest, SkipMessageDropsExactlyOne) {
+  auto [receiver, sender] = Pipe(GetParam());
+  std::thread drain([&, &receiver = receiver] {
+    EXPECT_TRUE(receiver.skip_message());
+    EXPECT_EQ(receiver.recv<int>(), 9);
+  });
+  sender.send_bytes(pattern(200000, 1));  // larger than the pipe: streamed
+  sender.send(9);
+  sender.close();
+  drain.join();
+}
+
+TEST_P(PipeTest, TruncatedFrameIsAPeerErrorThenEof) {
+  auto [receiver, sender] = Pipe(GetParam());
+  const std::uint64_t claimed = 100;
+  ASSERT_EQ(::write(sender.fileno(), &claimed, sizeof claimed), 8);
+  ASSERT_EQ(::write(sender.fileno(), "0123456789", 10), 10);
+  sender.close();
+  try {
+    receiver.recv_bytes();
+    FAIL();
+  } catch (const PeerError& e) {
+    EXPECT_THAT(e.what(),
+                HasSubstr("middle of a 100-byte message (10 bytes received)"));
+  }
+  EXPECT_EQ(receiver.recv_bytes(), std::nullopt);
+}
+
+TEST_P(PipeTest, TruncatedHeaderIsAPeerError) {
+  auto [receiver, sender] = Pipe(GetParam());
+  ASSERT_EQ(::write(sender.fileno(), "abc", 3), 3);
+  sender.close();
+  EXPECT_THROW(receiver.recv_bytes(), PeerError);
+  EXPECT_EQ(receiver.recv_bytes(), std::nullopt);
+}
+
+TEST_P(PipeTest, HugeClaimedLengthDoesNotAllocateIt) {
+  auto [receiver, sender] = Pipe(GetParam());
+  const std::uint64_t claimed = std::uint64_t{1} << 50;  // a petabyte
+  ASSERT_EQ(::write(sender.fileno(), &claimed, sizeof claimed), 8);
+  sender.close();
+  EXPECT_THROW(receiver.recv_bytes(), PeerError);
+}
+
+TEST_P(PipeTest, PollWaitsForAMessage) {
+  auto [receiver, sender] = Pipe(GetParam());
+  EXPECT_FALSE(receiver.poll());
+  EXPECT_FALSE(receiver.poll(10ms));
+  std::thread later([&, &sender = sender] {
+    std::this_thread::sleep_for(20ms);
+    sender.send(1);
+  });
+  EXPECT_TRUE(receiver.poll(10s));
+  later.join();
+  EXPECT_EQ(receiver.recv<int>(), 1);
+}
+
+TEST_P(PipeTest, MisuseIsReported) {
+  auto [receiver, sender] = Pipe(GetParam());
+  if (!GetParam()) {
+    EXPECT_THROW(receiver.send(1), std::logic_error);
+    EXPECT_THROW(sender.recv<int>(), std::logic_error);
+  }
+  sender.close();
+  EXPECT_THROW(sender.send(1), ClosedError);
+}
+
+// Seed 002's client/server "adder" over a duplex pipe.
+TEST(PipeSeedTest, DuplexAdderServer) {
+  testing::LeakCheck leaks;
+  {
+    auto [server, client] = Pipe(true);
+    Process adder([&, &server = server, &client = client] {
+      client.close();
+      while (auto request = server.recv<std::pair<int, int>>()) {
+        server.send(request->first + request->second);
+      }
+    });
+    adder.start();
+    server.close();
+    client.send(std::make_pair(3, 4));
+    EXPECT_EQ(client.recv<int>(), 7);
+    client.send(std::make_pair(40, 2));
+    EXPECT_EQ(client.recv<int>(), 42);
+    client.close();
+    adder.join();
+    EXPECT_EQ(adder.exitcode(), 0);
+  }
+  EXPECT_EQ(leaks.Check(), "");
+}
+
+}  // namespace
+}  // namespace mp

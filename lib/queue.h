@@ -1,0 +1,201 @@
+// Queue and JoinableQueue: multiprocessing.Queue for processes made by fork.
+//
+// A bounded multi-producer multi-consumer queue of byte messages (and of
+// typed values through mp::Codec) in anonymous MAP_SHARED memory. Create it
+// before starting the processes that use it; every forked child shares it.
+// Nothing is left in /dev/shm, and the memory goes with the last process.
+//
+//   mp::Queue q({.capacity_bytes = 1 << 20});
+//   mp::Process consumer([&] {
+//     while (auto item = q.get<std::string>()) handle(*item);  // until closed
+//   });
+//   consumer.start();
+//   q.put(std::string("work"));
+//   q.close();            // consumers drain what is left, then see the end
+//   consumer.join();
+//
+// Design: a byte ring with one robust process-shared mutex per side, so a
+// producer copying in and a consumer copying out overlap; a message is
+// published only when completely written (a producer killed mid-copy leaves
+// nothing half-written), and taken only when completely read (a consumer
+// killed mid-copy leaves the message for the next consumer). Waits follow
+// mp::WaitPolicy (spin, then futex). A message of n bytes occupies n + 4
+// bytes of capacity; a queue holds at most 2^24 - 1 messages at once.
+//
+// Ending a stream: close() (consumers drain, then get() returns nullopt), or
+// the seeds' sentinel pattern (put a value the consumer recognises, once per
+// consumer); both work.
+//
+// Dead peers: a call blocked for lack of room or of messages fails with
+// mp::PeerError once no process that could end the wait is alive (see
+// lib/peers.h: the processes that have taken that role, and the queue's
+// creator), instead of hanging forever. A process killed while holding a
+// side's lock is detected through the robust mutex and the queue repaired.
+//
+// Thread safety: all calls may be made concurrently from any thread of any
+// process sharing the queue. The Queue object itself may be moved but not
+// copied; each process has its own copy of it after fork.
+#ifndef MPBENCH_LIB_QUEUE_H_
+#define MPBENCH_LIB_QUEUE_H_
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "lib/codec.h"
+#include "lib/error.h"
+#include "lib/mapping.h"
+#include "lib/peers.h"
+#include "lib/wait.h"
+
+namespace mp {
+
+struct QueueOptions {
+  // Bytes of messages the queue holds (each message takes its size + 4).
+  std::size_t capacity_bytes = 1 << 20;
+  // Most messages the queue holds; 0 means no limit but capacity_bytes
+  // (Python's maxsize <= 0).
+  std::size_t max_items = 0;
+  WaitPolicy wait = {};
+};
+
+namespace internal {
+struct QueueShared;
+}
+
+class Queue {
+ public:
+  // Maps the shared memory. Throws mp::OsError("mmap"), or
+  // std::invalid_argument for a capacity under 8 bytes or over 2^39 or
+  // max_items of 2^24 or more.
+  explicit Queue(QueueOptions options = {});
+  Queue(Queue&&) noexcept = default;
+  Queue& operator=(Queue&&) noexcept = default;
+  ~Queue();
+
+  // --- Bytes ---------------------------------------------------------------
+  // Appends a message, blocking while the queue is full. Throws
+  // mp::MessageTooLong if it could never fit, mp::ClosedError after close(),
+  // mp::PeerError when no consumer is left alive to make room.
+  void put_bytes(std::span<const std::byte> message);
+  // Same, but throws mp::Full if there is no room within `timeout`.
+  void put_bytes(std::span<const std::byte> message,
+                 std::chrono::nanoseconds timeout);
+  // Never blocks (beyond another producer's copy); false when full.
+  bool try_put_bytes(std::span<const std::byte> message);
+
+  // Takes the oldest message, blocking while the queue is empty. nullopt
+  // means end of stream: the queue was closed and everything in it taken.
+  // Throws mp::PeerError when no producer is left alive and it is not closed.
+  std::optional<std::vector<std::byte>> get_bytes();
+  // Same, but throws mp::Empty if nothing arrives within `timeout`.
+  std::optional<std::vector<std::byte>> get_bytes(
+      std::chrono::nanoseconds timeout);
+  // Never blocks; nullopt when nothing is there now (end_of_stream() tells
+  // whether anything ever will be).
+  std::optional<std::vector<std::byte>> try_get_bytes();
+  // Like get_bytes() but copies into `buffer` and returns the length. A
+  // message longer than `buffer` stays in the queue and mp::MessageTooLong
+  // tells its length.
+  std::optional<std::size_t> get_bytes_into(std::span<std::byte> buffer);
+
+  // --- Typed values, through mp::Codec -------------------------------------
+  template <typename T>
+  void put(const T& value) {
+    put_bytes(scratch_for(value));
+  }
+  template <typename T>
+  void put(const T& value, std::chrono::nanoseconds timeout) {
+    put_bytes(scratch_for(value), timeout);
+  }
+  template <typename T>
+  bool try_put(const T& value) {
+    return try_put_bytes(scratch_for(value));
+  }
+  // Throws mp::DecodeError if the message is not a T.
+  template <typename T>
+  std::optional<T> get() {
+    return decoded<T>(get_bytes());
+  }
+  template <typename T>
+  std::optional<T> get(std::chrono::nanoseconds timeout) {
+    return decoded<T>(get_bytes(timeout));
+  }
+  template <typename T>
+  std::optional<T> try_get() {
+    return decoded<T>(try_get_bytes());
+  }
+
+  // --- State ---------------------------------------------------------------
+  // No more puts; blocked consumers drain and then see end of stream;
+  // blocked producers throw mp::ClosedError. Idempotent.
+  void close();
+  bool closed() const;
+  // Closed and empty: get() would return nullopt.
+  bool end_of_stream() const;
+  // Messages in the queue now (approximate while others use it).
+  std::size_t qsize() const;
+  bool empty() const { return qsize() == 0; }
+  std::size_t capacity_bytes() const;
+
+ protected:
+  internal::QueueShared& shared() const;
+  const WaitPolicy& policy() const { return policy_; }
+  internal::PeerRegistration& registration() { return registration_; }
+
+ private:
+  enum class Outcome { kDone, kTimedOut, kEndOfStream };
+  Outcome put_impl(std::span<const std::byte> message,
+                   const internal::Deadline& deadline);
+  // Copies the next message out through `sink(length) -> destination`.
+  template <typename Sink>
+  Outcome get_impl(const internal::Deadline& deadline, Sink&& sink);
+  std::optional<std::vector<std::byte>> get_vector(
+      const internal::Deadline& deadline, bool throw_on_timeout);
+
+  template <typename T>
+  std::span<const std::byte> scratch_for(const T& value) {
+    scratch_.clear();
+    encode_into(value, scratch_);
+    return scratch_;
+  }
+  template <typename T>
+  static std::optional<T> decoded(
+      const std::optional<std::vector<std::byte>>& bytes) {
+    if (!bytes) return std::nullopt;
+    return decode<T>(*bytes);
+  }
+
+  Mapping memory_;
+  WaitPolicy policy_;
+  internal::PeerRegistration registration_;
+  std::vector<std::byte> scratch_;
+};
+
+// JoinableQueue: a Queue whose producers can wait until every message put
+// has been marked done by a consumer (task_done), as in the seeds.
+class JoinableQueue : public Queue {
+ public:
+  explicit JoinableQueue(QueueOptions options = {});
+
+  // Marks one message taken from the queue as processed. Throws
+  // std::logic_error if called more times than messages were put.
+  void task_done();
+  // Blocks until every message put so far has been marked done. Throws
+  // mp::PeerError when messages are pending and no consumer is left alive.
+  void join();
+  // Same with a timeout; false if messages were still pending.
+  bool join(std::chrono::nanoseconds timeout);
+  // Messages put but not yet marked done.
+  std::int64_t unfinished_tasks() const;
+
+ private:
+  bool join_until(const internal::Deadline& deadline);
+};
+
+}  // namespace mp
+
+#endif  // MPBENCH_LIB_QUEUE_H_

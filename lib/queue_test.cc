@@ -1,0 +1,285 @@
+#include "lib/queue.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <numeric>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "lib/mapping.h"
+#include "lib/process.h"
+#include "lib/test_util.h"
+
+namespace mp {
+namespace {
+
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+// Short liveness checks keep the dead-peer tests fast.
+QueueOptions options(std::size_t capacity = 1 << 16,
+                     std::size_t max_items = 0) {
+  QueueOptions o;
+  o.capacity_bytes = capacity;
+  o.max_items = max_items;
+  o.wait.liveness_check = 20ms;
+  return o;
+}
+
+class QueueTest : public ::testing::Test {
+ protected:
+  void TearDown() override { EXPECT_EQ(leaks_.Check(), ""); }
+  testing::LeakCheck leaks_;
+};
+
+TEST_F(QueueTest, FifoAcrossProcesses) {
+  Queue q(options());
+  Process producer([&] {
+    for (int i = 0; i < 1000; ++i)
+      q.put(std::string(i % 50, 'a' + i % 26) + std::to_string(i));
+    q.close();
+  });
+  producer.start();
+  for (int i = 0; i < 1000; ++i) {
+    EXPECT_EQ(q.get<std::string>(),
+              std::string(i % 50, 'a' + i % 26) + std::to_string(i));
+  }
+  EXPECT_EQ(q.get<std::string>(), std::nullopt);
+  EXPECT_TRUE(q.end_of_stream());
+  producer.join();
+}
+
+TEST_F(QueueTest, CloseDrainsThenEndsAndRefusesPuts) {
+  Queue q(options());
+  q.put(1);
+  q.put(2);
+  q.close();
+  EXPECT_THROW(q.put(3), ClosedError);
+  EXPECT_EQ(q.get<int>(), 1);
+  EXPECT_FALSE(q.end_of_stream());
+  EXPECT_EQ(q.get<int>(), 2);
+  EXPECT_EQ(q.get<int>(), std::nullopt);
+  EXPECT_EQ(q.try_get<int>(), std::nullopt);
+}
+
+TEST_F(QueueTest, CloseWakesABlockedConsumer) {
+  Queue q(options());
+  Process consumer([&] { return q.get<int>().has_value() ? 1 : 0; });
+  consumer.start();
+  std::this_thread::sleep_for(20ms);
+  q.close();
+  EXPECT_TRUE(consumer.join(10s));
+  EXPECT_EQ(consumer.exitcode(), 0);
+}
+
+TEST_F(QueueTest, SentinelPatternFromTheSeeds) {
+  Queue q(options());
+  Mapping sums = Mapping::shared(2 * sizeof(std::int64_t));
+  auto* sum = static_cast<std::atomic<std::int64_t>*>(sums.data());
+  auto consume = [&] {
+    while (true) {
+      const auto item = q.get<std::int64_t>();
+      if (!item || *item < 0) break;  // -1 is the sentinel
+      sum->fetch_add(*item);
+    }
+  };
+  Process a(consume), b(consume);
+  a.start();
+  b.start();
+  for (std::int64_t i = 1; i <= 100; ++i) q.put(i);
+  q.put(std::int64_t{-1});
+  q.put(std::int64_t{-1});  // one sentinel per consumer
+  a.join();
+  b.join();
+  EXPECT_EQ(sum->load(), 5050);
+}
+
+TEST_F(QueueTest, OversizedMessageIsRefusedWithNothingEnqueued) {
+  Queue q(options(64));
+  try {
+    q.put_bytes(std::vector<std::byte>(61));
+    FAIL();
+  } catch (const MessageTooLong& e) {
+    EXPECT_EQ(e.length(), 61u);
+    EXPECT_EQ(e.limit(), 60u);
+    EXPECT_THAT(e.what(),
+                HasSubstr("exceeds the queue's capacity of 64 bytes"));
+  }
+  EXPECT_EQ(q.qsize(), 0u);
+  q.put_bytes(std::vector<std::byte>(60));  // exactly fits
+  EXPECT_EQ(q.qsize(), 1u);
+}
+
+TEST_F(QueueTest, BoundsInItemsAndTimeouts) {
+  Queue q(options(1 << 16, 2));
+  EXPECT_TRUE(q.try_put(1));
+  EXPECT_TRUE(q.try_put(2));
+  EXPECT_FALSE(q.try_put(3));
+  EXPECT_THROW(q.put(3, 10ms), Full);
+  EXPECT_EQ(q.get<int>(), 1);
+  EXPECT_TRUE(q.try_put(3));
+  EXPECT_EQ(q.get<int>(), 2);
+  EXPECT_EQ(q.get<int>(), 3);
+  EXPECT_THROW(q.get<int>(10ms), Empty);
+  EXPECT_EQ(q.try_get<int>(), std::nullopt);
+}
+
+TEST_F(QueueTest, TooSmallBufferLeavesTheMessageQueued) {
+  Queue q(options());
+  q.put_bytes(std::vector<std::byte>(100, std::byte{7}));
+  std::vector<std::byte> small(10);
+  EXPECT_THROW(q.get_bytes_into(small), MessageTooLong);
+  EXPECT_EQ(q.qsize(), 1u);
+  auto message = q.get_bytes();
+  ASSERT_TRUE(message);
+  EXPECT_EQ(message->size(), 100u);
+}
+
+TEST_F(QueueTest, WrapsAroundWithMixedSizes) {
+  Queue q(options(256));  // small ring: records wrap constantly
+  Process producer([&] {
+    for (int i = 0; i < 5000; ++i) q.put(std::vector<int>(i % 37, i));
+    q.close();
+  });
+  producer.start();
+  for (int i = 0; i < 5000; ++i)
+    EXPECT_EQ(q.get<std::vector<int>>(), std::vector<int>(i % 37, i));
+  EXPECT_EQ(q.get<std::vector<int>>(), std::nullopt);
+  producer.join();
+}
+
+TEST_F(QueueTest, ManyProducersAndConsumersDeliverEachItemExactlyOnce) {
+  constexpr int kProducers = 3, kConsumers = 3, kPerProducer = 3000;
+  constexpr int kTotal = kProducers * kPerProducer;
+  Queue q(options(4096));
+  Mapping seen_memory = Mapping::shared(kTotal * sizeof(std::atomic<int>));
+  auto* seen = static_cast<std::atomic<int>*>(seen_memory.data());
+  std::vector<Process> processes;
+  for (int c = 0; c < kConsumers; ++c) {
+    processes.emplace_back([&] {
+      while (auto item = q.get<int>()) seen[*item].fetch_add(1);
+    });
+  }
+  for (int p = 0; p < kProducers; ++p) {
+    processes.emplace_back([&, p] {
+      for (int i = 0; i < kPerProducer; ++i) q.put(p * kPerProducer + i);
+    });
+  }
+  for (auto& process : processes) process.start();
+  for (int p = 0; p < kProducers; ++p) processes[kConsumers + p].join();
+  q.close();
+  for (auto& process : processes) {
+    process.join();
+    EXPECT_EQ(process.exitcode(), 0);
+  }
+  for (int i = 0; i < kTotal; ++i) ASSERT_EQ(seen[i].load(), 1) << "item " << i;
+}
+
+TEST_F(QueueTest, JoinableQueueJoinWaitsForEveryTaskDone) {
+  JoinableQueue q(options());
+  Mapping done_memory = Mapping::shared(sizeof(std::atomic<int>));
+  auto* done = static_cast<std::atomic<int>*>(done_memory.data());
+  Process consumer([&] {
+    while (auto item = q.get<int>()) {
+      std::this_thread::sleep_for(1ms);
+      done->fetch_add(1);
+      q.task_done();
+    }
+  });
+  consumer.set_daemon(true);
+  consumer.start();
+  for (int i = 0; i < 20; ++i) q.put(i);
+  q.join();
+  EXPECT_EQ(done->load(), 20);
+  EXPECT_EQ(q.unfinished_tasks(), 0);
+  q.close();
+  consumer.join();
+  EXPECT_THROW(q.task_done(), std::logic_error);
+}
+
+TEST_F(QueueTest, JoinWithTimeout) {
+  JoinableQueue q(options());
+  q.put(1);
+  EXPECT_FALSE(q.join(10ms));
+  ASSERT_TRUE(q.get<int>());
+  q.task_done();
+  EXPECT_TRUE(q.join(0ms));
+}
+
+TEST_F(QueueTest, KilledConsumerDoesNotHangTheProducer) {
+  Queue q(options(64));
+  Process consumer([&] {
+    q.get<int>();
+    for (;;) ::pause();
+  });
+  consumer.start();
+  q.put(0);
+  while (q.qsize() != 0)
+    std::this_thread::yield();  // the consumer has registered
+  consumer.kill();
+  // Fill the queue; the put that finds no room must not wait forever.
+  try {
+    for (int i = 0;; ++i) q.put(i);
+  } catch (const PeerError& e) {
+    EXPECT_THAT(e.what(),
+                HasSubstr("no process that could take from it is alive"));
+    EXPECT_THAT(e.what(), HasSubstr("(gone)"));
+  }
+  consumer.join();
+}
+
+TEST_F(QueueTest, KilledProducerDoesNotHangTheConsumer) {
+  Queue q(options());
+  Process producer([&] {
+    q.put(1);
+    for (;;) ::pause();
+  });
+  producer.start();
+  EXPECT_EQ(q.get<int>(), 1);
+  producer.kill();
+  EXPECT_THROW(q.get<int>(), PeerError);
+  producer.join();
+}
+
+TEST_F(QueueTest, ConsumerKilledWhileHoldingTheLockIsRecovered) {
+  Queue q(options());
+  Process blocked(
+      [&] { q.get<int>(); });  // holds the consumers' lock while it waits
+  blocked.start();
+  std::this_thread::sleep_for(30ms);
+  blocked.kill();
+  blocked.join();
+  q.put(5);
+  Process next([&] { return *q.get<int>(10s); });
+  next.start();
+  EXPECT_TRUE(next.join(20s));
+  EXPECT_EQ(next.exitcode(), 5);
+}
+
+TEST_F(QueueTest, WorksWithBlockOnlyAndSpinPolicies) {
+  for (auto policy :
+       {WaitPolicy::block_only(), WaitPolicy::spin_then_block(200us)}) {
+    QueueOptions o = options(128);
+    o.wait = policy;
+    Queue q(o);
+    Process producer([&] {
+      for (int i = 0; i < 2000; ++i) q.put(i);
+      q.close();
+    });
+    producer.start();
+    long sum = 0;
+    while (auto item = q.get<int>()) sum += *item;
+    producer.join();
+    EXPECT_EQ(sum, 1999L * 2000 / 2);
+  }
+}
+
+}  // namespace
+}  // namespace mp

@@ -1,0 +1,138 @@
+// Waiting across processes: the wait policy, deadlines, and a futex-based
+// event for shared memory.
+//
+// On a virtual machine a blocking hand-off to a process on another core costs
+// tens of microseconds (a futex wake-up and a reschedule), a spinning one well
+// under one. mp::WaitPolicy says how long a blocked call spins (checking its
+// condition, with the CPU's pause hint) before it sleeps in the kernel; the
+// spin is bounded, so no wait ever burns a core for longer than that.
+#ifndef MPBENCH_LIB_WAIT_H_
+#define MPBENCH_LIB_WAIT_H_
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+
+namespace mp {
+
+struct WaitPolicy {
+  // How long to spin before blocking; zero blocks at once.
+  std::chrono::nanoseconds spin{std::chrono::microseconds(50)};
+  // While blocked, how often to wake up and check that the processes that
+  // could end the wait are still alive (see the dead-peer rules of each
+  // primitive). Costs nothing while the wait is short.
+  std::chrono::nanoseconds liveness_check{std::chrono::milliseconds(100)};
+
+  static WaitPolicy block_only() {
+    return WaitPolicy{std::chrono::nanoseconds(0)};
+  }
+  static WaitPolicy spin_then_block(std::chrono::nanoseconds spin) {
+    return WaitPolicy{spin};
+  }
+};
+
+namespace internal {
+
+using Clock = std::chrono::steady_clock;
+
+// An optional point in time; none means "wait forever".
+class Deadline {
+ public:
+  Deadline() = default;  // never
+  static Deadline after(std::chrono::nanoseconds timeout) {
+    Deadline d;
+    d.at_ = Clock::now() + timeout;
+    return d;
+  }
+  static Deadline now() { return after(std::chrono::nanoseconds(0)); }
+  bool never() const { return !at_; }
+  bool passed() const { return at_ && Clock::now() >= *at_; }
+  // Time left, at most `cap`; zero once passed.
+  std::chrono::nanoseconds remaining(std::chrono::nanoseconds cap) const;
+  std::optional<Clock::time_point> at() const { return at_; }
+
+ private:
+  std::optional<Clock::time_point> at_;
+};
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// FUTEX_WAIT on a word in shared memory (not FUTEX_PRIVATE: other processes
+// wake it). Returns when woken, when the word is not `expected`, on a signal,
+// or after `timeout` (none: no limit). Never throws.
+void futex_wait(std::atomic<uint32_t>* word, uint32_t expected,
+                std::optional<std::chrono::nanoseconds> timeout);
+// Wakes up to `count` waiters. Never throws.
+void futex_wake(std::atomic<uint32_t>* word, int count);
+
+// An event count in shared memory: waiters sleep until notify(); notify() is
+// a single atomic increment when nobody sleeps. Lives in MAP_SHARED memory;
+// zero-initialised is a valid state.
+struct alignas(64) SharedEvent {
+  std::atomic<uint32_t> sequence{0};
+  std::atomic<uint32_t> sleepers{0};
+
+  void notify_all() {
+    sequence.fetch_add(1, std::memory_order_seq_cst);
+    if (sleepers.load(std::memory_order_seq_cst) != 0)
+      futex_wake(&sequence, INT32_MAX);
+  }
+};
+
+enum class WaitResult { kReady, kTimedOut, kCheckPeers };
+
+// Waits until `ready()` is true, spinning for policy.spin and then sleeping
+// on `event`. Returns kReady, kTimedOut once `deadline` passes, or
+// kCheckPeers after sleeping policy.liveness_check in one stretch, so that
+// the caller can check whether the processes it waits for still live and call
+// again. `ready` must be cheap and side-effect free.
+template <typename Ready>
+WaitResult wait_for(SharedEvent& event, const WaitPolicy& policy,
+                    const Deadline& deadline, Ready&& ready) {
+  if (ready()) return WaitResult::kReady;
+  if (policy.spin.count() > 0) {
+    const auto spin_until = Clock::now() + policy.spin;
+    for (unsigned i = 1;; ++i) {
+      cpu_relax();
+      if (ready()) return WaitResult::kReady;
+      if ((i & 63) == 0 && Clock::now() >= spin_until) break;
+    }
+  }
+  const auto slice_end = Clock::now() + policy.liveness_check;
+  for (;;) {
+    const uint32_t seen = event.sequence.load(std::memory_order_seq_cst);
+    event.sleepers.fetch_add(1, std::memory_order_seq_cst);
+    if (ready()) {
+      event.sleepers.fetch_sub(1, std::memory_order_relaxed);
+      return WaitResult::kReady;
+    }
+    const auto now = Clock::now();
+    if (deadline.passed()) {
+      event.sleepers.fetch_sub(1, std::memory_order_relaxed);
+      return WaitResult::kTimedOut;
+    }
+    if (now >= slice_end) {
+      event.sleepers.fetch_sub(1, std::memory_order_relaxed);
+      return WaitResult::kCheckPeers;
+    }
+    auto sleep =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(slice_end - now);
+    if (!deadline.never()) sleep = std::min(sleep, deadline.remaining(sleep));
+    futex_wait(&event.sequence, seen, sleep);
+    event.sleepers.fetch_sub(1, std::memory_order_relaxed);
+    if (ready()) return WaitResult::kReady;
+  }
+}
+
+}  // namespace internal
+}  // namespace mp
+
+#endif  // MPBENCH_LIB_WAIT_H_
