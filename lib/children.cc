@@ -95,6 +95,21 @@ int exit_code_from_status(int status) noexcept {
   return WEXITSTATUS(status);
 }
 
+void reap_owned(pid_t pid) noexcept {
+  ChildTable& table = ChildTable::instance();
+  std::lock_guard lock(table.mutex());
+  int status = 0;
+  pid_t got;
+  do {
+    got = ::waitpid(pid, &status, WNOHANG);
+  } while (got == -1 && errno == EINTR);
+  if (got != pid) return;
+  if (ChildRecord* record = table.find(pid)) {
+    record->reaped = true;
+    record->status = status;
+  }
+}
+
 void finish_children() noexcept {
   // A child that never started children of its own has nothing to do here,
   // and must not touch (and so copy) the inherited table.

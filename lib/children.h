@@ -72,6 +72,11 @@ class ChildTable {
 // signal number that ended the process.
 int exit_code_from_status(int status) noexcept;
 
+// Reaps `pid` if it has exited, keeping its status in the table for the
+// Process that owns it (used by threads other than the owner's). Never
+// blocks, never throws.
+void reap_owned(pid_t pid) noexcept;
+
 // Terminates daemon children and joins every child still in the table, as
 // multiprocessing's _exit_function does; run at normal exit (atexit) and at
 // the end of every mp::Process child. Never throws.

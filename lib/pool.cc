@@ -1,0 +1,847 @@
+#include "lib/pool.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+
+#include "lib/children.h"
+#include "lib/fd.h"
+#include "lib/mapping.h"
+#include "lib/process.h"
+#include "lib/queue.h"
+
+namespace mp {
+
+std::size_t default_chunksize(std::size_t items, std::size_t workers) {
+  const std::size_t per = 4 * std::max<std::size_t>(workers, 1);
+  return std::max<std::size_t>(1, (items + per - 1) / per);
+}
+
+namespace internal {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// How often a waiting call checks that the workers still live.
+constexpr auto kHealthInterval = std::chrono::milliseconds(20);
+// How long an idle worker waits for a task before it looks at its stop flags.
+constexpr auto kWorkerPoll = std::chrono::milliseconds(100);
+// A worker's exit code when its initializer threw.
+constexpr int kInitializerFailed = 3;
+// A worker's exit code when the pool's parent is gone.
+constexpr int kParentGone = 4;
+
+struct TaskHeader {
+  std::uint64_t seq;
+  std::uint64_t count;
+  std::uint64_t invoker;
+  std::uint64_t fn;
+};
+
+enum class ResultKind : std::uint32_t {
+  kResults,
+  kError,
+  kRetiring,
+  kInitializerFailed
+};
+
+struct ResultHeader {
+  ResultKind kind;
+  std::uint32_t worker;
+  std::uint64_t seq;
+  std::uint64_t failed;  // kError: offset of the failing item in the chunk
+};
+
+// Shared between the parent and the workers.
+struct PoolShared {
+  std::atomic<std::uint32_t> stop{0};
+};
+
+// Set by a worker's SIGTERM handler: finish the running chunk, then exit.
+volatile sig_atomic_t g_worker_sigterm = 0;
+void on_worker_sigterm(int) { g_worker_sigterm = 1; }
+
+std::string describe_exit(int code) {
+  if (code < 0)
+    return "was killed by signal " + std::to_string(-code) + " (" +
+           ::strsignal(-code) + ")";
+  return "exited with code " + std::to_string(code);
+}
+
+}  // namespace
+
+struct Task {
+  std::uint64_t job;
+  std::uint64_t chunk;
+  std::uint64_t first_item;
+  std::uint64_t count;
+  std::size_t worker;
+  std::uint64_t position;  // index among the tasks put into that worker's queue
+};
+
+struct Job {
+  std::string name;  // "map #3" for messages
+  void* fn = nullptr;
+  Invoker invoker = nullptr;
+  std::unique_ptr<ChunkSource> source;
+  bool ordered = true;
+  bool unbounded = true;
+  bool source_done = false;
+  bool abandoned = false;
+  std::uint64_t chunks_made = 0;
+  std::uint64_t next_to_deliver = 0;
+  std::uint64_t in_flight = 0;
+  std::map<std::uint64_t, ChunkResult> ready;
+  std::exception_ptr failure;
+  // A chunk built but not yet accepted by a worker queue.
+  std::optional<std::vector<std::byte>> staged;
+  Task staged_task{};
+
+  bool finished() const {
+    return source_done && !staged && in_flight == 0 && ready.empty();
+  }
+};
+
+struct Worker {
+  Process process;
+  std::unique_ptr<Queue> tasks;
+  std::uint64_t puts = 0;
+  std::deque<std::uint64_t> seqs;  // tasks put and not completed, in put order
+  bool retiring = false;
+};
+
+struct PoolCore::State {
+  PoolOptions options;
+  Mapping shared_memory;
+  PoolShared* shared = nullptr;
+  std::unique_ptr<Queue> results;
+  std::vector<Worker> workers;
+  std::unordered_map<std::uint64_t, Task> tasks;  // in flight, by seq
+  std::map<std::uint64_t, Job> jobs;
+  std::uint64_t next_seq = 0;
+  std::uint64_t next_job = 0;
+  std::uint64_t started = 0;
+  std::size_t round_robin = 0;
+  bool closed = false;
+  bool terminated = false;
+  std::string broken;  // why the pool cannot run work, if it cannot
+  Clock::time_point last_health_check = Clock::now();
+  std::vector<std::byte> scratch;
+  mutable std::mutex pids_mutex;  // guards `pids` for GracefulShutdown's thread
+  std::vector<pid_t> pids;
+
+  void start_worker(std::size_t index);
+  int worker_main(std::size_t index);
+  void dispatch();
+  bool fill(std::size_t index);
+  bool pump(const Deadline& deadline);
+  void handle_result(std::span<const std::byte> message);
+  void check_health();
+  void handle_exit(std::size_t index);
+  void complete_task(std::uint64_t seq, const Task& task);
+  void fail_job(Job& job, std::exception_ptr error);
+  void fail_all(const std::string& why);
+  void publish_pids();
+};
+
+void PoolCore::State::publish_pids() {
+  std::lock_guard lock(pids_mutex);
+  pids.clear();
+  for (Worker& w : workers) pids.push_back(w.process.pid());
+}
+
+void PoolCore::State::start_worker(std::size_t index) {
+  Process process([this, index] { return worker_main(index); },
+                  "PoolWorker-" + std::to_string(started + 1));
+  process.set_daemon(true);
+  process.start();
+  workers[index].process = std::move(process);
+  workers[index].retiring = false;
+  ++started;
+  publish_pids();
+}
+
+// The worker's life, in the forked child.
+int PoolCore::State::worker_main(std::size_t index) {
+  g_worker_sigterm = 0;
+  struct sigaction action {};
+  action.sa_handler = on_worker_sigterm;
+  sigemptyset(&action.sa_mask);
+  ::sigaction(SIGTERM, &action, nullptr);
+
+  Queue& queue = *workers[index].tasks;
+  auto report = [&](ResultKind kind, std::uint64_t seq, std::uint64_t failed,
+                    std::span<const std::byte> payload) {
+    scratch.resize(sizeof(ResultHeader));
+    const ResultHeader header{kind, static_cast<std::uint32_t>(index), seq,
+                              failed};
+    std::memcpy(scratch.data(), &header, sizeof header);
+    scratch.insert(scratch.end(), payload.begin(), payload.end());
+    results->put_bytes(scratch);
+  };
+  try {
+    if (options.initializer) {
+      try {
+        options.initializer();
+      } catch (const std::exception& e) {
+        const std::string text = e.what();
+        report(ResultKind::kInitializerFailed, 0, 0,
+               std::as_bytes(std::span(text)));
+        return kInitializerFailed;
+      }
+    }
+    std::vector<std::byte> out;
+    std::string error;
+    std::uint64_t done = 0;
+    for (;;) {
+      if (shared->stop.load(std::memory_order_acquire) || g_worker_sigterm)
+        return 0;
+      if (options.max_tasks_per_child != 0 &&
+          done == options.max_tasks_per_child) {
+        report(ResultKind::kRetiring, 0, 0, {});
+        return 0;
+      }
+      std::optional<std::vector<std::byte>> message;
+      try {
+        message = queue.get_bytes(kWorkerPoll);
+      } catch (const Empty&) {
+        continue;  // look at the stop flags again
+      }
+      if (!message) return 0;  // the pool closed our queue
+      TaskHeader header;
+      std::memcpy(&header, message->data(), sizeof header);
+      const auto items =
+          std::span<const std::byte>(*message).subspan(sizeof header);
+      out.clear();
+      std::uint64_t failed = 0;
+      const auto invoker = reinterpret_cast<Invoker>(header.invoker);
+      if (invoker(reinterpret_cast<void*>(header.fn), items, header.count, out,
+                  error, failed)) {
+        report(ResultKind::kResults, header.seq, 0, out);
+      } else {
+        report(ResultKind::kError, header.seq, failed,
+               std::as_bytes(std::span(error)));
+      }
+      ++done;
+    }
+  } catch (const PeerError&) {
+    return kParentGone;
+  }
+}
+
+PoolCore::PoolCore(PoolOptions options) : state_(std::make_unique<State>()) {
+  State& s = *state_;
+  if (options.workers <= 0)
+    options.workers =
+        static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (options.prefetch == 0) options.prefetch = 1;
+  s.options = std::move(options);
+  s.shared_memory = Mapping::shared(sizeof(PoolShared));
+  s.shared = new (s.shared_memory.data()) PoolShared();
+  QueueOptions result_options;
+  result_options.capacity_bytes = s.options.result_queue_bytes;
+  result_options.wait = s.options.wait;
+  s.results = std::make_unique<Queue>(result_options);
+  s.workers.resize(static_cast<std::size_t>(s.options.workers));
+  QueueOptions task_options;
+  task_options.capacity_bytes = s.options.task_queue_bytes;
+  task_options.wait = s.options.wait;
+  for (Worker& w : s.workers) w.tasks = std::make_unique<Queue>(task_options);
+  try {
+    for (std::size_t i = 0; i < s.workers.size(); ++i) s.start_worker(i);
+  } catch (...) {
+    terminate();
+    throw;
+  }
+}
+
+PoolCore::~PoolCore() { terminate(); }
+
+int PoolCore::workers() const { return state_->options.workers; }
+
+std::vector<pid_t> PoolCore::worker_pids() const {
+  std::lock_guard lock(state_->pids_mutex);
+  return state_->pids;
+}
+
+std::uint64_t PoolCore::workers_started() const { return state_->started; }
+
+void PoolCore::request_stop() noexcept {
+  state_->shared->stop.store(1, std::memory_order_release);
+}
+
+std::uint64_t PoolCore::start_job(void* fn, Invoker invoker,
+                                  std::unique_ptr<ChunkSource> source,
+                                  bool ordered, bool unbounded) {
+  State& s = *state_;
+  if (s.terminated) throw PoolError("Pool: the pool was terminated");
+  if (s.closed) throw PoolError("Pool: the pool is closed");
+  if (!s.broken.empty()) throw PoolError("Pool: " + s.broken);
+  const std::uint64_t id = s.next_job++;
+  Job& job = s.jobs[id];
+  job.name = "call #" + std::to_string(id);
+  job.fn = fn;
+  job.invoker = invoker;
+  job.source = std::move(source);
+  job.ordered = ordered;
+  job.unbounded = unbounded;
+  s.dispatch();
+  return id;
+}
+
+void PoolCore::State::fail_job(Job& job, std::exception_ptr error) {
+  if (!job.failure) job.failure = std::move(error);
+  job.source_done = true;  // no more of its chunks are sent
+  job.staged.reset();
+  job.ready.clear();
+}
+
+void PoolCore::State::fail_all(const std::string& why) {
+  for (auto& [id, job] : jobs)
+    fail_job(job, std::make_exception_ptr(PoolError("Pool: " + why)));
+}
+
+// Puts chunks into worker `index`'s queue until it holds `prefetch` of them.
+// Returns false when no job has a chunk to give.
+bool PoolCore::State::fill(std::size_t index) {
+  Worker& w = workers[index];
+  while (w.seqs.size() < options.prefetch) {
+    Job* job = nullptr;
+    std::uint64_t job_id = 0;
+    for (auto& [id, candidate] : jobs) {
+      if (candidate.failure || candidate.abandoned) continue;
+      if (candidate.staged) {
+        job = &candidate;
+        job_id = id;
+        break;
+      }
+      if (candidate.source_done) continue;
+      const std::size_t limit = 2 * workers.size() * (options.prefetch + 1);
+      if (!candidate.unbounded && !closed &&
+          candidate.in_flight + candidate.ready.size() >= limit)
+        continue;
+      job = &candidate;
+      job_id = id;
+      break;
+    }
+    if (job == nullptr) return false;
+    if (!job->staged) {
+      std::vector<std::byte> message(sizeof(TaskHeader));
+      std::uint64_t first = 0, count = 0;
+      if (!job->source->next(message, first, count)) {
+        job->source_done = true;
+        continue;
+      }
+      const TaskHeader header{next_seq, count,
+                              reinterpret_cast<std::uint64_t>(job->invoker),
+                              reinterpret_cast<std::uint64_t>(job->fn)};
+      std::memcpy(message.data(), &header, sizeof header);
+      job->staged_task =
+          Task{job_id, job->chunks_made++, first, count, index, 0};
+      job->staged = std::move(message);
+      ++next_seq;
+    }
+    bool accepted = false;
+    try {
+      accepted = w.tasks->try_put_bytes(*job->staged);
+    } catch (const MessageTooLong& e) {
+      fail_job(
+          *job,
+          std::make_exception_ptr(MessageTooLong(
+              "Pool: chunk " + std::to_string(job->staged_task.chunk) + " of " +
+                  job->name + " does not fit the task queue: " + e.what() +
+                  " (raise PoolOptions::task_queue_bytes or lower chunksize)",
+              e.length(), e.limit())));
+      continue;
+    }
+    if (!accepted) return true;  // this worker's queue is full for now
+    TaskHeader header;
+    std::memcpy(&header, job->staged->data(), sizeof header);
+    Task task = job->staged_task;
+    task.worker = index;
+    task.position = w.puts++;
+    w.seqs.push_back(header.seq);
+    tasks.emplace(header.seq, task);
+    ++job->in_flight;
+    job->staged.reset();
+  }
+  return true;
+}
+
+void PoolCore::State::dispatch() {
+  if (terminated || !broken.empty() ||
+      shared->stop.load(std::memory_order_relaxed))
+    return;
+  for (std::size_t k = 0; k < workers.size(); ++k) {
+    const std::size_t index = (round_robin + k) % workers.size();
+    if (workers[index].retiring) continue;
+    if (!fill(index)) break;
+  }
+  round_robin = (round_robin + 1) % workers.size();
+}
+
+void PoolCore::State::complete_task(std::uint64_t seq, const Task& task) {
+  Worker& w = workers[task.worker];
+  if (auto it = std::find(w.seqs.begin(), w.seqs.end(), seq);
+      it != w.seqs.end())
+    w.seqs.erase(it);
+  tasks.erase(seq);
+  auto job_it = jobs.find(task.job);
+  if (job_it != jobs.end()) {
+    --job_it->second.in_flight;
+    if (job_it->second.abandoned && job_it->second.in_flight == 0)
+      jobs.erase(job_it);
+  }
+}
+
+void PoolCore::State::handle_result(std::span<const std::byte> message) {
+  ResultHeader header;
+  std::memcpy(&header, message.data(), sizeof header);
+  const auto payload = message.subspan(sizeof header);
+  if (header.kind == ResultKind::kInitializerFailed) {
+    broken = "the initializer failed in a worker: " +
+             std::string(reinterpret_cast<const char*>(payload.data()),
+                         payload.size());
+    fail_all(broken);
+    return;
+  }
+  if (header.kind == ResultKind::kRetiring) {
+    workers[header.worker].retiring = true;
+    handle_exit(header.worker);
+    return;
+  }
+  const auto it = tasks.find(header.seq);
+  if (it == tasks.end()) return;  // reported lost already
+  const Task task = it->second;
+  complete_task(header.seq, task);
+  auto job_it = jobs.find(task.job);
+  if (job_it == jobs.end()) return;  // abandoned and gone
+  Job& job = job_it->second;
+  if (job.failure || job.abandoned) return;
+  if (header.kind == ResultKind::kError) {
+    const std::uint64_t item = task.first_item + header.failed;
+    fail_job(
+        job,
+        std::make_exception_ptr(TaskError(
+            "Pool: item " + std::to_string(item) + " (chunk " +
+                std::to_string(task.chunk) + " of " + job.name + ") raised: " +
+                std::string(reinterpret_cast<const char*>(payload.data()),
+                            payload.size()),
+            item)));
+    return;
+  }
+  ChunkResult result;
+  result.first_item = task.first_item;
+  result.count = task.count;
+  result.payload.assign(payload.begin(), payload.end());
+  job.ready.emplace(task.chunk, std::move(result));
+}
+
+// A worker has exited (or announced that it is retiring): collect what it
+// sent, report the chunks it took and never finished, and replace it.
+void PoolCore::State::handle_exit(std::size_t index) {
+  Worker& w = workers[index];
+  if (w.retiring) w.process.join();
+  const int code = w.process.exitcode().value_or(0);
+  // Everything it published is in the result queue now: read it first.
+  while (auto message = results->try_get_bytes()) handle_result(*message);
+  // Its queue is FIFO: the first `taken` tasks put into it were taken.
+  const std::uint64_t taken = w.puts - w.tasks->qsize();
+  std::vector<std::uint64_t> lost;
+  for (std::uint64_t seq : w.seqs) {
+    if (tasks.at(seq).position < taken) lost.push_back(seq);
+  }
+  for (std::uint64_t seq : lost) {
+    const Task task = tasks.at(seq);
+    complete_task(seq, task);
+    auto job_it = jobs.find(task.job);
+    if (job_it == jobs.end() || job_it->second.failure ||
+        job_it->second.abandoned)
+      continue;
+    fail_job(job_it->second,
+             std::make_exception_ptr(WorkerLost(
+                 "Pool: worker pid " + std::to_string(w.process.pid()) + " " +
+                 describe_exit(code) + " while running chunk " +
+                 std::to_string(task.chunk) + " (items " +
+                 std::to_string(task.first_item) + ".." +
+                 std::to_string(task.first_item + task.count - 1) + ") of " +
+                 job_it->second.name + "; the worker was replaced")));
+  }
+  if (code == kInitializerFailed && broken.empty()) {
+    broken = "the initializer failed in worker pid " +
+             std::to_string(w.process.pid());
+    fail_all(broken);
+  }
+  if (terminated || !broken.empty() ||
+      shared->stop.load(std::memory_order_relaxed) ||
+      (closed && w.tasks->closed())) {
+    return;
+  }
+  start_worker(index);
+}
+
+void PoolCore::State::check_health() {
+  last_health_check = Clock::now();
+  for (std::size_t i = 0; i < workers.size(); ++i) {
+    if (workers[i].process.pid() != 0 && !workers[i].process.is_alive())
+      handle_exit(i);
+  }
+}
+
+// Waits for one result (or until the deadline or the next health check) and
+// handles whatever has arrived. Returns false when the deadline passed.
+bool PoolCore::State::pump(const Deadline& deadline) {
+  dispatch();
+  if (Clock::now() - last_health_check > kHealthInterval) check_health();
+  std::optional<std::vector<std::byte>> message;
+  try {
+    if (deadline.passed()) {
+      message = results->try_get_bytes();
+    } else {
+      message = results->get_bytes(deadline.remaining(kHealthInterval));
+    }
+  } catch (const Empty&) {
+  } catch (const PeerError&) {
+    // No worker is alive to produce results: the health check replaces them.
+  }
+  if (!message) {
+    check_health();
+    return !deadline.passed();
+  }
+  handle_result(*message);
+  // Take whatever else is already there without waiting.
+  for (int i = 0; i < 64; ++i) {
+    auto more = results->try_get_bytes();
+    if (!more) break;
+    handle_result(*more);
+  }
+  return true;
+}
+
+std::optional<ChunkResult> PoolCore::next_chunk(std::uint64_t job_id,
+                                                const Deadline& deadline) {
+  State& s = *state_;
+  for (;;) {
+    auto it = s.jobs.find(job_id);
+    if (it == s.jobs.end())
+      throw std::logic_error("Pool: unknown or finished call");
+    Job& job = it->second;
+    if (job.failure) std::rethrow_exception(job.failure);
+    if (!job.ready.empty()) {
+      auto first = job.ready.begin();
+      if (!job.ordered || first->first == job.next_to_deliver) {
+        ChunkResult result = std::move(first->second);
+        job.ready.erase(first);
+        ++job.next_to_deliver;
+        s.dispatch();  // a bounded job may now make more
+        return result;
+      }
+    }
+    if (job.finished()) return std::nullopt;
+    if (s.terminated) throw PoolError("Pool: the pool was terminated");
+    if (!s.broken.empty()) throw PoolError("Pool: " + s.broken);
+    if (!s.pump(deadline))
+      throw TimeoutError("Pool: result not ready within the timeout");
+  }
+}
+
+void PoolCore::forget_job(std::uint64_t job_id) noexcept {
+  auto it = state_->jobs.find(job_id);
+  if (it == state_->jobs.end()) return;
+  Job& job = it->second;
+  if (job.in_flight == 0) {
+    state_->jobs.erase(it);
+    return;
+  }
+  job.abandoned = true;
+  job.source_done = true;
+  job.staged.reset();
+  job.ready.clear();
+}
+
+void PoolCore::close() { state_->closed = true; }
+
+void PoolCore::join() {
+  State& s = *state_;
+  if (!s.closed && !s.terminated) {
+    throw std::logic_error("Pool::join: call close() or terminate() first");
+  }
+  if (s.terminated) return;
+  // Finish what was submitted (results stay with their calls).
+  auto pending = [&] {
+    if (!s.tasks.empty()) return true;
+    for (auto& [id, job] : s.jobs) {
+      if (!job.failure && !job.abandoned && (!job.source_done || job.staged))
+        return true;
+    }
+    return false;
+  };
+  while (pending() && s.broken.empty()) s.pump(Deadline());
+  for (Worker& w : s.workers) w.tasks->close();
+  for (std::size_t i = 0; i < s.workers.size(); ++i) {
+    Worker& w = s.workers[i];
+    while (!w.process.join(kHealthInterval)) {
+      while (auto message = s.results->try_get_bytes())
+        s.handle_result(*message);
+    }
+  }
+}
+
+void PoolCore::terminate() noexcept {
+  State& s = *state_;
+  if (s.terminated) return;
+  s.terminated = true;
+  s.shared->stop.store(1, std::memory_order_release);
+  for (Worker& w : s.workers) {
+    try {
+      if (w.tasks) w.tasks->close();
+      if (w.process.pid() != 0) {
+        w.process.kill();
+        w.process.join();
+      }
+    } catch (...) {
+      // Reaped elsewhere (GracefulShutdown): nothing left to stop.
+    }
+  }
+  s.fail_all("the pool was terminated");
+}
+
+}  // namespace internal
+
+// --- Pool
+// ---------------------------------------------------------------------
+
+Pool::Pool(PoolOptions options)
+    : core_(std::make_unique<internal::PoolCore>(std::move(options))) {}
+Pool::~Pool() { terminate(); }
+
+std::size_t Pool::chunksize_or_default(std::size_t chunksize,
+                                       std::size_t items) const {
+  return chunksize != 0
+             ? chunksize
+             : default_chunksize(items, static_cast<std::size_t>(workers()));
+}
+
+std::uint64_t Pool::start(void* fn, internal::Invoker invoker,
+                          std::unique_ptr<internal::ChunkSource> source,
+                          bool ordered, bool unbounded) {
+  return core_->start_job(fn, invoker, std::move(source), ordered, unbounded);
+}
+
+void Pool::close() { core_->close(); }
+void Pool::join() { core_->join(); }
+void Pool::terminate() noexcept { core_->terminate(); }
+int Pool::workers() const { return core_->workers(); }
+std::vector<pid_t> Pool::worker_pids() const { return core_->worker_pids(); }
+std::uint64_t Pool::workers_started() const { return core_->workers_started(); }
+void Pool::request_stop() noexcept { core_->request_stop(); }
+
+// --- fork_map
+// -------------------------------------------------------------------
+
+namespace internal {
+
+std::vector<std::vector<std::byte>> fork_map_chunks(std::size_t items,
+                                                    std::size_t workers,
+                                                    std::size_t chunksize,
+                                                    const ForkMapRunner& run,
+                                                    const WaitPolicy& policy) {
+  const std::size_t chunks =
+      items == 0 ? 0 : (items + chunksize - 1) / chunksize;
+  std::vector<std::vector<std::byte>> payloads(chunks);
+  if (chunks == 0) return payloads;
+  struct Shared {
+    std::atomic<std::uint64_t> next{0};
+    std::atomic<std::uint32_t> abort{0};
+  };
+  Mapping memory = Mapping::shared(sizeof(Shared));
+  auto* shared = new (memory.data()) Shared();
+  QueueOptions options;
+  options.capacity_bytes = 32 << 20;
+  options.wait = policy;
+  Queue results(options);
+
+  std::vector<Process> processes;
+  processes.reserve(std::min(workers, chunks));
+  for (std::size_t w = 0; w < std::min(workers, chunks); ++w) {
+    processes.emplace_back([&] {
+      std::vector<std::byte> message;
+      std::string error;
+      for (;;) {
+        if (shared->abort.load(std::memory_order_relaxed)) return 0;
+        const std::uint64_t chunk = shared->next.fetch_add(1);
+        if (chunk >= chunks) return 0;
+        const std::uint64_t first = chunk * chunksize;
+        const std::uint64_t count =
+            std::min<std::uint64_t>(chunksize, items - first);
+        message.assign(3 * sizeof(std::uint64_t), std::byte{0});
+        std::uint64_t failed = 0;
+        const bool ok = run(first, count, message, error, failed);
+        const std::uint64_t header[3] = {chunk, ok ? 0u : 1u, failed};
+        std::memcpy(message.data(), header, sizeof header);
+        if (!ok) {
+          message.resize(sizeof header);
+          message.insert(
+              message.end(), reinterpret_cast<const std::byte*>(error.data()),
+              reinterpret_cast<const std::byte*>(error.data() + error.size()));
+        }
+        results.put_bytes(message);
+      }
+    });
+    processes.back().set_daemon(true);
+    processes.back().start();
+  }
+
+  std::exception_ptr failure;
+  std::size_t received = 0;
+  std::vector<bool> done(chunks, false);
+  auto handle = [&](const std::vector<std::byte>& message) {
+    std::uint64_t header[3];
+    std::memcpy(header, message.data(), sizeof header);
+    const auto chunk = header[0];
+    ++received;
+    done[chunk] = true;
+    if (header[1] != 0 && !failure) {
+      const std::uint64_t item = chunk * chunksize + header[2];
+      failure = std::make_exception_ptr(TaskError(
+          "fork_map: item " + std::to_string(item) + " (chunk " +
+              std::to_string(chunk) + ") raised: " +
+              std::string(
+                  reinterpret_cast<const char*>(message.data() + sizeof header),
+                  message.size() - sizeof header),
+          item));
+      shared->abort.store(1);
+    }
+    payloads[chunk].assign(message.begin() + sizeof header, message.end());
+  };
+  while (received < chunks && !failure) {
+    try {
+      if (auto message = results.get_bytes(kHealthInterval)) handle(*message);
+    } catch (const Empty&) {
+    } catch (const PeerError&) {
+    }
+    bool any_alive = false;
+    for (Process& p : processes) any_alive = p.is_alive() || any_alive;
+    if (!any_alive) {
+      while (auto message = results.try_get_bytes()) handle(*message);
+      break;
+    }
+  }
+  for (Process& p : processes) p.join();
+  while (received < chunks && !failure) {
+    auto message = results.try_get_bytes();
+    if (!message) break;
+    handle(*message);
+  }
+  if (failure) std::rethrow_exception(failure);
+  for (std::size_t chunk = 0; chunk < chunks; ++chunk) {
+    if (done[chunk]) continue;
+    std::string who;
+    for (Process& p : processes) {
+      if (p.exitcode() != 0)
+        who += " pid " + std::to_string(p.pid()) + " " +
+               describe_exit(*p.exitcode()) + ";";
+    }
+    throw WorkerLost("fork_map: chunk " + std::to_string(chunk) + " (items " +
+                     std::to_string(chunk * chunksize) +
+                     "..) was lost: a worker died:" + who);
+  }
+  return payloads;
+}
+
+}  // namespace internal
+
+// --- GracefulShutdown
+// ----------------------------------------------------------
+
+namespace {
+std::atomic<int> g_shutdown_fd{-1};
+void on_sigterm(int) {
+  const int saved = errno;
+  const int fd = g_shutdown_fd.load(std::memory_order_relaxed);
+  if (fd >= 0) {
+    const char byte = 't';
+    [[maybe_unused]] ssize_t ignored = ::write(fd, &byte, 1);
+  }
+  errno = saved;
+}
+}  // namespace
+
+struct GracefulShutdown::State {
+  Pool* pool;
+  std::chrono::milliseconds grace;
+  Fd read_end, write_end;
+  struct sigaction previous {};
+  std::thread thread;
+};
+
+GracefulShutdown::GracefulShutdown(Pool& pool, std::chrono::milliseconds grace)
+    : state_(std::make_unique<State>()) {
+  State& s = *state_;
+  s.pool = &pool;
+  s.grace = grace;
+  int fds[2];
+  internal::check(::pipe2(fds, O_CLOEXEC), "pipe2");
+  s.read_end.reset(fds[0]);
+  s.write_end.reset(fds[1]);
+  int expected = -1;
+  if (!g_shutdown_fd.compare_exchange_strong(expected, s.write_end.get())) {
+    throw std::logic_error("GracefulShutdown: another one is installed");
+  }
+  struct sigaction action {};
+  action.sa_handler = on_sigterm;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  ::sigaction(SIGTERM, &action, &s.previous);
+  s.thread = std::thread([&s] {
+    char byte = 0;
+    while (::read(s.read_end.get(), &byte, 1) == -1 && errno == EINTR) {
+    }
+    if (byte != 't') return;  // the destructor's wake-up
+    // Stop taking tasks; running chunks finish; then every worker exits.
+    s.pool->request_stop();
+    const std::vector<pid_t> pids = s.pool->worker_pids();
+    const auto deadline = std::chrono::steady_clock::now() + s.grace;
+    for (pid_t pid : pids) {
+      siginfo_t info{};
+      for (;;) {
+        info.si_pid = 0;
+        // WNOWAIT: watch without reaping; the reaping below keeps the
+        // Process objects' bookkeeping right.
+        if (::waitid(P_PID, static_cast<id_t>(pid), &info,
+                     WEXITED | WNOHANG | WNOWAIT) == -1)
+          break;
+        if (info.si_pid == pid) break;
+        if (std::chrono::steady_clock::now() >= deadline) {
+          ::kill(pid, SIGKILL);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+    }
+    for (pid_t pid : pids) internal::reap_owned(pid);
+    std::fflush(nullptr);
+    ::signal(SIGTERM, SIG_DFL);
+    ::raise(SIGTERM);
+  });
+}
+
+GracefulShutdown::~GracefulShutdown() {
+  State& s = *state_;
+  ::sigaction(SIGTERM, &s.previous, nullptr);
+  g_shutdown_fd = -1;
+  const char byte = 'q';
+  [[maybe_unused]] ssize_t ignored = ::write(s.write_end.get(), &byte, 1);
+  if (s.thread.joinable()) s.thread.join();
+}
+
+}  // namespace mp

@@ -1,0 +1,636 @@
+// Pool: multiprocessing.Pool for C++ — persistent forked workers fed through
+// mp::Queue, with map, imap, imap_unordered and apply_async.
+//
+//   int64_t twice(const int64_t& x) { return 2 * x; }
+//   mp::Pool pool(mp::PoolOptions{.workers = 4});
+//   std::vector<int64_t> out = pool.map(twice, std::span(items));   // in order
+//   for (int64_t r : pool.imap_unordered(twice, std::span(items), 64)) use(r);
+//   auto handle = pool.apply_async(twice, int64_t{21});
+//   int64_t answer = handle.get();
+//   pool.close();
+//   pool.join();
+//
+// Functions: like multiprocessing, which pickles a function by name, the pool
+// sends workers a reference to code, not a closure: `fn` must be a function
+// pointer or a captureless lambda taking one argument. Workers are forked
+// copies of this process, so the reference is valid in them (code loaded with
+// dlopen after the pool started is not). State reaches workers through the
+// items, through memory they inherited when forked, or through the
+// initializer, which runs once in each worker as it starts.
+//
+// Data: each chunk of `chunksize` items travels as one message to a worker
+// (encoded with mp::Codec) and its results come back as one message. A pool
+// created before its data is honest about the cost of moving it;
+// mp::fork_map forks workers for one call instead, so inputs are inherited
+// copy-on-write and only results travel.
+//
+// Failures: an exception thrown by `fn` fails that call with mp::TaskError,
+// which names the item index and the message; the pool stays usable. A
+// worker that dies (killed, crashed) fails the call whose chunk it was
+// running with mp::WorkerLost, which names the chunk; the worker is replaced
+// and tasks queued for it are run by its replacement. Every chunk is either
+// delivered exactly once or reported failed. With max_tasks_per_child,
+// workers retire after that many chunks and are replaced without losing any.
+//
+// Shutdown: close() refuses new work; join() waits for submitted work and
+// then for the workers to exit; terminate() kills workers at once. The
+// destructor terminates, like leaving Python's `with Pool()` block. Workers
+// are daemons (they die with this process), and mp::GracefulShutdown turns
+// SIGTERM into "finish the running chunks, reap every worker, then exit".
+//
+// Thread safety: a Pool and its iterators and results are used by one thread
+// at a time. Blocking calls wait with the pool's WaitPolicy and check the
+// workers' health every few milliseconds: no call hangs on a dead worker.
+#ifndef MPBENCH_LIB_POOL_H_
+#define MPBENCH_LIB_POOL_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "lib/codec.h"
+#include "lib/error.h"
+#include "lib/wait.h"
+
+namespace mp {
+
+struct PoolOptions {
+  // Worker processes; 0 means std::thread::hardware_concurrency().
+  int workers = 0;
+  // Runs once in every worker before its first task (and in replacements).
+  // If it throws, the pool is broken: calls fail with mp::PoolError.
+  std::function<void()> initializer;
+  // Chunks a worker runs before it is replaced; 0 means no limit.
+  std::size_t max_tasks_per_child = 0;
+  // Chunks queued for each worker ahead of the one it runs.
+  std::size_t prefetch = 4;
+  // Capacity of each worker's task queue and of the result queue; one chunk
+  // (or its results) must fit in one message (mp::MessageTooLong otherwise).
+  std::size_t task_queue_bytes = 8 << 20;
+  std::size_t result_queue_bytes = 32 << 20;
+  // How the pool and its workers wait for each other.
+  WaitPolicy wait = WaitPolicy::spin_then_block(std::chrono::microseconds(20));
+};
+
+// `fn` threw for an item. The pool stays usable.
+class TaskError : public std::runtime_error {
+ public:
+  TaskError(const std::string& what, std::uint64_t item_index)
+      : std::runtime_error(what), item_index_(item_index) {}
+  std::uint64_t item_index() const noexcept { return item_index_; }
+
+ private:
+  std::uint64_t item_index_;
+};
+
+// A worker died while it held a chunk of this call; the chunk's results are
+// lost. The worker has been replaced.
+class WorkerLost : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The pool cannot run work: closed, terminated, or its initializer failed.
+class PoolError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// CPython's default chunksize for map: ceil(items / (4 * workers)), at least 1.
+std::size_t default_chunksize(std::size_t items, std::size_t workers);
+
+namespace internal {
+
+// Runs `fn` over the `count` items encoded in `items` and encodes the results
+// into `results`. On an exception, returns false with the message in `error`
+// and the failing item's offset in the chunk in `failed`.
+using Invoker = bool (*)(void* fn, std::span<const std::byte> items,
+                         std::uint64_t count, std::vector<std::byte>& results,
+                         std::string& error, std::uint64_t& failed);
+
+template <typename Fp, typename T>
+bool invoke_chunk(void* fn, std::span<const std::byte> items,
+                  std::uint64_t count, std::vector<std::byte>& results,
+                  std::string& error, std::uint64_t& failed) {
+  const Fp f = reinterpret_cast<Fp>(fn);
+  Reader reader(items);
+  Writer writer(results);
+  using R = std::decay_t<std::invoke_result_t<Fp, const T&>>;
+  for (std::uint64_t i = 0; i < count; ++i) {
+    try {
+      const T item = Codec<T>::decode(reader);
+      Codec<R>::encode(f(item), writer);
+    } catch (const std::exception& e) {
+      error = e.what();
+      failed = i;
+      return false;
+    } catch (...) {
+      error = "unknown exception";
+      failed = i;
+      return false;
+    }
+  }
+  return true;
+}
+
+// Produces a job's chunks, encoded, on demand (so imap holds only a bounded
+// number of them).
+class ChunkSource {
+ public:
+  virtual ~ChunkSource() = default;
+  // Appends the next chunk's encoded items to `out`; false when none is left.
+  virtual bool next(std::vector<std::byte>& out, std::uint64_t& first_item,
+                    std::uint64_t& count) = 0;
+};
+
+template <typename T>
+class SpanSource final : public ChunkSource {
+ public:
+  SpanSource(std::span<const T> items, std::size_t chunksize)
+      : items_(items), chunksize_(chunksize) {}
+  bool next(std::vector<std::byte>& out, std::uint64_t& first_item,
+            std::uint64_t& count) override {
+    if (position_ >= items_.size()) return false;
+    const std::size_t n = std::min(chunksize_, items_.size() - position_);
+    Writer writer(out);
+    for (std::size_t i = 0; i < n; ++i)
+      Codec<T>::encode(items_[position_ + i], writer);
+    first_item = position_;
+    count = n;
+    position_ += n;
+    return true;
+  }
+
+ private:
+  std::span<const T> items_;
+  std::size_t chunksize_;
+  std::size_t position_ = 0;
+};
+
+struct ChunkResult {
+  std::uint64_t first_item = 0;
+  std::uint64_t count = 0;
+  std::vector<std::byte> payload;  // `count` encoded results
+};
+
+class PoolCore;
+
+}  // namespace internal
+
+class Pool;
+
+// Results of imap / imap_unordered, pulled lazily: iterate with range-for or
+// call next(). Errors (TaskError, WorkerLost) surface from next().
+template <typename R>
+class MapIterator {
+ public:
+  MapIterator(MapIterator&& other) noexcept;
+  MapIterator& operator=(MapIterator&&) = delete;
+  ~MapIterator();
+
+  // The next result; nullopt after the last. With a timeout, throws
+  // mp::TimeoutError if the next result is not ready in time.
+  std::optional<R> next();
+  std::optional<R> next(std::chrono::nanoseconds timeout);
+
+  class iterator {
+   public:
+    using value_type = R;
+    using difference_type = std::ptrdiff_t;
+    explicit iterator(MapIterator* owner) : owner_(owner) { advance(); }
+    iterator() = default;
+    const R& operator*() const { return *current_; }
+    iterator& operator++() {
+      advance();
+      return *this;
+    }
+    void operator++(int) { advance(); }
+    bool operator==(const iterator& other) const {
+      return (owner_ == nullptr) == (other.owner_ == nullptr);
+    }
+
+   private:
+    void advance() {
+      current_ = owner_->next();
+      if (!current_) owner_ = nullptr;
+    }
+    MapIterator* owner_ = nullptr;
+    std::optional<R> current_;
+  };
+  iterator begin() { return iterator(this); }
+  iterator end() { return iterator(); }
+
+ private:
+  friend class Pool;
+  MapIterator(internal::PoolCore* core, std::uint64_t job)
+      : core_(core), job_(job) {}
+  std::optional<R> next_until(const internal::Deadline& deadline);
+
+  internal::PoolCore* core_;
+  std::uint64_t job_;
+  std::vector<std::byte> chunk_;
+  std::optional<Reader> reader_;
+  std::uint64_t left_in_chunk_ = 0;
+};
+
+// Python's AsyncResult for apply_async.
+template <typename R>
+class AsyncResult {
+ public:
+  AsyncResult(AsyncResult&& other) noexcept;
+  AsyncResult& operator=(AsyncResult&&) = delete;
+  ~AsyncResult();
+
+  // Blocks until the result is ready and returns it, or throws the task's
+  // error (TaskError, WorkerLost). May be called again: returns the same.
+  const R& get();
+  // Same; throws mp::TimeoutError if not ready within `timeout`.
+  const R& get(std::chrono::nanoseconds timeout);
+  // Whether the call has completed (successfully or not). Never blocks.
+  bool ready();
+  // Whether it completed without error; throws std::logic_error if not ready,
+  // as Python raises ValueError.
+  bool successful();
+  void wait();
+  bool wait(std::chrono::nanoseconds timeout);
+
+ private:
+  friend class Pool;
+  AsyncResult(internal::PoolCore* core, std::uint64_t job)
+      : core_(core), job_(job) {}
+  bool settle(const internal::Deadline& deadline);
+
+  internal::PoolCore* core_;
+  std::uint64_t job_;
+  std::optional<R> value_;
+  std::exception_ptr error_;
+};
+
+namespace internal {
+template <typename F, typename T>
+using result_of = std::decay_t<std::invoke_result_t<F&, const T&>>;
+}  // namespace internal
+
+class Pool {
+ public:
+  // Forks the workers. Throws mp::OsError when processes or shared memory
+  // cannot be created.
+  explicit Pool(PoolOptions options = {});
+  explicit Pool(int workers) : Pool(options_with(workers)) {}
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+  // terminate(); never throws.
+  ~Pool();
+
+  // fn(item) for every item, results in order. chunksize 0 picks CPython's
+  // default (see default_chunksize). Throws TaskError, WorkerLost,
+  // MessageTooLong (a chunk larger than the queues), PoolError.
+  template <typename T, typename F>
+  auto map(F fn, std::span<const T> items, std::size_t chunksize = 0) {
+    using R = result_of<F, T>;
+    MapIterator<R> results = imap_impl<R, T>(
+        fn, items, chunksize_or_default(chunksize, items.size()),
+        /*ordered=*/true, /*unbounded=*/true);
+    std::vector<R> out;
+    out.reserve(items.size());
+    while (auto r = results.next()) out.push_back(std::move(*r));
+    return out;
+  }
+  template <typename T, typename F>
+  auto map(F fn, const std::vector<T>& items, std::size_t chunksize = 0) {
+    return map(fn, std::span<const T>(items), chunksize);
+  }
+
+  // Ordered results, computed ahead of the consumer by a bounded number of
+  // chunks. Python's default chunksize for imap is 1.
+  template <typename T, typename F>
+  MapIterator<internal::result_of<F, T>> imap(F fn, std::span<const T> items,
+                                              std::size_t chunksize = 1) {
+    return imap_impl<result_of<F, T>, T>(
+        fn, items, std::max<std::size_t>(chunksize, 1), true, false);
+  }
+  // Results in completion order (each chunk's results stay together).
+  template <typename T, typename F>
+  MapIterator<internal::result_of<F, T>> imap_unordered(
+      F fn, std::span<const T> items, std::size_t chunksize = 1) {
+    return imap_impl<result_of<F, T>, T>(
+        fn, items, std::max<std::size_t>(chunksize, 1), false, false);
+  }
+
+  // fn(arg) in a worker.
+  template <typename T, typename F>
+  AsyncResult<internal::result_of<F, T>> apply_async(F fn, const T& arg) {
+    using R = result_of<F, T>;
+    return AsyncResult<R>(core_.get(),
+                          start(function_pointer<T>(fn),
+                                &internal::invoke_chunk<decltype(+fn), T>,
+                                std::make_unique<internal::SpanSource<T>>(
+                                    std::span<const T>(&arg, 1), 1),
+                                true, true));
+  }
+
+  // No more work may be submitted; workers exit once the work already
+  // submitted is done (join waits for that).
+  void close();
+  // Waits for submitted work and for the workers to exit. Requires close()
+  // or terminate() first (std::logic_error otherwise, as in Python).
+  void join();
+  // Stops workers at once (SIGKILL) and reaps them; pending calls fail with
+  // PoolError. Idempotent; never throws.
+  void terminate() noexcept;
+
+  int workers() const;
+  // Current worker pids (replacements included), for diagnostics and tests.
+  std::vector<pid_t> worker_pids() const;
+  // Workers started so far, replacements included.
+  std::uint64_t workers_started() const;
+  // Makes every worker finish its running chunk and exit, as on SIGTERM
+  // (used by GracefulShutdown; async-signal-safe).
+  void request_stop() noexcept;
+
+ private:
+  template <typename F, typename T>
+  using result_of = internal::result_of<F, T>;
+  static PoolOptions options_with(int workers) {
+    PoolOptions options;
+    options.workers = workers;
+    return options;
+  }
+
+  template <typename T, typename F>
+  static void* function_pointer(F fn) {
+    static_assert(
+        std::is_convertible_v<F, decltype(+fn)> &&
+            std::is_pointer_v<decltype(+fn)>,
+        "Pool needs a function pointer or a captureless lambda (see pool.h)");
+    static_assert(!std::is_void_v<result_of<F, T>>, "fn must return a value");
+    return reinterpret_cast<void*>(+fn);
+  }
+
+  std::size_t chunksize_or_default(std::size_t chunksize,
+                                   std::size_t items) const;
+  std::uint64_t start(void* fn, internal::Invoker invoker,
+                      std::unique_ptr<internal::ChunkSource> source,
+                      bool ordered, bool unbounded);
+
+  template <typename R, typename T, typename F>
+  MapIterator<R> imap_impl(F fn, std::span<const T> items,
+                           std::size_t chunksize, bool ordered,
+                           bool unbounded) {
+    return MapIterator<R>(
+        core_.get(),
+        start(function_pointer<T>(fn),
+              &internal::invoke_chunk<decltype(+fn), T>,
+              std::make_unique<internal::SpanSource<T>>(items, chunksize),
+              ordered, unbounded));
+  }
+
+  std::unique_ptr<internal::PoolCore> core_;
+};
+
+// The plain loop every pool is compared with.
+template <typename T, typename F>
+auto serial_map(F&& fn, std::span<const T> items) {
+  std::vector<std::decay_t<std::invoke_result_t<F&, const T&>>> out;
+  out.reserve(items.size());
+  for (const T& item : items) out.push_back(fn(item));
+  return out;
+}
+
+namespace internal {
+// Runs chunk `chunk` of fork_map in a forked worker, writing results to out.
+using ForkMapRunner = std::function<bool(
+    std::uint64_t first, std::uint64_t count, std::vector<std::byte>& out,
+    std::string& error, std::uint64_t& failed)>;
+// Forks `workers` processes that take chunks from a shared counter and send
+// back encoded results; returns every chunk's payload in order. Throws
+// TaskError / WorkerLost like Pool::map.
+std::vector<std::vector<std::byte>> fork_map_chunks(std::size_t items,
+                                                    std::size_t workers,
+                                                    std::size_t chunksize,
+                                                    const ForkMapRunner& run,
+                                                    const WaitPolicy& policy);
+}  // namespace internal
+
+// fn(item) for every item in `workers` processes forked for this call: the
+// items (and anything else fn reads) are inherited copy-on-write, and only
+// results travel back, one message per chunk. fn may be any callable,
+// closures included. chunksize 0 picks CPython's default.
+template <typename T, typename F>
+auto fork_map(F&& fn, std::span<const T> items, std::size_t workers,
+              std::size_t chunksize = 0,
+              WaitPolicy policy = PoolOptions{}.wait) {
+  using R = std::decay_t<std::invoke_result_t<F&, const T&>>;
+  if (workers == 0) workers = std::max(1u, std::thread::hardware_concurrency());
+  if (chunksize == 0) chunksize = default_chunksize(items.size(), workers);
+  const auto payloads = internal::fork_map_chunks(
+      items.size(), workers, chunksize,
+      [&](std::uint64_t first, std::uint64_t count, std::vector<std::byte>& out,
+          std::string& error, std::uint64_t& failed) {
+        Writer writer(out);
+        for (std::uint64_t i = 0; i < count; ++i) {
+          try {
+            Codec<R>::encode(fn(items[first + i]), writer);
+          } catch (const std::exception& e) {
+            error = e.what();
+            failed = i;
+            return false;
+          }
+        }
+        return true;
+      },
+      policy);
+  std::vector<R> out;
+  out.reserve(items.size());
+  for (const auto& payload : payloads) {
+    Reader reader(payload);
+    while (reader.remaining() > 0) out.push_back(Codec<R>::decode(reader));
+  }
+  return out;
+}
+
+// Installs a SIGTERM handler for its lifetime, in the way of seed 003: on
+// SIGTERM the pool stops taking tasks, running chunks finish (up to
+// `grace`, then workers are killed), every worker is reaped, and the process
+// exits as killed by SIGTERM. A background thread does the work (a signal
+// handler may not). At most one at a time (std::logic_error).
+class GracefulShutdown {
+ public:
+  explicit GracefulShutdown(
+      Pool& pool, std::chrono::milliseconds grace = std::chrono::seconds(10));
+  GracefulShutdown(const GracefulShutdown&) = delete;
+  GracefulShutdown& operator=(const GracefulShutdown&) = delete;
+  ~GracefulShutdown();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// --- Implementation details of the templates above
+// ----------------------------
+
+namespace internal {
+
+class PoolCore {
+ public:
+  explicit PoolCore(PoolOptions options);
+  ~PoolCore();
+
+  std::uint64_t start_job(void* fn, Invoker invoker,
+                          std::unique_ptr<ChunkSource> source, bool ordered,
+                          bool unbounded);
+  // The job's next chunk of results (in chunk order if ordered), nullopt
+  // when all have been delivered, or the job's error. Throws TimeoutError
+  // when `deadline` passes first.
+  std::optional<ChunkResult> next_chunk(std::uint64_t job,
+                                        const Deadline& deadline);
+  // Drops a job whose results are no longer wanted.
+  void forget_job(std::uint64_t job) noexcept;
+
+  void close();
+  void join();
+  void terminate() noexcept;
+  void request_stop() noexcept;
+  int workers() const;
+  std::vector<pid_t> worker_pids() const;
+  std::uint64_t workers_started() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace internal
+
+template <typename R>
+MapIterator<R>::MapIterator(MapIterator&& other) noexcept
+    : core_(std::exchange(other.core_, nullptr)),
+      job_(other.job_),
+      chunk_(std::move(other.chunk_)),
+      left_in_chunk_(std::exchange(other.left_in_chunk_, 0)) {
+  if (left_in_chunk_ > 0) {
+    // Rebuild the reader over the moved buffer at the same position.
+    const std::size_t consumed = chunk_.size() - other.reader_->remaining();
+    reader_.emplace(std::span<const std::byte>(chunk_));
+    reader_->read(consumed);
+  }
+}
+
+template <typename R>
+MapIterator<R>::~MapIterator() {
+  if (core_ != nullptr) core_->forget_job(job_);
+}
+
+template <typename R>
+std::optional<R> MapIterator<R>::next_until(
+    const internal::Deadline& deadline) {
+  if (core_ == nullptr) return std::nullopt;
+  while (left_in_chunk_ == 0) {
+    auto chunk = core_->next_chunk(job_, deadline);
+    if (!chunk) {
+      core_->forget_job(job_);
+      core_ = nullptr;
+      return std::nullopt;
+    }
+    chunk_ = std::move(chunk->payload);
+    reader_.emplace(std::span<const std::byte>(chunk_));
+    left_in_chunk_ = chunk->count;
+  }
+  --left_in_chunk_;
+  return Codec<R>::decode(*reader_);
+}
+
+template <typename R>
+std::optional<R> MapIterator<R>::next() {
+  return next_until(internal::Deadline());
+}
+
+template <typename R>
+std::optional<R> MapIterator<R>::next(std::chrono::nanoseconds timeout) {
+  return next_until(internal::Deadline::after(timeout));
+}
+
+template <typename R>
+AsyncResult<R>::AsyncResult(AsyncResult&& other) noexcept
+    : core_(std::exchange(other.core_, nullptr)),
+      job_(other.job_),
+      value_(std::move(other.value_)),
+      error_(std::move(other.error_)) {}
+
+template <typename R>
+AsyncResult<R>::~AsyncResult() {
+  if (core_ != nullptr && !value_ && !error_) core_->forget_job(job_);
+}
+
+template <typename R>
+bool AsyncResult<R>::settle(const internal::Deadline& deadline) {
+  if (value_ || error_) return true;
+  if (core_ == nullptr) throw std::logic_error("AsyncResult: moved from");
+  try {
+    auto chunk = core_->next_chunk(job_, deadline);
+    if (!chunk) throw PoolError("AsyncResult: the task produced no result");
+    Reader reader(chunk->payload);
+    value_ = Codec<R>::decode(reader);
+  } catch (const TimeoutError&) {
+    return false;
+  } catch (...) {
+    error_ = std::current_exception();
+  }
+  core_->forget_job(job_);
+  return true;
+}
+
+template <typename R>
+const R& AsyncResult<R>::get() {
+  settle(internal::Deadline());
+  if (error_) std::rethrow_exception(error_);
+  return *value_;
+}
+
+template <typename R>
+const R& AsyncResult<R>::get(std::chrono::nanoseconds timeout) {
+  if (!settle(internal::Deadline::after(timeout))) {
+    throw TimeoutError("AsyncResult::get: not ready within the timeout");
+  }
+  if (error_) std::rethrow_exception(error_);
+  return *value_;
+}
+
+template <typename R>
+bool AsyncResult<R>::ready() {
+  return settle(internal::Deadline::now());
+}
+
+template <typename R>
+bool AsyncResult<R>::successful() {
+  if (!ready())
+    throw std::logic_error("AsyncResult::successful: result is not ready");
+  return !error_;
+}
+
+template <typename R>
+void AsyncResult<R>::wait() {
+  settle(internal::Deadline());
+}
+
+template <typename R>
+bool AsyncResult<R>::wait(std::chrono::nanoseconds timeout) {
+  return settle(internal::Deadline::after(timeout));
+}
+
+}  // namespace mp
+
+#endif  // MPBENCH_LIB_POOL_H_

@@ -1,0 +1,311 @@
+#include "lib/pool.h"
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <numeric>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "lib/mapping.h"
+#include "lib/process.h"
+#include "lib/test_util.h"
+
+namespace mp {
+namespace {
+
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+std::int64_t twice(const std::int64_t& x) { return 2 * x; }
+
+std::int64_t fail_on_17(const std::int64_t& x) {
+  if (x == 17) throw std::runtime_error("seventeen is unlucky");
+  return x;
+}
+
+std::int64_t die_on_7(const std::int64_t& x) {
+  if (x == 7) ::raise(SIGKILL);
+  return x;
+}
+
+std::int64_t slow_identity(const std::int64_t& x) {
+  std::this_thread::sleep_for(2ms);
+  return x;
+}
+
+std::string describe(const std::int64_t& x) {
+  return "item-" + std::to_string(x);
+}
+
+std::vector<std::int64_t> iota(std::size_t n) {
+  std::vector<std::int64_t> v(n);
+  std::iota(v.begin(), v.end(), 0);
+  return v;
+}
+
+PoolOptions options(int workers) {
+  PoolOptions o;
+  o.workers = workers;
+  return o;
+}
+
+class PoolTest : public ::testing::Test {
+ protected:
+  void TearDown() override { EXPECT_EQ(leaks_.Check(), ""); }
+  testing::LeakCheck leaks_;
+};
+
+TEST_F(PoolTest, MapPreservesOrderForEveryChunksize) {
+  Pool pool(options(3));
+  const auto items = iota(1000);
+  for (std::size_t chunksize : {0, 1, 7, 64, 4096}) {
+    EXPECT_EQ(pool.map(twice, items, chunksize),
+              serial_map(twice, std::span(items)))
+        << "chunksize " << chunksize;
+  }
+}
+
+TEST_F(PoolTest, MapOfNonTrivialResults) {
+  Pool pool(options(2));
+  const auto items = iota(50);
+  const auto out = pool.map(describe, items, 4);
+  ASSERT_EQ(out.size(), 50u);
+  EXPECT_EQ(out[0], "item-0");
+  EXPECT_EQ(out[49], "item-49");
+}
+
+TEST_F(PoolTest, EmptyInputAndChunksizeLargerThanInput) {
+  Pool pool(options(2));
+  const std::vector<std::int64_t> none;
+  EXPECT_TRUE(pool.map(twice, none).empty());
+  EXPECT_EQ(pool.imap(twice, std::span(none)).next(), std::nullopt);
+  const auto five = iota(5);
+  EXPECT_EQ(pool.map(twice, five, 1000),
+            (std::vector<std::int64_t>{0, 2, 4, 6, 8}));
+}
+
+TEST_F(PoolTest, DefaultChunksizeFollowsCPython) {
+  EXPECT_EQ(default_chunksize(0, 4), 1u);
+  EXPECT_EQ(default_chunksize(100, 2), 13u);  // ceil(100 / 8)
+  EXPECT_EQ(default_chunksize(13, 5), 1u);
+  EXPECT_EQ(default_chunksize(10000, 2), 1250u);
+}
+
+TEST_F(PoolTest, ImapIsOrderedAndLazy) {
+  Pool pool(options(2));
+  const auto items = iota(500);
+  std::int64_t expected = 0;
+  for (std::int64_t r : pool.imap(twice, std::span(items), 3)) {
+    EXPECT_EQ(r, 2 * expected);
+    ++expected;
+  }
+  EXPECT_EQ(expected, 500);
+}
+
+TEST_F(PoolTest, ImapUnorderedDeliversEachItemExactlyOnce) {
+  Pool pool(options(3));
+  const auto items = iota(2000);
+  std::multiset<std::int64_t> seen;
+  for (std::int64_t r : pool.imap_unordered(twice, std::span(items), 5))
+    seen.insert(r);
+  ASSERT_EQ(seen.size(), 2000u);
+  for (std::int64_t i = 0; i < 2000; ++i) EXPECT_EQ(seen.count(2 * i), 1u) << i;
+}
+
+TEST_F(PoolTest, ExceptionNamesTheItemAndThePoolStaysUsable) {
+  Pool pool(options(2));
+  const auto items = iota(100);
+  try {
+    pool.map(fail_on_17, items, 8);
+    FAIL() << "map must fail";
+  } catch (const TaskError& e) {
+    EXPECT_EQ(e.item_index(), 17u);
+    EXPECT_THAT(
+        e.what(),
+        HasSubstr("item 17 (chunk 2 of call #0) raised: seventeen is unlucky"));
+  }
+  EXPECT_EQ(pool.map(twice, items, 8), serial_map(twice, std::span(items)));
+}
+
+TEST_F(PoolTest, ApplyAsync) {
+  Pool pool(options(2));
+  auto a = pool.apply_async(twice, std::int64_t{21});
+  auto b = pool.apply_async(fail_on_17, std::int64_t{17});
+  EXPECT_EQ(a.get(), 42);
+  EXPECT_EQ(a.get(1s), 42);
+  EXPECT_TRUE(a.ready());
+  EXPECT_TRUE(a.successful());
+  b.wait();
+  EXPECT_TRUE(b.ready());
+  EXPECT_FALSE(b.successful());
+  EXPECT_THROW(b.get(), TaskError);
+  auto slow = pool.apply_async(slow_identity, std::int64_t{5});
+  EXPECT_THROW(slow.successful(), std::logic_error);  // not ready yet
+  EXPECT_EQ(slow.get(10s), 5);
+}
+
+TEST_F(PoolTest, WorkerKilledMidChunkFailsTheCallNamingTheChunk) {
+  Pool pool(options(2));
+  const auto items = iota(40);
+  try {
+    pool.map(die_on_7, items, 4);
+    FAIL() << "map must fail";
+  } catch (const WorkerLost& e) {
+    EXPECT_THAT(e.what(), HasSubstr("was killed by signal 9"));
+    EXPECT_THAT(e.what(), HasSubstr("while running chunk 1 (items 4..7)"));
+  }
+  EXPECT_GE(pool.workers_started(), 3u);  // replaced
+  EXPECT_EQ(pool.map(twice, items, 4), serial_map(twice, std::span(items)));
+}
+
+TEST_F(PoolTest, WorkerKilledFromOutsideIsReplacedAndNothingHangs) {
+  Pool pool(options(2));
+  const auto items = iota(400);
+  auto results = pool.imap(slow_identity, std::span(items), 2);
+  ASSERT_EQ(results.next(), 0);
+  ::kill(pool.worker_pids()[0], SIGKILL);
+  std::size_t delivered = 1;
+  try {
+    while (auto r = results.next()) ++delivered;
+    // The killed worker may have been idle: then every item arrives.
+    EXPECT_EQ(delivered, 400u);
+  } catch (const WorkerLost& e) {
+    EXPECT_THAT(e.what(), HasSubstr("killed by signal 9"));
+  }
+  EXPECT_EQ(pool.map(twice, items), serial_map(twice, std::span(items)));
+}
+
+TEST_F(PoolTest, MaxTasksPerChildRecyclesWorkersWithoutLosingTasks) {
+  PoolOptions o = options(2);
+  o.max_tasks_per_child = 3;
+  Pool pool(o);
+  const auto items = iota(60);
+  EXPECT_EQ(pool.map(twice, items, 2), serial_map(twice, std::span(items)));
+  EXPECT_GE(pool.workers_started(), 10u);  // 30 chunks / 3 per worker
+}
+
+TEST_F(PoolTest, InitializerRunsOncePerWorker) {
+  Mapping counter_memory = Mapping::shared(sizeof(std::atomic<int>));
+  auto* counter = static_cast<std::atomic<int>*>(counter_memory.data());
+  PoolOptions o = options(3);
+  o.initializer = [counter] { counter->fetch_add(1); };
+  {
+    Pool pool(o);
+    const auto items = iota(100);
+    pool.map(twice, items, 1);
+    pool.close();
+    pool.join();
+    EXPECT_EQ(counter->load(), 3);
+    EXPECT_EQ(pool.workers_started(), 3u);
+  }
+}
+
+TEST_F(PoolTest, InitializerFailureBreaksThePoolClearly) {
+  PoolOptions o = options(2);
+  o.initializer = [] { throw std::runtime_error("no database"); };
+  Pool pool(o);
+  const auto items = iota(10);
+  try {
+    pool.map(twice, items);
+    FAIL();
+  } catch (const PoolError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("initializer failed"));
+  }
+}
+
+TEST_F(PoolTest, CloseJoinAndTerminate) {
+  Pool pool(options(2));
+  auto pending = pool.apply_async(slow_identity, std::int64_t{3});
+  EXPECT_THROW(pool.join(), std::logic_error);  // close first, as in Python
+  pool.close();
+  const auto items = iota(3);
+  EXPECT_THROW(pool.map(twice, items), PoolError);
+  pool.join();
+  EXPECT_EQ(pending.get(), 3);  // submitted work finished before join returned
+  for (pid_t pid : pool.worker_pids()) EXPECT_EQ(::kill(pid, 0), -1);
+
+  Pool other(options(2));
+  auto doomed = other.apply_async(slow_identity, std::int64_t{1});
+  other.terminate();
+  EXPECT_THROW(doomed.get(), PoolError);
+  for (pid_t pid : other.worker_pids()) EXPECT_EQ(::kill(pid, 0), -1);
+}
+
+TEST_F(PoolTest, ForkMapSharesInputsAndReportsErrors) {
+  const auto items = iota(1000);
+  const std::int64_t offset = 7;  // a closure: fork_map takes any callable
+  const auto out =
+      fork_map([offset](const std::int64_t& x) { return x + offset; },
+               std::span(items), 3, 10);
+  ASSERT_EQ(out.size(), 1000u);
+  for (std::size_t i = 0; i < out.size(); ++i)
+    ASSERT_EQ(out[i], static_cast<std::int64_t>(i) + 7);
+  EXPECT_TRUE(fork_map(twice, std::span<const std::int64_t>(), 2).empty());
+  try {
+    fork_map(fail_on_17, std::span(items), 2, 8);
+    FAIL();
+  } catch (const TaskError& e) {
+    EXPECT_EQ(e.item_index(), 17u);
+  }
+  EXPECT_THROW(fork_map(die_on_7, std::span(items), 2, 8), WorkerLost);
+}
+
+// Seed 003: SIGTERM to a parent running a pool must let running chunks
+// finish, reap every worker, and leave no process behind.
+TEST_F(PoolTest, SigtermToTheParentLeavesNoProcessBehind) {
+  ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);  // orphans would come to us
+  struct Shared {
+    std::atomic<pid_t> workers[4];
+    std::atomic<int> ready;
+    std::atomic<int> started;
+    std::atomic<int> finished;
+  };
+  Mapping memory = Mapping::shared(sizeof(Shared));
+  auto* shared = new (memory.data()) Shared();
+  static Shared* g_shared;
+  g_shared = shared;
+  Process parent([shared] {
+    Pool pool(options(2));
+    GracefulShutdown graceful(pool);
+    const auto pids = pool.worker_pids();
+    for (std::size_t i = 0; i < pids.size(); ++i) shared->workers[i] = pids[i];
+    shared->ready = 1;
+    const auto items = iota(100000);
+    pool.map(
+        +[](const std::int64_t& x) {
+          g_shared->started.fetch_add(1);
+          std::this_thread::sleep_for(1ms);
+          g_shared->finished.fetch_add(1);
+          return x;
+        },
+        items, 4);
+    return 7;  // never: SIGTERM arrives first
+  });
+  parent.start();
+  while (shared->ready == 0 || shared->finished < 20)
+    std::this_thread::sleep_for(1ms);
+  parent.terminate();
+  ASSERT_TRUE(parent.join(30s));
+  EXPECT_EQ(parent.exitcode(), -SIGTERM);
+  EXPECT_EQ(shared->started.load(), shared->finished.load())
+      << "a running chunk was cut short";
+  for (int i = 0; i < 2; ++i) {
+    const pid_t pid = shared->workers[i];
+    EXPECT_EQ(::kill(pid, 0), -1) << "worker " << pid << " outlived its parent";
+  }
+  EXPECT_TRUE(testing::child_pids().empty());
+  ::prctl(PR_SET_CHILD_SUBREAPER, 0);
+}
+
+}  // namespace
+}  // namespace mp
