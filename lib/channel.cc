@@ -8,6 +8,9 @@
 #include <stdexcept>
 #include <string>
 
+#include "lib/corrupt_for_testing.h"
+#include "lib/inject.h"
+
 namespace mp::internal {
 
 namespace bip = boost::interprocess;
@@ -104,6 +107,8 @@ ChannelCore::ChannelCore(std::size_t slots, std::size_t slot_bytes,
   if (slots == 0 || slot_bytes == 0) {
     throw std::invalid_argument("RingChannel: capacity and slots must be > 0");
   }
+  slots_ = slots;
+  slot_bytes_ = slot_bytes;
   memory_ = Mapping::shared(ChannelShared::size_for(slots, slot_bytes));
   auto* shared = new (memory_.data()) ChannelShared(slots, slot_bytes);
   shared->peers.set_creator(current_pid());
@@ -113,8 +118,16 @@ ChannelShared& ChannelCore::shared() const {
   return *static_cast<ChannelShared*>(memory_.data());
 }
 
-std::size_t ChannelCore::slots() const { return shared().slots; }
-std::size_t ChannelCore::slot_bytes() const { return shared().slot_bytes; }
+std::size_t ChannelCore::slots() const { return slots_; }
+std::size_t ChannelCore::slot_bytes() const { return slot_bytes_; }
+
+// Slot addresses come from this process's own copy of the geometry, never
+// from shared memory, so a corrupted peer cannot steer copies out of bounds.
+std::byte* ChannelCore::slot(std::uint64_t index) const {
+  return static_cast<std::byte*>(memory_.data()) +
+         ChannelShared::slots_offset() +
+         (index % slots_) * ChannelShared::stride_for(slot_bytes_);
+}
 bool ChannelCore::closed() const {
   return shared().closed.load(std::memory_order_acquire) != 0;
 }
@@ -122,14 +135,15 @@ bool ChannelCore::closed() const {
 ChannelCore::Outcome ChannelCore::send(const void* data, std::size_t bytes,
                                        const Deadline& deadline,
                                        const char* what) {
+  const InjectedSlowdown slowdown(Primitive::kChannel);
   ChannelShared& c = shared();
-  if (bytes > c.slot_bytes) {
+  if (bytes > slot_bytes_) {
     throw MessageTooLong(std::string("RingChannel::") + what + ": message of " +
                              std::to_string(bytes) +
                              " bytes exceeds the channel's capacity of " +
-                             std::to_string(c.slot_bytes) +
+                             std::to_string(slot_bytes_) +
                              " bytes; nothing was sent",
-                         bytes, c.slot_bytes);
+                         bytes, slot_bytes_);
   }
   if (closed())
     throw ClosedError(std::string("RingChannel::") + what +
@@ -140,10 +154,10 @@ ChannelCore::Outcome ChannelCore::send(const void* data, std::size_t bytes,
     return Outcome::kTimedOut;
   }
   const std::uint64_t index = c.written.load(std::memory_order_relaxed);
-  std::byte* slot = c.slot(index);
+  std::byte* target = slot(index);
   const std::uint64_t length = bytes;
-  std::memcpy(slot, &length, sizeof length);
-  std::memcpy(slot + sizeof length, data, bytes);
+  std::memcpy(target, &length, sizeof length);
+  std::memcpy(target + sizeof length, data, bytes);
   c.written.store(index + 1, std::memory_order_release);
   c.full.post();
   return Outcome::kDone;
@@ -175,9 +189,17 @@ ChannelCore::Outcome ChannelCore::recv(Destination destination, void* context,
   if (outcome != Outcome::kDone) return outcome;
   ChannelShared& c = shared();
   const std::uint64_t index = c.taken.load(std::memory_order_relaxed);
-  const std::byte* slot = c.slot(index);
+  const std::byte* source = slot(index);
   std::uint64_t length;
-  std::memcpy(&length, slot, sizeof length);
+  std::memcpy(&length, source, sizeof length);
+  if (length > slot_bytes_) {
+    c.full.post();  // leave the channel as it was
+    throw PeerError(std::string("RingChannel::") + what +
+                    ": corrupt channel: a message of " +
+                    std::to_string(length) + " bytes in a " +
+                    std::to_string(slot_bytes_) +
+                    "-byte slot (shared memory overwritten by a peer?)");
+  }
   void* out;
   try {
     out = destination(static_cast<std::size_t>(length), context);
@@ -185,7 +207,7 @@ ChannelCore::Outcome ChannelCore::recv(Destination destination, void* context,
     c.full.post();  // the message stays for the next recv
     throw;
   }
-  std::memcpy(out, slot + sizeof length, static_cast<std::size_t>(length));
+  std::memcpy(out, source + sizeof length, static_cast<std::size_t>(length));
   c.taken.store(index + 1, std::memory_order_release);
   c.empty.post();
   *bytes = static_cast<std::size_t>(length);
@@ -195,6 +217,17 @@ ChannelCore::Outcome ChannelCore::recv(Destination destination, void* context,
 void ChannelCore::close() {
   ChannelShared& c = shared();
   if (c.closed.exchange(1, std::memory_order_acq_rel) == 0) c.full.post();
+}
+
+void ChannelTestAccess::overwrite_and_post(ChannelCore& channel,
+                                           std::uint64_t index,
+                                           std::span<const std::byte> bytes) {
+  std::byte* target = channel.slot(index);
+  const std::size_t room = sizeof(std::uint64_t) + channel.slot_bytes();
+  std::memcpy(target, bytes.data(), std::min(bytes.size(), room));
+  ChannelShared& c = channel.shared();
+  c.written.fetch_add(1);
+  c.full.post();
 }
 
 }  // namespace mp::internal

@@ -57,6 +57,7 @@ namespace mp {
 namespace internal {
 
 struct ChannelShared;
+struct ChannelTestAccess;
 
 // The byte-level channel behind RingChannel<T>.
 class ChannelCore {
@@ -84,12 +85,17 @@ class ChannelCore {
   WaitPolicy& policy() { return policy_; }
 
  private:
+  friend struct ChannelTestAccess;  // tests and fuzzers corrupt it
   ChannelShared& shared() const;
+  std::byte* slot(std::uint64_t index) const;
   // Waits for a filled slot that holds a message; kEndOfStream once closed
   // and drained. On kDone the caller owns one "full" token.
   Outcome acquire_message(const Deadline& deadline, const char* what);
 
   Mapping memory_;
+  // Geometry kept in this process (not read back from shared memory).
+  std::size_t slots_ = 0;
+  std::size_t slot_bytes_ = 0;
   WaitPolicy policy_;
   PeerRegistration registration_;
 };
@@ -198,6 +204,7 @@ class RingChannel {
     return outcome;
   }
 
+  friend struct internal::ChannelTestAccess;
   internal::ChannelCore core_;
 };
 

@@ -5,12 +5,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <numeric>
 #include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "lib/corrupt_for_testing.h"
 #include "lib/mapping.h"
 #include "lib/process.h"
 #include "lib/test_util.h"
@@ -181,6 +183,21 @@ TEST_F(ChannelTest, BlockOnlyPolicyWorks) {
   while (auto message = channel.recv()) EXPECT_EQ(message->at(0), count++);
   EXPECT_EQ(count, 500);
   producer.join();
+}
+
+TEST_F(ChannelTest, CorruptSlotLengthIsRefusedNotFollowed) {
+  RingChannel<int> channel(4, 2, fast_checks());
+  std::vector<std::byte> slot(8);
+  const std::uint64_t bogus_length = std::uint64_t{1} << 40;
+  std::memcpy(slot.data(), &bogus_length, sizeof bogus_length);
+  internal::ChannelTestAccess::overwrite_and_post(
+      internal::ChannelTestAccess::core(channel), 0, slot);
+  try {
+    channel.recv();
+    FAIL();
+  } catch (const PeerError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("corrupt channel"));
+  }
 }
 
 }  // namespace

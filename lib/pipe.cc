@@ -12,6 +12,8 @@
 #include <mutex>
 #include <string>
 
+#include "lib/inject.h"
+
 namespace mp {
 namespace {
 
@@ -101,6 +103,7 @@ void Connection::throw_send_error(int error) const {
 }
 
 void Connection::send_bytes(std::span<const std::byte> message) {
+  const internal::InjectedSlowdown slowdown(internal::Primitive::kPipe);
   require_open(true, "send_bytes");
   const std::uint64_t header = message.size();
   if (message.size() <= kSmallMessage) {

@@ -19,6 +19,7 @@
 #include "lib/children.h"
 #include "lib/error.h"
 #include "lib/fd.h"
+#include "lib/inject.h"
 
 namespace mp {
 namespace {
@@ -166,6 +167,7 @@ void Process::require_started(const char* what) const {
 }
 
 void Process::start() {
+  const internal::InjectedSlowdown slowdown(internal::Primitive::kProcess);
   if (target_ == nullptr) throw std::logic_error("Process::start: no target");
   if (pid_ != 0) {
     throw std::logic_error("Process::start: cannot start a process twice (" +

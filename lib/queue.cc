@@ -7,6 +7,9 @@
 #include <stdexcept>
 #include <string>
 
+#include "lib/corrupt_for_testing.h"
+#include "lib/inject.h"
+
 namespace mp {
 namespace internal {
 
@@ -18,11 +21,6 @@ namespace internal {
 // messages (differences stay exact). Producers write `tail`, consumers
 // `head`; each sits on its own cache line.
 struct QueueShared {
-  std::uint64_t capacity;   // bytes of records allowed in the ring
-  std::uint64_t ring_size;  // power of two >= capacity, <= 2^39
-  std::uint64_t max_items;  // < 2^24
-  std::uint32_t joinable;
-
   alignas(64) pthread_mutex_t put_lock;
   alignas(64) pthread_mutex_t get_lock;
 
@@ -42,6 +40,14 @@ struct QueueShared {
   static constexpr std::size_t ring_offset() {
     return (sizeof(QueueShared) + 63) / 64 * 64;
   }
+};
+
+// The ring as this process mapped it. Its size comes from the Queue object,
+// never from shared memory, so a corrupted peer cannot steer copies out of
+// bounds.
+struct Ring {
+  std::byte* data;
+  std::uint64_t size;  // power of two
 };
 
 namespace {
@@ -88,26 +94,26 @@ void init_robust_mutex(pthread_mutex_t* mutex) {
   if (error != 0) throw_os_error("pthread_mutex_init", error);
 }
 
-void copy_in(QueueShared& q, std::uint64_t position, const void* data,
+void copy_in(const Ring& ring, std::uint64_t position, const void* data,
              std::size_t size) {
-  const std::size_t offset = position & (q.ring_size - 1);
-  const std::size_t first = std::min<std::size_t>(size, q.ring_size - offset);
-  std::memcpy(q.ring() + offset, data, first);
-  std::memcpy(q.ring(), static_cast<const std::byte*>(data) + first,
+  const std::size_t offset = position & (ring.size - 1);
+  const std::size_t first = std::min<std::size_t>(size, ring.size - offset);
+  std::memcpy(ring.data + offset, data, first);
+  std::memcpy(ring.data, static_cast<const std::byte*>(data) + first,
               size - first);
 }
 
-void copy_out(QueueShared& q, std::uint64_t position, void* data,
+void copy_out(const Ring& ring, std::uint64_t position, void* data,
               std::size_t size) {
-  const std::size_t offset = position & (q.ring_size - 1);
-  const std::size_t first = std::min<std::size_t>(size, q.ring_size - offset);
-  std::memcpy(data, q.ring() + offset, first);
-  std::memcpy(static_cast<std::byte*>(data) + first, q.ring(), size - first);
+  const std::size_t offset = position & (ring.size - 1);
+  const std::size_t first = std::min<std::size_t>(size, ring.size - offset);
+  std::memcpy(data, ring.data + offset, first);
+  std::memcpy(static_cast<std::byte*>(data) + first, ring.data, size - first);
 }
 
-std::uint32_t record_length(QueueShared& q, std::uint64_t position) {
+std::uint32_t record_length(const Ring& ring, std::uint64_t position) {
   std::uint32_t length;
-  copy_out(q, position, &length, sizeof length);
+  copy_out(ring, position, &length, sizeof length);
   return length;
 }
 
@@ -173,11 +179,10 @@ Queue::Queue(QueueOptions options) : policy_(options.wait) {
       std::bit_ceil(std::uint64_t{options.capacity_bytes});
   memory_ = Mapping::shared(QueueShared::ring_offset() + ring_size);
   auto* q = new (memory_.data()) QueueShared();
-  q->capacity = options.capacity_bytes;
-  q->ring_size = ring_size;
-  q->max_items =
+  capacity_ = options.capacity_bytes;
+  ring_size_ = ring_size;
+  max_items_ =
       options.max_items == 0 ? internal::kCountMask : options.max_items;
-  q->joinable = 0;
   internal::init_robust_mutex(&q->put_lock);
   internal::init_robust_mutex(&q->get_lock);
   q->peers.set_creator(internal::current_pid());
@@ -192,16 +197,17 @@ QueueShared& Queue::shared() const {
 
 Queue::Outcome Queue::put_impl(std::span<const std::byte> message,
                                const Deadline& deadline) {
+  const internal::InjectedSlowdown slowdown(internal::Primitive::kQueue);
   QueueShared& q = shared();
   const std::uint64_t need = internal::kRecordHeader + message.size();
-  if (need > q.capacity) {
+  if (need > capacity_) {
     throw MessageTooLong(
         "Queue::put: message of " + std::to_string(message.size()) +
             " bytes exceeds the queue's capacity of " +
-            std::to_string(q.capacity) + " bytes (" +
-            std::to_string(q.capacity - internal::kRecordHeader) +
+            std::to_string(capacity_) + " bytes (" +
+            std::to_string(capacity_ - internal::kRecordHeader) +
             " per message)",
-        message.size(), q.capacity - internal::kRecordHeader);
+        message.size(), capacity_ - internal::kRecordHeader);
   }
   if (q.closed.load(std::memory_order_acquire))
     throw ClosedError("Queue::put: queue is closed");
@@ -215,8 +221,8 @@ Queue::Outcome Queue::put_impl(std::span<const std::byte> message,
   const internal::Cursor tail = internal::load(q.tail);
   auto room = [&] {
     const internal::Cursor head = internal::load(q.head);
-    return internal::bytes_between(head, tail) + need <= q.capacity &&
-           internal::messages_between(head, tail) < q.max_items;
+    return internal::bytes_between(head, tail) + need <= capacity_ &&
+           internal::messages_between(head, tail) < max_items_;
   };
   auto ready = [&] {
     return room() || q.closed.load(std::memory_order_acquire) != 0;
@@ -237,9 +243,9 @@ Queue::Outcome Queue::put_impl(std::span<const std::byte> message,
     throw ClosedError("Queue::put: queue is closed");
 
   const auto length = static_cast<std::uint32_t>(message.size());
-  internal::copy_in(q, tail.position, &length, sizeof length);
-  internal::copy_in(q, tail.position + internal::kRecordHeader, message.data(),
-                    message.size());
+  internal::copy_in(ring(), tail.position, &length, sizeof length);
+  internal::copy_in(ring(), tail.position + internal::kRecordHeader,
+                    message.data(), message.size());
   q.tail.store(tail.advanced(need).pack(),
                std::memory_order_release);  // publish
   q.not_empty.notify_all();
@@ -276,10 +282,21 @@ Queue::Outcome Queue::get_impl(const Deadline& deadline, Sink&& sink) {
   if (q.tail.load(std::memory_order_acquire) == head_word)
     return Outcome::kEndOfStream;
 
-  const std::uint32_t length = internal::record_length(q, head.position);
+  const std::uint32_t length = internal::record_length(ring(), head.position);
+  // The ring is shared with other processes: never trust a length that the
+  // published bytes cannot hold.
+  const std::uint64_t published =
+      internal::bytes_between(head, internal::load(q.tail));
+  if (published > capacity_ ||
+      internal::kRecordHeader + std::uint64_t{length} > published) {
+    throw PeerError("Queue::get: corrupt queue: a record of " +
+                    std::to_string(length) + " bytes with " +
+                    std::to_string(published) +
+                    " bytes published (shared memory overwritten by a peer?)");
+  }
   std::byte* destination = sink(length);  // may throw: nothing consumed yet
-  internal::copy_out(q, head.position + internal::kRecordHeader, destination,
-                     length);
+  internal::copy_out(ring(), head.position + internal::kRecordHeader,
+                     destination, length);
   q.head.store(head.advanced(internal::kRecordHeader + length).pack(),
                std::memory_order_release);  // take
   q.not_full.notify_all();
@@ -374,16 +391,16 @@ std::size_t Queue::qsize() const {
   return internal::messages_between(head, internal::load(q.tail));
 }
 
-std::size_t Queue::capacity_bytes() const { return shared().capacity; }
+std::size_t Queue::capacity_bytes() const { return capacity_; }
+
+internal::Ring Queue::ring() const { return {shared().ring(), ring_size_}; }
 
 // --- JoinableQueue -----------------------------------------------------------
 // Unfinished tasks are messages ever put minus task_done calls, both modulo
 // 2^24: derived, never stored, so a process killed mid-call cannot leave a
 // phantom task behind.
 
-JoinableQueue::JoinableQueue(QueueOptions options) : Queue(options) {
-  shared().joinable = 1;
-}
+JoinableQueue::JoinableQueue(QueueOptions options) : Queue(options) {}
 
 std::int64_t JoinableQueue::unfinished_tasks() const {
   QueueShared& q = shared();
@@ -428,4 +445,24 @@ bool JoinableQueue::join(std::chrono::nanoseconds timeout) {
   return join_until(Deadline::after(timeout));
 }
 
+// --- Testing access
+// ------------------------------------------------------------
+
+namespace internal {
+
+void QueueTestAccess::overwrite(Queue& queue, std::uint64_t head_word,
+                                std::uint64_t tail_word,
+                                std::span<const std::byte> bytes) {
+  const Ring ring = queue.ring();
+  std::memcpy(ring.data, bytes.data(),
+              std::min<std::size_t>(bytes.size(), ring.size));
+  queue.shared().head.store(head_word);
+  queue.shared().tail.store(tail_word);
+}
+
+std::size_t QueueTestAccess::ring_size(const Queue& queue) {
+  return queue.ring().size;
+}
+
+}  // namespace internal
 }  // namespace mp

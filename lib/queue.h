@@ -64,7 +64,9 @@ struct QueueOptions {
 
 namespace internal {
 struct QueueShared;
-}
+struct Ring;
+struct QueueTestAccess;
+}  // namespace internal
 
 class Queue {
  public:
@@ -142,7 +144,9 @@ class Queue {
   std::size_t capacity_bytes() const;
 
  protected:
+  friend struct internal::QueueTestAccess;  // tests and fuzzers corrupt it
   internal::QueueShared& shared() const;
+  internal::Ring ring() const;
   const WaitPolicy& policy() const { return policy_; }
   internal::PeerRegistration& registration() { return registration_; }
 
@@ -170,6 +174,10 @@ class Queue {
   }
 
   Mapping memory_;
+  // Geometry kept in this process (not read back from shared memory).
+  std::uint64_t capacity_ = 0;
+  std::uint64_t ring_size_ = 0;
+  std::uint64_t max_items_ = 0;
   WaitPolicy policy_;
   internal::PeerRegistration registration_;
   std::vector<std::byte> scratch_;

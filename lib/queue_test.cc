@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <numeric>
 #include <string>
 #include <thread>
@@ -13,6 +14,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "lib/corrupt_for_testing.h"
 #include "lib/mapping.h"
 #include "lib/process.h"
 #include "lib/test_util.h"
@@ -278,6 +280,24 @@ TEST_F(QueueTest, WorksWithBlockOnlyAndSpinPolicies) {
     while (auto item = q.get<int>()) sum += *item;
     producer.join();
     EXPECT_EQ(sum, 1999L * 2000 / 2);
+  }
+}
+
+// A peer that scribbles over the shared ring must not make a reader copy
+// out of bounds: the record's length is checked against what was published.
+TEST_F(QueueTest, CorruptRecordIsRefusedNotFollowed) {
+  Queue q(options(1024));
+  std::vector<std::byte> ring(64, std::byte{0});
+  const std::uint32_t bogus_length = 1'000'000;  // far beyond the ring
+  std::memcpy(ring.data(), &bogus_length, sizeof bogus_length);
+  // head at 0, tail claims 16 bytes published (count 1).
+  internal::QueueTestAccess::overwrite(q, 0, (std::uint64_t{1} << 40) | 16,
+                                       ring);
+  try {
+    q.try_get_bytes();
+    FAIL();
+  } catch (const PeerError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("corrupt queue"));
   }
 }
 
