@@ -475,7 +475,8 @@ void PoolCore::State::handle_exit(std::size_t index) {
                  std::to_string(task.chunk) + " (items " +
                  std::to_string(task.first_item) + ".." +
                  std::to_string(task.first_item + task.count - 1) + ") of " +
-                 job_it->second.name + "; the worker was replaced")));
+                 job_it->second.name + "; the worker was replaced",
+             task.first_item, task.count)));
   }
   if (code == kInitializerFailed && broken.empty()) {
     broken = "the initializer failed in worker pid " +
@@ -752,9 +753,12 @@ std::vector<std::vector<std::byte>> fork_map_chunks(std::size_t items,
         who += " pid " + std::to_string(p.pid()) + " " +
                describe_exit(*p.exitcode()) + ";";
     }
+    const std::uint64_t first = chunk * chunksize;
+    const std::uint64_t count = std::min<std::uint64_t>(chunksize, items - first);
     throw WorkerLost("fork_map: chunk " + std::to_string(chunk) + " (items " +
-                     std::to_string(chunk * chunksize) +
-                     "..) was lost: a worker died:" + who);
+                         std::to_string(first) + ".." + std::to_string(first + count - 1) +
+                         ") was lost: a worker died:" + who,
+                     first, count);
   }
   return payloads;
 }

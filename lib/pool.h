@@ -99,7 +99,15 @@ class TaskError : public std::runtime_error {
 // lost. The worker has been replaced.
 class WorkerLost : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  WorkerLost(const std::string& what, std::uint64_t first_item, std::uint64_t count)
+      : std::runtime_error(what), first_item_(first_item), count_(count) {}
+  // The lost items: [first_item, first_item + count) of the call's input.
+  std::uint64_t first_item() const noexcept { return first_item_; }
+  std::uint64_t count() const noexcept { return count_; }
+
+ private:
+  std::uint64_t first_item_;
+  std::uint64_t count_;
 };
 
 // The pool cannot run work: closed, terminated, or its initializer failed.

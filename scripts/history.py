@@ -1,0 +1,263 @@
+#!/usr/bin/python3
+"""Every stored run in order, the trend of each headline ratio, and the runs
+where a step change happened.
+
+    bazel run //scripts:history [-- --dir results/runs --format json]
+
+Headline ratios: for each family of our code declared in
+scripts/references.py, the geometric mean over the family's benchmarks in
+the run of (median time / median time of its primary reference), e.g.
+BM_ProcessStartJoin/rss_mib:N over BM_ForkExitWait/rss_mib:N. A ratio is
+measured against the raw mechanism in the same run, so it moves when our
+code changes, not when the machine does. Lower is better.
+
+Change-point rule (simple on purpose): in the series of one headline, run k
+starts a step when
+  - the W runs before it and the W runs from it on (W = --window, fewer at
+    the ends but at least --min-side on each side) have medians that differ
+    by at least --threshold percent, and
+  - the two windows do not overlap (every value after is above every value
+    before, or every value after is below),
+and, among neighbouring runs that qualify, k is the one with the largest
+change. The latest run alone (one value after) is reported as "unconfirmed"
+when it lies outside the range of the W runs before it by more than the
+threshold.
+
+Runs are ordered by their start time (context.mpbench.started_utc, else
+Google Benchmark's date, else the file name, which starts with the UTC time).
+Unreadable files are listed and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gbench
+import references
+
+
+@dataclass
+class Step:
+    index: int  # position in the list of runs
+    before: float
+    after: float
+    change: float  # after/before - 1
+    confirmed: bool = True
+
+
+@dataclass
+class Headline:
+    family: str
+    label: str
+    reference: str
+    values: list[float | None] = field(default_factory=list)  # one per run
+    counts: list[int] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+
+
+def run_order_key(path: Path, run: gbench.Run):
+    when = run.mpbench.get("started_utc") or run.context.get("date") or ""
+    return (str(when)[:19].replace("-", "").replace(":", "").replace("T", ""),
+            path.name)
+
+
+def list_runs(directory: Path) -> tuple[list[tuple[Path, gbench.Run]], list[str]]:
+    """Readable runs in order, and a message for each unreadable file."""
+    runs, problems = [], []
+    for p in sorted(directory.glob("*.json")):
+        if p.name.startswith("."):
+            continue  # a run being written
+        try:
+            runs.append((p, gbench.load_run(p)))
+        except gbench.InputError as e:
+            problems.append(str(e))
+    runs.sort(key=lambda pr: run_order_key(*pr))
+    return runs, problems
+
+
+def headline_values(run: gbench.Run, prefix: str = "BM_") -> dict[str, tuple[float, int]]:
+    """{family: (geometric mean of bench/primary-reference median ratios,
+    number of benchmarks)} for the families present in `run`."""
+    ratios: dict[str, list[float]] = {}
+    for name in run.names():
+        n = gbench.parse_name(name)
+        if n.prefix != prefix:
+            continue
+        ref = references.primary_reference(name)
+        if not ref or not run.has(ref):
+            continue
+        a, b = run.median(name), run.median(ref)
+        if a and b:
+            ratios.setdefault(n.family, []).append(a / b)
+    return {f: (gbench.geomean(v), len(v)) for f, v in ratios.items()}
+
+
+def change_points(values: list[float | None], threshold: float = 5.0,
+                  window: int = 3, min_side: int = 2) -> list[Step]:
+    """Steps in a series by the rule in this module's docstring. None values
+    (runs without the family) are skipped; indices refer to `values`."""
+    idx = [i for i, v in enumerate(values) if v is not None and v > 0]
+    xs = [values[i] for i in idx]
+    found: list[Step] = []
+    for k in range(1, len(xs)):
+        before = xs[max(0, k - window):k]
+        after = xs[k:k + window]
+        if len(before) < min_side:
+            continue
+        mb = statistics.median(before)
+        if len(after) < min_side:
+            # the latest run alone: an unconfirmed step
+            if k == len(xs) - 1:
+                v = xs[k]
+                change = v / mb - 1
+                outside = v > max(before) or v < min(before)
+                if outside and abs(change) * 100 >= threshold:
+                    found.append(Step(idx[k], mb, v, change, confirmed=False))
+            continue
+        ma = statistics.median(after)
+        change = ma / mb - 1
+        separated = min(after) > max(before) or max(after) < min(before)
+        if separated and abs(change) * 100 >= threshold:
+            found.append(Step(idx[k], mb, ma, change))
+    # among neighbouring candidates (consecutive positions), keep the largest
+    out: list[Step] = []
+    for s in found:
+        if out and idx.index(s.index) - idx.index(out[-1].index) == 1 \
+                and s.confirmed == out[-1].confirmed:
+            if abs(s.change) > abs(out[-1].change):
+                out[-1] = s
+            continue
+        out.append(s)
+    return out
+
+
+def analyse(runs: list[tuple[Path, gbench.Run]], threshold: float = 5.0,
+            window: int = 3, min_side: int = 2) -> list[Headline]:
+    per_run = [headline_values(r) for _, r in runs]
+    heads = []
+    for rule in references.headline_families():
+        if not any(rule.family in v for v in per_run):
+            continue
+        h = Headline(rule.family, rule.label or rule.family, rule.refs[0].family)
+        for v in per_run:
+            val, n = v.get(rule.family, (None, 0))
+            h.values.append(val)
+            h.counts.append(n)
+        h.steps = change_points(h.values, threshold, window, min_side)
+        heads.append(h)
+    return heads
+
+
+def run_row(path: Path, run: gbench.Run) -> dict:
+    m = run.mpbench
+    return {
+        "file": path.name,
+        "started": m.get("started_utc") or run.context.get("date"),
+        "commit": (m.get("commit_short") or "?") + ("+dirty" if m.get("dirty") else ""),
+        "host": m.get("host") or run.context.get("host_name"),
+        "class": m.get("machine_class"),
+        "quick": m.get("quick"),
+        "inject": m.get("inject_slowdown"),
+        "benchmarks": len(run.names()),
+    }
+
+
+def format_text(runs, heads, problems) -> str:
+    out = [f"{len(runs)} runs"]
+    for p in problems:
+        out.append(f"  skipped: {p}")
+    if not runs:
+        return "\n".join(out)
+    cols = [h.family for h in heads]
+    header = ["#", "started (UTC)", "commit", "host", "class", "mode"] + cols
+    rows = [header]
+    for i, (p, r) in enumerate(runs, 1):
+        rr = run_row(p, r)
+        mode = "quick" if rr["quick"] else "full"
+        if rr["inject"]:
+            mode += "+inject"
+        rows.append([str(i), str(rr["started"] or "?")[:19], rr["commit"],
+                     str(rr["host"] or "?"), str(rr["class"] or "?"), mode] +
+                    [("-" if h.values[i - 1] is None else f"{h.values[i - 1]:.3f}")
+                     for h in heads])
+    widths = [max(len(row[j]) for row in rows) for j in range(len(header))]
+    for j, row in enumerate(rows):
+        out.append("  ".join(c.rjust(w) if k >= 6 or k == 0 else c.ljust(w)
+                             for k, (c, w) in enumerate(zip(row, widths))).rstrip())
+    out.append("")
+    out.append("headline ratios (median time of our code / its raw reference in "
+               "the same run, geometric mean over the family; lower is better):")
+    for h in heads:
+        vals = [v for v in h.values if v is not None]
+        trend = ""
+        if len(vals) >= 2:
+            trend = f"; first->last {vals[0]:.3f} -> {vals[-1]:.3f} ({(vals[-1] / vals[0] - 1) * 100:+.1f}%)"
+        out.append(f"  {h.family} / {h.reference}  [{h.label}]: {len(vals)} runs{trend}")
+        for s in h.steps:
+            p, r = runs[s.index]
+            rr = run_row(p, r)
+            kind = "step" if s.confirmed else "unconfirmed step (latest run only)"
+            out.append(f"    {kind} at run {s.index + 1} ({rr['commit']}, "
+                       f"{str(rr['started'])[:19]}): {s.before:.3f} -> {s.after:.3f} "
+                       f"({s.change * 100:+.1f}%)")
+    if not heads:
+        out.append("  (no run has a benchmark of our code next to its reference)")
+    return "\n".join(out)
+
+
+def format_json(runs, heads, problems) -> str:
+    return json.dumps({
+        "runs": [run_row(p, r) for p, r in runs],
+        "skipped": problems,
+        "headlines": [{
+            "family": h.family, "reference": h.reference, "label": h.label,
+            "values": h.values, "counts": h.counts,
+            "steps": [{"run": s.index + 1, "file": runs[s.index][0].name,
+                       "before": s.before, "after": s.after, "change": s.change,
+                       "confirmed": s.confirmed} for s in h.steps],
+        } for h in heads],
+    }, indent=2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="history", description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dir", default=None,
+                   help="directory of run files (default: results/runs of the "
+                   "source tree)")
+    p.add_argument("--threshold", type=float, default=5.0, metavar="PCT",
+                   help="smallest step, in percent of the ratio (default 5)")
+    p.add_argument("--window", type=int, default=3, metavar="W",
+                   help="runs on each side of a candidate step (default 3)")
+    p.add_argument("--min-side", type=int, default=2, metavar="N",
+                   help="fewest runs on each side for a confirmed step (default 2)")
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="text table (default) or json for tools")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    d = gbench.user_path(args.dir) if args.dir else gbench.repo_root() / "results" / "runs"
+    if not d.is_dir():
+        print(f"history: error: {d} is not a directory", file=sys.stderr)
+        return 2
+    if args.window < 1 or args.min_side < 1:
+        print("history: error: --window and --min-side must be at least 1",
+              file=sys.stderr)
+        return 2
+    runs, problems = list_runs(d)
+    heads = analyse(runs, args.threshold, args.window, args.min_side)
+    print(format_json(runs, heads, problems) if args.format == "json"
+          else format_text(runs, heads, problems))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

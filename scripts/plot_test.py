@@ -1,0 +1,74 @@
+"""Smoke test of scripts/plot.py: every chart is written, SVG and PNG, and
+not empty; bad input is a clear error."""
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+import unittest
+from pathlib import Path
+
+os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp(prefix="mpl-test-"))
+
+import plot  # noqa: E402
+import synth  # noqa: E402
+
+TESTDATA = Path(__file__).resolve().parent / "testdata"
+
+
+class PlotTest(unittest.TestCase):
+    def test_all_charts(self):
+        spec = {**synth.fork_spec(), **synth.ipc_spec(),
+                **synth.pool_spec(workloads=("double", "sleep"), chunks=("1", "64", "default"),
+                                  workers=(1, 2, 4))}
+        spec.update(synth.python_spec({k: v for k, v in spec.items()
+                                       if "Pipe" in k or "ForkExitWait" in k or "/double/" in k}))
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            runs = tmp / "runs"
+            runs.mkdir()
+            for i in range(3):
+                data = synth.make_run(spec, repetitions=2, seed=i, context={"mpbench": {
+                    "started_utc": f"2026-01-0{i + 1}T00:00:00Z", "commit_short": f"c{i}"}})
+                (runs / f"r{i}.json").write_text(json.dumps(data))
+            out = tmp / "charts"
+            out_s, err_s = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out_s), contextlib.redirect_stderr(err_s):
+                code = plot.main([str(runs / "r2.json"), "--out-dir", str(out),
+                                  "--runs-dir", str(runs)])
+            self.assertEqual(code, 0, err_s.getvalue())
+            names = ["throughput", "latency", "fork_rss", "pool_double_items1000",
+                     "pool_sleep_items1000", "pool_speedup", "history"]
+            for n in names:
+                for ext in ("svg", "png"):
+                    p = out / f"{n}.{ext}"
+                    with self.subTest(p.name):
+                        self.assertTrue(p.is_file())
+                        self.assertGreater(p.stat().st_size, 1000)
+            self.assertTrue((out / "throughput.png").read_bytes().startswith(b"\x89PNG"))
+            self.assertIn(b"<svg", (out / "latency.svg").read_bytes()[:2000])
+            self.assertEqual([p for p in out.iterdir() if p.name.startswith(".")], [])
+
+    def test_real_fork_run_charts_what_it_has(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            err = io.StringIO()
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+                code = plot.main([str(TESTDATA / "fork_quick.json"), "--out-dir", tmp,
+                                  "--no-history"])
+            self.assertEqual(code, 0)
+            self.assertEqual(sorted(os.listdir(tmp)), ["fork_rss.png", "fork_rss.svg"])
+            self.assertIn("throughput: no", err.getvalue())
+
+    def test_bad_input(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                code = plot.main([str(TESTDATA / "truncated.json"), "--out-dir", tmp])
+            self.assertEqual(code, 2)
+            self.assertIn("truncated", err.getvalue())
+            self.assertEqual(os.listdir(tmp), [])
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,189 @@
+"""The one place that says what each benchmark family is measured against.
+
+A benchmark of our own code is only meaningful next to the raw system
+mechanism measured in the same run: `BM_ProcessStartJoin` (mp::Process)
+against `BM_ForkExitWait` (bare fork+_exit+waitpid), `BM_PipeThroughput`
+against `BM_RawPipeThroughput`, `BM_PoolMap` against `BM_SerialMap`. The
+ratio of the two is what the noise-robust comparison gates on and what the
+history tracks: a machine that is 20% slower across the board changes both
+sides and leaves the ratio alone; our code getting 5% slower does not.
+
+Rules are written without the `BM_`/`Py` prefix and apply within one prefix:
+`PyPipeThroughput/bytes:64` is compared with `PyRawPipeThroughput/bytes:64`.
+Only `BM_` benchmarks of our own code are gated (GATED_PREFIXES, `gate`);
+the Python reference and third-party mechanisms (Boost) are reported only.
+
+To add a family: add a Rule to RULES (or its name to MACHINE_NORMALISED when
+no raw counterpart exists). Nothing elsewhere guesses references from names.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import gbench
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Reference family and which arguments of the benchmark carry over.
+
+    keep: argument keys (str) or positional argument indices (int) copied
+    from the benchmark's name, in this order; all others are dropped.
+    when: optional predicate on the parsed name; the reference applies only
+    where it returns True.
+    """
+
+    family: str
+    keep: tuple = ()
+    when: Callable[[gbench.Name], bool] | None = None
+    note: str = ""
+
+    def name_for(self, name: gbench.Name) -> str | None:
+        if self.when is not None and not self.when(name):
+            return None
+        args = []
+        for k in self.keep:
+            if isinstance(k, int):
+                v = name.arg(k)
+                if v is None:
+                    return None
+                args.append(("", v))
+            else:
+                v = name.arg(k)
+                if v is not None:
+                    args.append((k, v))
+        return name.with_args(self.family, args).full
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A family of our code and its references; the first is the primary
+    one (history headlines, charts); every one is checked by the gate."""
+
+    family: str
+    refs: tuple[Ref, ...]
+    gate: bool = True  # False: third-party mechanism, reported only
+    label: str = ""
+
+
+def _spin(zero: bool):
+    def pred(n: gbench.Name) -> bool:
+        s = n.arg("spin_us", "0")
+        try:
+            return (float(s) == 0) == zero
+        except ValueError:
+            return False
+    return pred
+
+
+_BYTES = ("bytes",)
+_THROUGHPUT_REFS = (
+    Ref("MemcpyThroughput", _BYTES, note="memcpy of the same size"),
+    Ref("RawPipeThroughput", _BYTES, note="raw pipe of the same size"),
+)
+_PINGPONG_REFS = (
+    Ref("RawFutexPingPong", (), _spin(True), note="futex round trip (block only)"),
+    Ref("RawSpinPingPong", (), _spin(False), note="spin round trip (spin_us>0)"),
+)
+_SERIAL = (Ref("SerialMap", (0, "items"), note="serial map of the same workload"),)
+
+RULES: tuple[Rule, ...] = (
+    # fork family
+    Rule("ProcessStartJoin", (Ref("ForkExitWait", ("rss_mib",)),),
+         label="mp::Process start+join / fork+_exit+waitpid"),
+    # ipc family: throughput
+    Rule("PipeThroughput", (Ref("RawPipeThroughput", _BYTES),),
+         label="mp pipe / raw pipe (throughput)"),
+    Rule("QueueThroughput", _THROUGHPUT_REFS, label="Queue / memcpy"),
+    Rule("ChannelThroughput", _THROUGHPUT_REFS, label="Channel / memcpy"),
+    Rule("RingChannelThroughput", _THROUGHPUT_REFS, label="RingChannel / memcpy"),
+    Rule("BoostMqThroughput", _THROUGHPUT_REFS, gate=False,
+         label="Boost message_queue / memcpy"),
+    # ipc family: latency
+    Rule("PipePingPong", (Ref("RawPipePingPong", _BYTES),),
+         label="mp pipe / raw pipe (round trip)"),
+    Rule("QueuePingPong", _PINGPONG_REFS, label="Queue / raw futex or spin (round trip)"),
+    Rule("ChannelPingPong", _PINGPONG_REFS, label="Channel / raw futex or spin (round trip)"),
+    Rule("BoostMqPingPong", (Ref("RawFutexPingPong", ()),), gate=False,
+         label="Boost message_queue / raw futex (round trip)"),
+    # pool family
+    Rule("PoolMap", _SERIAL, label="Pool.map / serial"),
+    Rule("PoolImapUnordered", _SERIAL, label="Pool.imap_unordered / serial"),
+    Rule("ForkMap", _SERIAL, label="fork-per-chunk map / serial"),
+    Rule("ThreadPoolMap", _SERIAL, label="thread pool map / serial"),
+)
+
+# Our code with no raw counterpart in the run: the noise-robust comparison
+# divides their change by the machine factor (median change of every
+# benchmark) instead of by a reference.
+MACHINE_NORMALISED: frozenset[str] = frozenset({
+    "PoolCreate", "PoolTeardown", "ApplyAsyncRoundTrip", "FloatChannel",
+})
+
+# Only these prefixes are gated: the Python reference measures CPython.
+GATED_PREFIXES: tuple[str, ...] = ("BM_",)
+
+# Instances reported but never gated (regexes on the base name), for
+# benchmarks known to be too unstable on the CI machines to gate, e.g.
+# r"/spin_us:[1-9]" for spinning variants on a 2-CPU machine. Empty: the
+# run-to-run noise of a baseline pooled from several runs is the first line
+# of defence (see scripts/baseline.py); this is the explicit second one.
+UNGATED_INSTANCES: tuple[str, ...] = ()
+
+# Counters compared as bench/reference ratios in noise-robust mode besides
+# time. Rates (bytes_per_second, items_per_second) are time seen upside down
+# and `speedup` is already a ratio to serial, so they are left out.
+RATIO_COUNTERS: tuple[str, ...] = ("p50_ns", "p99_ns")
+
+_BY_FAMILY = {r.family: r for r in RULES}
+
+
+def rule_for(name: str) -> Rule | None:
+    return _BY_FAMILY.get(gbench.parse_name(name).family)
+
+
+def references(name: str) -> list[tuple[Ref, str]]:
+    """[(Ref, reference benchmark name)] for `name`; [] when it has none.
+    Names are base names (no /real_time)."""
+    n = gbench.parse_name(name)
+    rule = _BY_FAMILY.get(n.family)
+    if rule is None:
+        return []
+    out = []
+    for ref in rule.refs:
+        r = ref.name_for(n)
+        if r is not None:
+            out.append((ref, r))
+    return out
+
+
+def primary_reference(name: str) -> str | None:
+    refs = references(name)
+    return refs[0][1] if refs else None
+
+
+def is_gated(name: str) -> bool:
+    """True for our own code under the gate: a BM_ benchmark whose family has
+    a gated rule or is machine-normalised."""
+    n = gbench.parse_name(name)
+    if n.prefix not in GATED_PREFIXES:
+        return False
+    if any(re.search(p, gbench.base_name(name)) for p in UNGATED_INSTANCES):
+        return False
+    rule = _BY_FAMILY.get(n.family)
+    if rule is not None:
+        return rule.gate
+    return n.family in MACHINE_NORMALISED
+
+
+def is_machine_normalised(name: str) -> bool:
+    return gbench.parse_name(name).family in MACHINE_NORMALISED
+
+
+def headline_families() -> list[Rule]:
+    """The headline ratios of the history: one per rule, primary reference,
+    geometric mean over the family's instances in a run."""
+    return list(RULES)
