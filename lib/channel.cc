@@ -157,7 +157,8 @@ ChannelCore::Outcome ChannelCore::send(const void* data, std::size_t bytes,
   std::byte* target = slot(index);
   const std::uint64_t length = bytes;
   std::memcpy(target, &length, sizeof length);
-  std::memcpy(target + sizeof length, data, bytes);
+  // An empty message may come with a null pointer, which memcpy must not get.
+  if (bytes != 0) std::memcpy(target + sizeof length, data, bytes);
   c.written.store(index + 1, std::memory_order_release);
   c.full.post();
   return Outcome::kDone;
@@ -207,7 +208,8 @@ ChannelCore::Outcome ChannelCore::recv(Destination destination, void* context,
     c.full.post();  // the message stays for the next recv
     throw;
   }
-  std::memcpy(out, source + sizeof length, static_cast<std::size_t>(length));
+  if (length != 0)  // an empty destination may be a null pointer
+    std::memcpy(out, source + sizeof length, static_cast<std::size_t>(length));
   c.taken.store(index + 1, std::memory_order_release);
   c.empty.post();
   *bytes = static_cast<std::size_t>(length);

@@ -165,8 +165,9 @@ struct Codec<std::vector<T>> {
     std::vector<T> value;
     if constexpr (std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool>) {
       value.resize(length);
-      std::memcpy(value.data(), in.read(length * sizeof(T)).data(),
-                  length * sizeof(T));
+      const auto bytes = in.read(length * sizeof(T));
+      if (length != 0)  // an empty vector's data() is null: no memcpy
+        std::memcpy(value.data(), bytes.data(), length * sizeof(T));
     } else {
       value.reserve(length);
       for (std::size_t i = 0; i < length; ++i)

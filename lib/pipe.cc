@@ -110,7 +110,8 @@ void Connection::send_bytes(std::span<const std::byte> message) {
     // One contiguous write costs less than a two-part writev.
     std::byte frame[kHeaderSize + kSmallMessage];
     std::memcpy(frame, &header, kHeaderSize);
-    std::memcpy(frame + kHeaderSize, message.data(), message.size());
+    if (!message.empty())  // an empty span's data() may be null
+      std::memcpy(frame + kHeaderSize, message.data(), message.size());
     write_contiguous(frame, kHeaderSize + message.size());
     return;
   }
@@ -157,7 +158,9 @@ bool Connection::fill(std::size_t n) {
     if (at_eof_) return false;
     if (buffer_.size() - begin_ < want) {
       // Move the unread bytes to the front and make room for a whole frame.
-      std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
+      // (buffer_ is empty, data() null, before the first read.)
+      if (end_ > begin_)
+        std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
       end_ -= begin_;
       begin_ = 0;
       if (buffer_.size() < want) buffer_.resize(std::max(want, kReadBuffer));

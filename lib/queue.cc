@@ -94,8 +94,11 @@ void init_robust_mutex(pthread_mutex_t* mutex) {
   if (error != 0) throw_os_error("pthread_mutex_init", error);
 }
 
+// An empty message may come with (or go to) a null pointer, which memcpy must
+// not get even for zero bytes.
 void copy_in(const Ring& ring, std::uint64_t position, const void* data,
              std::size_t size) {
+  if (size == 0) return;
   const std::size_t offset = position & (ring.size - 1);
   const std::size_t first = std::min<std::size_t>(size, ring.size - offset);
   std::memcpy(ring.data + offset, data, first);
@@ -105,6 +108,7 @@ void copy_in(const Ring& ring, std::uint64_t position, const void* data,
 
 void copy_out(const Ring& ring, std::uint64_t position, void* data,
               std::size_t size) {
+  if (size == 0) return;
   const std::size_t offset = position & (ring.size - 1);
   const std::size_t first = std::min<std::size_t>(size, ring.size - offset);
   std::memcpy(data, ring.data + offset, first);
