@@ -200,5 +200,10 @@ TEST_F(ChannelTest, CorruptSlotLengthIsRefusedNotFollowed) {
   }
 }
 
+TEST_F(ChannelTest, ZeroSizesAreRefused) {
+  EXPECT_THROW(RingChannel<int>(0, 2), std::invalid_argument);
+  EXPECT_THROW(RingChannel<int>(4, 0), std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace mp

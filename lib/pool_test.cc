@@ -307,5 +307,21 @@ TEST_F(PoolTest, SigtermToTheParentLeavesNoProcessBehind) {
   ::prctl(PR_SET_CHILD_SUBREAPER, 0);
 }
 
+TEST_F(PoolTest, ChunkLargerThanTheTaskQueueIsAClearError) {
+  PoolOptions o = options(1);
+  o.task_queue_bytes = 1024;
+  Pool pool(o);
+  const auto items = iota(1000);  // 8000 bytes in one chunk
+  try {
+    pool.map(twice, items, 1000);
+    FAIL();
+  } catch (const MessageTooLong& e) {
+    EXPECT_THAT(
+        e.what(),
+        HasSubstr("raise PoolOptions::task_queue_bytes or lower chunksize"));
+  }
+  EXPECT_EQ(pool.map(twice, items, 10), serial_map(twice, std::span(items)));
+}
+
 }  // namespace
 }  // namespace mp

@@ -301,5 +301,17 @@ TEST_F(QueueTest, CorruptRecordIsRefusedNotFollowed) {
   }
 }
 
+TEST_F(QueueTest, InvalidOptionsAreRefused) {
+  QueueOptions tiny;
+  tiny.capacity_bytes = 4;
+  EXPECT_THROW(Queue{tiny}, std::invalid_argument);
+  QueueOptions huge;
+  huge.capacity_bytes = std::size_t{1} << 40;
+  EXPECT_THROW(Queue{huge}, std::invalid_argument);
+  QueueOptions items;
+  items.max_items = std::size_t{1} << 24;
+  EXPECT_THROW(Queue{items}, std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace mp

@@ -51,7 +51,7 @@ import machine
 
 # THE list of benchmark families: one cc_binary //bench:<family> each.
 # Add a family here when its target exists.
-FAMILIES = ["fork", "ipc"]
+FAMILIES = ["fork", "ipc", "pool"]
 
 # Repetitions and per-repetition minimum time. Quick mode runs the same
 # benchmarks for CI with short repetitions but as many of them: the U test
@@ -61,6 +61,28 @@ FULL_REPETITIONS = 10
 FULL_MIN_TIME = None  # Google Benchmark's default (0.5 s)
 QUICK_REPETITIONS = 10
 QUICK_MIN_TIME = 0.01
+
+# Per-family exceptions to the above. The pool family is a grid of ~700
+# maps, some of a million items that take seconds each: in full runs it gets
+# 3 repetitions of at least 0.2 s, and in quick runs (CI) a subset that
+# still spans every family, workload kind, chunking regime and the
+# one-worker and one-worker-per-core cases. These apply unless --repetitions,
+# --min-time or --filter say otherwise.
+FAMILY_SETTINGS = {
+    "pool": {
+        "full": {"repetitions": 3, "min_time": 0.2, "filter": None},
+        "quick": {
+            "repetitions": QUICK_REPETITIONS,
+            "min_time": QUICK_MIN_TIME,
+            "filter": (r"^BM_(SerialMap/(double/items:10000|sha512_inherited/items:64)"
+                       r"|(PoolMap|PoolImapUnordered|ForkMap|ThreadPoolMap)/"
+                       r"(double/items:10000|sha512_inherited/items:64)"
+                       r"/chunksize:(1|64|default)/workers:(1|2)"
+                       r"|PoolCreate/workers:(1|2)|PoolTeardown/workers:(1|2)"
+                       r"|ApplyAsyncRoundTrip)(/|$)"),
+        },
+    },
+}
 
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 INJECT_ENV = "MPBENCH_INJECT_SLOWDOWN"
@@ -302,11 +324,18 @@ def main(argv=None) -> int:
             for f in present:
                 out = Path(tmp) / f"{f}.json"
                 t = time.monotonic()
+                settings = FAMILY_SETTINGS.get(f, {}).get("quick" if args.quick else "full", {})
+                f_reps = args.repetitions or settings.get("repetitions", repetitions)
+                f_min = (args.min_time if args.min_time is not None
+                         else settings.get("min_time", min_time))
+                f_filter = args.filter or settings.get("filter")
                 data = run_benchmark(
-                    benchmark_args(bins[f], out, repetitions, min_time, args.filter,
+                    benchmark_args(bins[f], out, f_reps, f_min, f_filter,
                                    args.benchmark_flags, interleave[f]), env, out)
                 parts.append((f, data))
                 family_info.append({"family": f, "target": f"//bench:{f}",
+                                    "repetitions": f_reps, "min_time": f_min,
+                                    "filter": f_filter,
                                     "benchmarks": len({e.get('run_name') for e in data["benchmarks"]}),
                                     "seconds": round(time.monotonic() - t, 1)})
             python_ref = {"status": "skipped (--no-python)"}
