@@ -35,7 +35,11 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "benchmark/benchmark.h"
@@ -243,50 +247,6 @@ bool read_all(int fd, std::byte* data, std::size_t size) {
   return true;
 }
 
-void BM_RawPipeThroughput(benchmark::State& state) {
-  const auto bytes = static_cast<std::size_t>(state.range(0));
-  auto [receiver, sender] = Pipe(false);
-  std::vector<std::byte> message(bytes);
-  run_throughput(
-      state, bytes,
-      [&, &sender = sender](uint64_t i) {
-        stamp(message, i);
-        if (!write_all(sender.fileno(), message.data(), bytes))
-          throw OsError("write", errno);
-      },
-      [&, &receiver = receiver, &sender = sender](uint64_t count) {
-        sender.close();
-        std::vector<std::byte> buffer(bytes);
-        for (uint64_t i = 0; i < count; ++i) {
-          if (!read_all(receiver.fileno(), buffer.data(), bytes)) return 1;
-          if (!stamped(buffer.data(), bytes, i)) return 2;
-        }
-        return 0;
-      });
-}
-
-void BM_PipeThroughput(benchmark::State& state) {
-  const auto bytes = static_cast<std::size_t>(state.range(0));
-  auto [receiver, sender] = Pipe(false);
-  std::vector<std::byte> message(bytes);
-  run_throughput(
-      state, bytes,
-      [&, &sender = sender](uint64_t i) {
-        stamp(message, i);
-        sender.send_bytes(message);
-      },
-      [&, &receiver = receiver, &sender = sender](uint64_t count) {
-        sender.close();
-        std::vector<std::byte> buffer(bytes);
-        for (uint64_t i = 0; i < count; ++i) {
-          const auto n = receiver.recv_bytes_into(buffer);
-          if (!n || *n != bytes) return 1;
-          if (!stamped(buffer.data(), bytes, i)) return 2;
-        }
-        return 0;
-      });
-}
-
 QueueOptions queue_options(std::size_t bytes, int64_t spin_us) {
   QueueOptions options;
   options.capacity_bytes = std::max<std::size_t>(4 << 20, 2 * (bytes + 4));
@@ -294,20 +254,114 @@ QueueOptions queue_options(std::size_t bytes, int64_t spin_us) {
   return options;
 }
 
-void BM_QueueThroughput(benchmark::State& state) {
-  const auto bytes = static_cast<std::size_t>(state.range(0));
-  Queue queue(queue_options(bytes, state.range(1)));
+// A uniquely named message queue, created exclusively with mode 0600 and
+// unlinked at once: the mapping (inherited by the forked peer) outlives the
+// name, so nothing is left in /dev/shm even if this process crashes.
+std::unique_ptr<bip::message_queue> make_boost_mq(std::size_t max_msg,
+                                                  std::size_t max_count) {
+  static std::atomic<int> counter{0};
+  const std::string name = "mpbench-mq-" + std::to_string(::getpid()) + "-" +
+                           std::to_string(++counter);
+  bip::permissions owner_only(0600);
+  auto mq = std::make_unique<bip::message_queue>(
+      bip::create_only, name.c_str(), max_count, max_msg, owner_only);
+  bip::message_queue::remove(name.c_str());
+  return mq;
+}
+
+// --- Links
+// --------------------------------------------------------------------- A link
+// carries messages one way between this process and a peer. It is made before
+// the peer forks; send() runs on one side, recv_into() on the other and returns
+// the message's length (nullopt when the link failed).
+
+class RawPipeLink {
+ public:
+  RawPipeLink() { std::tie(read_, write_) = Pipe(false); }
+  void send(std::span<const std::byte> message) {
+    if (!write_all(write_.fileno(), message.data(), message.size()))
+      throw OsError("write", errno);
+  }
+  std::optional<std::size_t> recv_into(std::span<std::byte> buffer) {
+    if (!read_all(read_.fileno(), buffer.data(), buffer.size()))
+      return std::nullopt;
+    return buffer.size();
+  }
+
+ private:
+  Connection read_, write_;
+};
+
+class PipeLink {
+ public:
+  PipeLink() { std::tie(read_, write_) = Pipe(false); }
+  void send(std::span<const std::byte> message) { write_.send_bytes(message); }
+  std::optional<std::size_t> recv_into(std::span<std::byte> buffer) {
+    return read_.recv_bytes_into(buffer);
+  }
+
+ private:
+  Connection read_, write_;
+};
+
+class QueueLink {
+ public:
+  QueueLink(std::size_t bytes, int64_t spin_us)
+      : queue_(queue_options(bytes, spin_us)) {}
+  void send(std::span<const std::byte> message) { queue_.put_bytes(message); }
+  std::optional<std::size_t> recv_into(std::span<std::byte> buffer) {
+    return queue_.get_bytes_into(buffer);
+  }
+
+ private:
+  Queue queue_;
+};
+
+class ChannelLink {
+ public:
+  ChannelLink(std::size_t bytes, std::size_t slots, int64_t spin_us)
+      : channel_(bytes, slots, policy_for(spin_us)) {}
+  void send(std::span<const std::byte> message) { channel_.send(message); }
+  std::optional<std::size_t> recv_into(std::span<std::byte> buffer) {
+    return channel_.recv_into(buffer);
+  }
+
+ private:
+  RingChannel<std::byte> channel_;
+};
+
+class BoostMqLink {
+ public:
+  BoostMqLink(std::size_t bytes, std::size_t messages)
+      : mq_(make_boost_mq(bytes, messages)) {}
+  void send(std::span<const std::byte> message) {
+    mq_->send(message.data(), message.size(), 0);
+  }
+  std::optional<std::size_t> recv_into(std::span<std::byte> buffer) {
+    bip::message_queue::size_type got = 0;
+    unsigned priority = 0;
+    mq_->receive(buffer.data(), buffer.size(), got, priority);
+    return static_cast<std::size_t>(got);
+  }
+
+ private:
+  std::unique_ptr<bip::message_queue> mq_;
+};
+
+// Throughput over one link: message i from here to the peer per iteration.
+template <typename Link>
+void link_throughput(benchmark::State& state, std::size_t bytes, Link& link) {
   std::vector<std::byte> message(bytes);
   run_throughput(
       state, bytes,
       [&](uint64_t i) {
         stamp(message, i);
-        queue.put_bytes(message);
+        link.send(message);
       },
       [&](uint64_t count) {
         std::vector<std::byte> buffer(bytes);
         for (uint64_t i = 0; i < count; ++i) {
-          const auto n = queue.get_bytes_into(buffer);
+          const auto n = link.recv_into(buffer);
           if (!n || *n != bytes) return 1;
           if (!stamped(buffer.data(), bytes, i)) return 2;
         }
@@ -315,35 +369,104 @@ void BM_QueueThroughput(benchmark::State& state) {
       });
 }
 
-void channel_throughput(benchmark::State& state, std::size_t bytes,
-                        std::size_t slots, int64_t spin_us) {
-  RingChannel<std::byte> channel(bytes, slots, policy_for(spin_us));
-  std::vector<std::byte> message(bytes);
-  run_throughput(
-      state, bytes,
+// Round trips over two links: message i out on `ping`, echoed back on `pong`.
+template <typename Link>
+void link_ping_pong(benchmark::State& state, std::size_t bytes, Link& ping,
+                    Link& pong) {
+  std::vector<std::byte> message(bytes), reply(bytes);
+  run_ping_pong(
+      state,
       [&](uint64_t i) {
         stamp(message, i);
-        channel.send(message);
+        ping.send(message);
+        if (pong.recv_into(reply) != bytes)
+          throw PeerError("short or missing reply");
       },
       [&](uint64_t count) {
         std::vector<std::byte> buffer(bytes);
         for (uint64_t i = 0; i < count; ++i) {
-          const auto n = channel.recv_into(buffer);
-          if (!n || *n != bytes) return 1;
+          if (ping.recv_into(buffer) != bytes) return 1;
           if (!stamped(buffer.data(), bytes, i)) return 2;
+          pong.send(buffer);
         }
         return 0;
       });
+}
+
+// Builds the link(s) (which may throw, e.g. for want of shared memory) and
+// runs the benchmark, reporting a failure to build through SkipWithError.
+template <typename Make, typename Run>
+void with_links(benchmark::State& state, Make make, Run run) {
+  decltype(make()) link;
+  try {
+    link = make();
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
+  run(*link);
+}
+
+std::size_t bytes_arg(const benchmark::State& state) {
+  return static_cast<std::size_t>(state.range(0));
+}
+
+// --- Throughput
+// ----------------------------------------------------------------
+
+void BM_RawPipeThroughput(benchmark::State& state) {
+  RawPipeLink link;
+  link_throughput(state, bytes_arg(state), link);
+}
+
+void BM_PipeThroughput(benchmark::State& state) {
+  PipeLink link;
+  link_throughput(state, bytes_arg(state), link);
+}
+
+void BM_QueueThroughput(benchmark::State& state) {
+  with_links(
+      state,
+      [&] {
+        return std::make_unique<QueueLink>(bytes_arg(state), state.range(1));
+      },
+      [&](QueueLink& link) { link_throughput(state, bytes_arg(state), link); });
 }
 
 void BM_ChannelThroughput(benchmark::State& state) {
-  channel_throughput(state, static_cast<std::size_t>(state.range(0)), 1,
-                     state.range(1));
+  with_links(
+      state,
+      [&] {
+        return std::make_unique<ChannelLink>(bytes_arg(state), 1,
+                                             state.range(1));
+      },
+      [&](ChannelLink& link) {
+        link_throughput(state, bytes_arg(state), link);
+      });
 }
 
 void BM_RingChannelThroughput(benchmark::State& state) {
-  channel_throughput(state, static_cast<std::size_t>(state.range(0)),
-                     static_cast<std::size_t>(state.range(1)), state.range(2));
+  with_links(
+      state,
+      [&] {
+        return std::make_unique<ChannelLink>(
+            bytes_arg(state), static_cast<std::size_t>(state.range(1)),
+            state.range(2));
+      },
+      [&](ChannelLink& link) {
+        link_throughput(state, bytes_arg(state), link);
+      });
+}
+
+void BM_BoostMqThroughput(benchmark::State& state) {
+  const std::size_t bytes = bytes_arg(state);
+  with_links(
+      state,
+      [&] {
+        return std::make_unique<BoostMqLink>(
+            bytes, std::clamp<std::size_t>((64 << 20) / bytes, 2, 1024));
+      },
+      [&](BoostMqLink& link) { link_throughput(state, bytes, link); });
 }
 
 // The seed's FloatChannel experiment: 100 000 doubles a message through the
@@ -367,51 +490,6 @@ void BM_FloatChannel(benchmark::State& state) {
           if (got[0] != static_cast<double>(i) ||
               got[count - 1] != static_cast<double>(count - 1))
             return 2;
-        }
-        return 0;
-      });
-}
-
-// A uniquely named message queue, created exclusively with mode 0600 and
-// unlinked at once: the mapping (inherited by the forked peer) outlives the
-// name, so nothing is left in /dev/shm even if this process crashes.
-std::unique_ptr<bip::message_queue> make_boost_mq(std::size_t max_msg,
-                                                  std::size_t max_count) {
-  static std::atomic<int> counter{0};
-  const std::string name = "mpbench-mq-" + std::to_string(::getpid()) + "-" +
-                           std::to_string(++counter);
-  bip::permissions owner_only(0600);
-  auto mq = std::make_unique<bip::message_queue>(
-      bip::create_only, name.c_str(), max_count, max_msg, owner_only);
-  bip::message_queue::remove(name.c_str());
-  return mq;
-}
-
-void BM_BoostMqThroughput(benchmark::State& state) {
-  const auto bytes = static_cast<std::size_t>(state.range(0));
-  std::unique_ptr<bip::message_queue> mq;
-  try {
-    mq = make_boost_mq(bytes,
-                       std::clamp<std::size_t>((64 << 20) / bytes, 2, 1024));
-  } catch (const std::exception& e) {
-    state.SkipWithError(e.what());
-    return;
-  }
-  std::vector<std::byte> message(bytes);
-  run_throughput(
-      state, bytes,
-      [&](uint64_t i) {
-        stamp(message, i);
-        mq->send(message.data(), bytes, 0);
-      },
-      [&](uint64_t count) {
-        std::vector<std::byte> buffer(bytes);
-        for (uint64_t i = 0; i < count; ++i) {
-          bip::message_queue::size_type got = 0;
-          unsigned priority = 0;
-          mq->receive(buffer.data(), bytes, got, priority);
-          if (got != bytes) return 1;
-          if (!stamped(buffer.data(), bytes, i)) return 2;
         }
         return 0;
       });
@@ -479,132 +557,32 @@ void BM_RawSpinPingPong(benchmark::State& state) {
       });
 }
 
+template <typename Link, typename... Args>
+void ping_pong_of(benchmark::State& state, Args... args) {
+  with_links(
+      state,
+      [&] {
+        return std::make_unique<std::pair<Link, Link>>(Link(args...),
+                                                       Link(args...));
+      },
+      [&](std::pair<Link, Link>& links) {
+        link_ping_pong(state, bytes_arg(state), links.first, links.second);
+      });
+}
+
 void BM_RawPipePingPong(benchmark::State& state) {
-  const auto bytes = static_cast<std::size_t>(state.range(0));
-  auto [ping_read, ping_write] = Pipe(false);
-  auto [pong_read, pong_write] = Pipe(false);
-  std::vector<std::byte> message(bytes), reply(bytes);
-  run_ping_pong(
-      state,
-      [&, &ping_write = ping_write, &pong_read = pong_read](uint64_t i) {
-        stamp(message, i);
-        if (!write_all(ping_write.fileno(), message.data(), bytes) ||
-            !read_all(pong_read.fileno(), reply.data(), bytes)) {
-          throw OsError("write/read", errno);
-        }
-      },
-      [&, &ping_read = ping_read, &pong_write = pong_write](uint64_t count) {
-        std::vector<std::byte> buffer(bytes);
-        for (uint64_t i = 0; i < count; ++i) {
-          if (!read_all(ping_read.fileno(), buffer.data(), bytes)) return 1;
-          if (!stamped(buffer.data(), bytes, i)) return 2;
-          if (!write_all(pong_write.fileno(), buffer.data(), bytes)) return 3;
-        }
-        return 0;
-      });
+  ping_pong_of<RawPipeLink>(state);
 }
-
-void BM_PipePingPong(benchmark::State& state) {
-  const auto bytes = static_cast<std::size_t>(state.range(0));
-  auto [here, there] = Pipe(true);
-  std::vector<std::byte> message(bytes), reply(bytes);
-  run_ping_pong(
-      state,
-      [&, &here = here](uint64_t i) {
-        stamp(message, i);
-        here.send_bytes(message);
-        if (here.recv_bytes_into(reply) != bytes)
-          throw PeerError("short reply");
-      },
-      [&, &there = there](uint64_t count) {
-        std::vector<std::byte> buffer(bytes);
-        for (uint64_t i = 0; i < count; ++i) {
-          if (there.recv_bytes_into(buffer) != bytes) return 1;
-          if (!stamped(buffer.data(), bytes, i)) return 2;
-          there.send_bytes(buffer);
-        }
-        return 0;
-      });
-}
-
+void BM_PipePingPong(benchmark::State& state) { ping_pong_of<PipeLink>(state); }
 void BM_QueuePingPong(benchmark::State& state) {
-  const auto bytes = static_cast<std::size_t>(state.range(0));
-  Queue ping(queue_options(bytes, state.range(1))),
-      pong(queue_options(bytes, state.range(1)));
-  std::vector<std::byte> message(bytes), reply(bytes);
-  run_ping_pong(
-      state,
-      [&](uint64_t i) {
-        stamp(message, i);
-        ping.put_bytes(message);
-        if (pong.get_bytes_into(reply) != bytes) throw PeerError("short reply");
-      },
-      [&](uint64_t count) {
-        std::vector<std::byte> buffer(bytes);
-        for (uint64_t i = 0; i < count; ++i) {
-          if (ping.get_bytes_into(buffer) != bytes) return 1;
-          if (!stamped(buffer.data(), bytes, i)) return 2;
-          pong.put_bytes(buffer);
-        }
-        return 0;
-      });
+  ping_pong_of<QueueLink>(state, bytes_arg(state), state.range(1));
 }
-
 void BM_ChannelPingPong(benchmark::State& state) {
-  const auto bytes = static_cast<std::size_t>(state.range(0));
-  const WaitPolicy policy = policy_for(state.range(1));
-  SemaphoreChannel<std::byte> ping(bytes, policy), pong(bytes, policy);
-  std::vector<std::byte> message(bytes), reply(bytes);
-  run_ping_pong(
-      state,
-      [&](uint64_t i) {
-        stamp(message, i);
-        ping.send(message);
-        if (pong.recv_into(reply) != bytes) throw PeerError("short reply");
-      },
-      [&](uint64_t count) {
-        std::vector<std::byte> buffer(bytes);
-        for (uint64_t i = 0; i < count; ++i) {
-          if (ping.recv_into(buffer) != bytes) return 1;
-          if (!stamped(buffer.data(), bytes, i)) return 2;
-          pong.send(buffer);
-        }
-        return 0;
-      });
+  ping_pong_of<ChannelLink>(state, bytes_arg(state), std::size_t{1},
+                            state.range(1));
 }
-
 void BM_BoostMqPingPong(benchmark::State& state) {
-  const auto bytes = static_cast<std::size_t>(state.range(0));
-  std::unique_ptr<bip::message_queue> ping, pong;
-  try {
-    ping = make_boost_mq(bytes, 4);
-    pong = make_boost_mq(bytes, 4);
-  } catch (const std::exception& e) {
-    state.SkipWithError(e.what());
-    return;
-  }
-  std::vector<std::byte> message(bytes), reply(bytes);
-  run_ping_pong(
-      state,
-      [&](uint64_t i) {
-        stamp(message, i);
-        ping->send(message.data(), bytes, 0);
-        bip::message_queue::size_type got = 0;
-        unsigned priority = 0;
-        pong->receive(reply.data(), bytes, got, priority);
-      },
-      [&](uint64_t count) {
-        std::vector<std::byte> buffer(bytes);
-        for (uint64_t i = 0; i < count; ++i) {
-          bip::message_queue::size_type got = 0;
-          unsigned priority = 0;
-          ping->receive(buffer.data(), bytes, got, priority);
-          if (got != bytes) return 1;
-          if (!stamped(buffer.data(), bytes, i)) return 2;
-          pong->send(buffer.data(), bytes, 0);
-        }
-        return 0;
-      });
+  ping_pong_of<BoostMqLink>(state, bytes_arg(state), std::size_t{4});
 }
 
 // --- Registration

@@ -252,12 +252,15 @@ SerialReference serial_reference(Workload& workload, std::size_t n) {
   return cache[key] = SerialReference{sum, elapsed / runs};
 }
 
+// `elapsed`: the timed loop's wall time, measured alongside Google
+// Benchmark's real-time clock (a rate counter would print "/s" after a ratio).
 void finish(benchmark::State& state, std::size_t n,
-            const SerialReference& reference) {
+            const SerialReference& reference, double elapsed) {
   state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(n));
-  state.counters["speedup"] = benchmark::Counter(
-      reference.seconds * static_cast<double>(state.iterations()),
-      benchmark::Counter::kIsRate);
+  if (state.iterations() > 0 && elapsed > 0) {
+    state.counters["speedup"] =
+        reference.seconds * static_cast<double>(state.iterations()) / elapsed;
+  }
 }
 
 template <typename Body>
@@ -265,6 +268,7 @@ void run_map(benchmark::State& state, Workload& workload, std::size_t n,
              Body body) {
   const SerialReference reference = serial_reference(workload, n);
   workload.prepare(n);
+  const auto begin = std::chrono::steady_clock::now();
   try {
     for (auto _ : state) {
       const std::uint64_t sum = body();
@@ -276,7 +280,9 @@ void run_map(benchmark::State& state, Workload& workload, std::size_t n,
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
   }
-  finish(state, n, reference);
+  finish(state, n, reference,
+         std::chrono::duration<double>(std::chrono::steady_clock::now() - begin)
+             .count());
 }
 
 // --- Registration
