@@ -26,6 +26,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdint>
@@ -238,18 +239,19 @@ SerialReference serial_reference(Workload& workload, std::size_t n) {
   const auto key = std::make_pair(std::string(workload.name()), n);
   if (auto it = cache.find(key); it != cache.end()) return it->second;
   workload.prepare(n);
-  const std::uint64_t sum = workload.serial();  // warm-up
-  int runs = 0;
-  const auto begin = std::chrono::steady_clock::now();
-  double elapsed = 0;
-  do {
+  const std::uint64_t sum = workload.serial();  // warm-up: pages and caches
+  // The median of at least 3 runs and 0.2 s, like one BM_SerialMap result.
+  std::vector<double> runs;
+  double total = 0;
+  while (runs.size() < 3 || total < 0.2) {
+    const auto begin = std::chrono::steady_clock::now();
     benchmark::DoNotOptimize(workload.serial());
-    ++runs;
-    elapsed =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - begin)
-            .count();
-  } while (elapsed < 0.2);
-  return cache[key] = SerialReference{sum, elapsed / runs};
+    runs.push_back(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count());
+    total += runs.back();
+  }
+  std::nth_element(runs.begin(), runs.begin() + runs.size() / 2, runs.end());
+  return cache[key] = SerialReference{sum, runs[runs.size() / 2]};
 }
 
 // `elapsed`: the timed loop's wall time, measured alongside Google

@@ -159,6 +159,7 @@ class RingChannel {
     std::size_t bytes = 0;
     const auto into = [](std::size_t length, void* context) -> void* {
       auto* target = static_cast<std::span<T>*>(context);
+      check_whole_values(length);
       if (length > target->size_bytes()) {
         throw MessageTooLong(
             "RingChannel::recv_into: message of " +
@@ -196,12 +197,27 @@ class RingChannel {
     std::size_t bytes = 0;
     const auto into = [](std::size_t length, void* context) -> void* {
       auto* target = static_cast<std::vector<T>*>(context);
+      check_whole_values(length);
       target->resize(length / sizeof(T));
       return target->data();
     };
     const Outcome outcome = core_.recv(into, &values, &bytes, deadline, what);
     if (outcome == Outcome::kDone) message = std::move(values);
     return outcome;
+  }
+
+  // A slot's length comes from shared memory: one that is not a whole
+  // number of values was not written by send(), and copying it would overrun
+  // the values it is received into. Thrown from a destination, so the
+  // message stays in its slot, like any corrupt one.
+  static void check_whole_values(std::size_t length) {
+    if (length % sizeof(T) != 0) {
+      throw PeerError("RingChannel: corrupt channel: a message of " +
+                      std::to_string(length) +
+                      " bytes is not a whole number of " +
+                      std::to_string(sizeof(T)) +
+                      "-byte values (shared memory overwritten by a peer?)");
+    }
   }
 
   friend struct internal::ChannelTestAccess;

@@ -200,6 +200,36 @@ TEST_F(ChannelTest, CorruptSlotLengthIsRefusedNotFollowed) {
   }
 }
 
+// Found by fuzz/channel_reader_fuzz (fuzz/regressions/channel_reader_fuzz/):
+// a slot length that is not a whole number of values made recv() copy past
+// the end of its vector (heap overflow) and recv_into() return a partial
+// value without a word. Both must refuse it and leave it in its slot.
+TEST_F(ChannelTest, SlotLengthNotAWholeNumberOfValuesIsRefused) {
+  RingChannel<int> channel(4, 2, fast_checks());
+  std::vector<std::byte> slot(8 + 13, std::byte{0x11});
+  const std::uint64_t length = 13;  // 3 ints and a quarter
+  std::memcpy(slot.data(), &length, sizeof length);
+  internal::ChannelTestAccess::overwrite_and_post(
+      internal::ChannelTestAccess::core(channel), 0, slot);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    try {
+      channel.try_recv();
+      FAIL();
+    } catch (const PeerError& e) {
+      EXPECT_THAT(e.what(), HasSubstr("corrupt channel"));
+      EXPECT_THAT(e.what(), HasSubstr("13 bytes"));
+    }
+    std::vector<int> into(4);
+    EXPECT_THROW(channel.recv_into(into), PeerError);
+  }
+  // A whole message written over it is delivered again.
+  const std::uint64_t whole = 8;
+  std::memcpy(slot.data(), &whole, sizeof whole);
+  internal::ChannelTestAccess::overwrite_and_post(
+      internal::ChannelTestAccess::core(channel), 0, slot);
+  EXPECT_EQ(channel.try_recv(), std::vector<int>(2, 0x11111111));
+}
+
 TEST_F(ChannelTest, ZeroSizesAreRefused) {
   EXPECT_THROW(RingChannel<int>(0, 2), std::invalid_argument);
   EXPECT_THROW(RingChannel<int>(4, 0), std::invalid_argument);

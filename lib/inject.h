@@ -15,8 +15,14 @@ namespace mp::internal {
 
 enum class Primitive { kPipe, kQueue, kChannel, kProcess };
 
-// Whether MPBENCH_INJECT_SLOWDOWN names `primitive` (read once).
-bool slowdown_injected(Primitive primitive);
+// The primitive MPBENCH_INJECT_SLOWDOWN names, or -1; read once at start.
+extern const int g_injected_slowdown;
+
+// Whether MPBENCH_INJECT_SLOWDOWN names `primitive`: one load and compare,
+// on hot paths.
+inline bool slowdown_injected(Primitive primitive) {
+  return g_injected_slowdown == static_cast<int>(primitive);
+}
 
 // Stretches the scope it guards by 10% when the slowdown is injected.
 class InjectedSlowdown {

@@ -117,7 +117,8 @@ struct Worker {
   std::unique_ptr<Queue> tasks;
   std::uint64_t puts = 0;
   std::deque<std::uint64_t> seqs;  // tasks put and not completed, in put order
-  bool retiring = false;
+  bool retiring = false;           // said it would exit after its last task
+  bool exiting = false;            // handle_exit is under way for it
 };
 
 struct PoolCore::State {
@@ -167,6 +168,7 @@ void PoolCore::State::start_worker(std::size_t index) {
   process.start();
   workers[index].process = std::move(process);
   workers[index].retiring = false;
+  workers[index].exiting = false;
   ++started;
   publish_pids();
 }
@@ -208,7 +210,9 @@ int PoolCore::State::worker_main(std::size_t index) {
         return 0;
       if (options.max_tasks_per_child != 0 &&
           done == options.max_tasks_per_child) {
-        report(ResultKind::kRetiring, 0, 0, {});
+        // seq carries our pid: the pool may have replaced us already.
+        report(ResultKind::kRetiring, static_cast<std::uint64_t>(::getpid()), 0,
+               {});
         return 0;
       }
       std::optional<std::vector<std::byte>> message;
@@ -416,7 +420,12 @@ void PoolCore::State::handle_result(std::span<const std::byte> message) {
     return;
   }
   if (header.kind == ResultKind::kRetiring) {
-    workers[header.worker].retiring = true;
+    // The health check may have seen this worker exit and replaced it before
+    // its farewell was read, and handle_exit itself reads results: only the
+    // current generation, and only once, is handled here.
+    Worker& w = workers[header.worker];
+    if (static_cast<pid_t>(header.seq) != w.process.pid() || w.exiting) return;
+    w.retiring = true;
     handle_exit(header.worker);
     return;
   }
@@ -451,6 +460,7 @@ void PoolCore::State::handle_result(std::span<const std::byte> message) {
 // sent, report the chunks it took and never finished, and replace it.
 void PoolCore::State::handle_exit(std::size_t index) {
   Worker& w = workers[index];
+  w.exiting = true;
   if (w.retiring) w.process.join();
   const int code = w.process.exitcode().value_or(0);
   // Everything it published is in the result queue now: read it first.
@@ -468,15 +478,16 @@ void PoolCore::State::handle_exit(std::size_t index) {
     if (job_it == jobs.end() || job_it->second.failure ||
         job_it->second.abandoned)
       continue;
-    fail_job(job_it->second,
-             std::make_exception_ptr(WorkerLost(
-                 "Pool: worker pid " + std::to_string(w.process.pid()) + " " +
-                 describe_exit(code) + " while running chunk " +
-                 std::to_string(task.chunk) + " (items " +
-                 std::to_string(task.first_item) + ".." +
-                 std::to_string(task.first_item + task.count - 1) + ") of " +
-                 job_it->second.name + "; the worker was replaced",
-             task.first_item, task.count)));
+    fail_job(
+        job_it->second,
+        std::make_exception_ptr(WorkerLost(
+            "Pool: worker pid " + std::to_string(w.process.pid()) + " " +
+                describe_exit(code) + " while running chunk " +
+                std::to_string(task.chunk) + " (items " +
+                std::to_string(task.first_item) + ".." +
+                std::to_string(task.first_item + task.count - 1) + ") of " +
+                job_it->second.name + "; the worker was replaced",
+            task.first_item, task.count)));
   }
   if (code == kInitializerFailed && broken.empty()) {
     broken = "the initializer failed in worker pid " +
@@ -494,7 +505,10 @@ void PoolCore::State::handle_exit(std::size_t index) {
 void PoolCore::State::check_health() {
   last_health_check = Clock::now();
   for (std::size_t i = 0; i < workers.size(); ++i) {
-    if (workers[i].process.pid() != 0 && !workers[i].process.is_alive())
+    Worker& w = workers[i];
+    // An exited worker that was not replaced (closing, stopping) stays
+    // `exiting`: it is accounted for already.
+    if (!w.exiting && w.process.pid() != 0 && !w.process.is_alive())
       handle_exit(i);
   }
 }
@@ -754,9 +768,11 @@ std::vector<std::vector<std::byte>> fork_map_chunks(std::size_t items,
                describe_exit(*p.exitcode()) + ";";
     }
     const std::uint64_t first = chunk * chunksize;
-    const std::uint64_t count = std::min<std::uint64_t>(chunksize, items - first);
+    const std::uint64_t count =
+        std::min<std::uint64_t>(chunksize, items - first);
     throw WorkerLost("fork_map: chunk " + std::to_string(chunk) + " (items " +
-                         std::to_string(first) + ".." + std::to_string(first + count - 1) +
+                         std::to_string(first) + ".." +
+                         std::to_string(first + count - 1) +
                          ") was lost: a worker died:" + who,
                      first, count);
   }

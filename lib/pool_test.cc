@@ -194,6 +194,32 @@ TEST_F(PoolTest, MaxTasksPerChildRecyclesWorkersWithoutLosingTasks) {
   EXPECT_GE(pool.workers_started(), 10u);  // 30 chunks / 3 per worker
 }
 
+// Found under --config=asan (MaxTasksPerChildRecycles... hung): a worker
+// that retired and exited before the pool read its "retiring" message was
+// replaced twice, by the health check and again by that message, read while
+// the first replacement was under way; a later "retiring" message from a
+// replaced generation then made the pool join a live, idle worker forever.
+// A consumer slower than the 20 ms health interval lets retirements pile up
+// behind its back, so every pause below sets the scene.
+TEST_F(PoolTest, RetiredWorkersSeenDeadAreReplacedOnce) {
+  PoolOptions o = options(2);
+  o.max_tasks_per_child = 1;
+  Pool pool(o);
+  constexpr std::size_t kItems = 200;
+  const auto items = iota(kItems);
+  auto results = pool.imap_unordered(twice, std::span(items), 1);
+  std::int64_t sum = 0;
+  std::size_t count = 0;
+  while (auto value = results.next(10s)) {  // a hang fails here
+    sum += *value;
+    if (++count % 10 == 0) std::this_thread::sleep_for(25ms);
+  }
+  EXPECT_EQ(count, kItems);
+  EXPECT_EQ(sum, static_cast<std::int64_t>(kItems * (kItems - 1)));
+  // One worker per task, plus the two first: never one started twice over.
+  EXPECT_LE(pool.workers_started(), kItems + 2);
+}
+
 TEST_F(PoolTest, InitializerRunsOncePerWorker) {
   Mapping counter_memory = Mapping::shared(sizeof(std::atomic<int>));
   auto* counter = static_cast<std::atomic<int>*>(counter_memory.data());

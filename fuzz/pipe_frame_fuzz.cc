@@ -1,0 +1,179 @@
+// Fuzzes the pipe frame reader: the input's payload is written raw into one
+// end of an mp::Pipe, as a buggy or hostile peer could, and the other end is
+// drained with Connection's own reading calls until end of file.
+//
+// Input: [flags][op script: 2 bytes][limit: 2 bytes][stream...]
+//   flags bit 0: a socketpair (Pipe(true)) instead of a pipe.
+//   flags bit 1: call 0 is recv_bytes() without a limit. Without the bit it
+//     is recv_bytes(limit): an unlimited call may allocate its documented
+//     64 MiB head start (lib/pipe.h) for a random header, which costs
+//     milliseconds, so only the inputs that ask for it pay for it.
+//   op script: 2 bits per call, cycling: recv_bytes() (see above),
+//     recv_bytes(limit), recv_bytes_into(limit-byte buffer), skip_message().
+// Acceptable outcomes: messages, nullopt (end of file), mp::PeerError
+// (truncated frame) and mp::MessageTooLong (then skip_message()); each is
+// checked against the frames the stream actually holds. Anything else
+// (another exception, a crash, a hang, an allocation over -malloc_limit_mb)
+// is a bug.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <span>
+#include <thread>
+#include <vector>
+
+#include "fuzz/fuzz_input.h"
+#include "lib/error.h"
+#include "lib/pipe.h"
+
+namespace {
+
+using mp::fuzz::FuzzInput;
+
+// What the stream holds from `pos`: the frames a correct reader must deliver.
+struct Oracle {
+  std::span<const std::byte> stream;
+  std::size_t pos = 0;
+
+  std::size_t left() const { return stream.size() - pos; }
+  bool has_header() const { return left() >= mp::Connection::kHeaderSize; }
+  std::uint64_t header() const {
+    std::uint64_t length;
+    std::memcpy(&length, stream.data() + pos, sizeof length);
+    return length;
+  }
+  bool frame_complete() const {
+    return has_header() && header() <= left() - mp::Connection::kHeaderSize;
+  }
+  std::span<const std::byte> payload() const {
+    return stream.subspan(pos + mp::Connection::kHeaderSize,
+                          static_cast<std::size_t>(header()));
+  }
+  void advance() {
+    pos += mp::Connection::kHeaderSize + static_cast<std::size_t>(header());
+  }
+};
+
+void write_all(int fd, std::span<const std::byte> bytes) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::write(fd, bytes.data(), bytes.size());
+    if (n == -1 && errno == EINTR) continue;
+    FUZZ_CHECK(n > 0);
+    bytes = bytes.subspan(static_cast<std::size_t>(n));
+  }
+}
+
+void check_message(Oracle& oracle, std::span<const std::byte> got) {
+  FUZZ_CHECK(oracle.frame_complete());
+  const auto want = oracle.payload();
+  FUZZ_CHECK(got.size() == want.size());
+  FUZZ_CHECK(std::equal(got.begin(), got.end(), want.begin()));
+  oracle.advance();
+}
+
+// The reader threw PeerError: only a frame cut short by end of file may do
+// that, and the connection then reads as end of file.
+void check_truncated(Oracle& oracle) {
+  FUZZ_CHECK(oracle.left() > 0 && !oracle.frame_complete());
+  oracle.pos = oracle.stream.size();
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
+                                      std::size_t size) {
+  FuzzInput in(data, size);
+  const std::uint8_t flags = in.byte();
+  const std::uint16_t script =
+      static_cast<std::uint16_t>(in.byte() | (in.byte() << 8));
+  const std::size_t limit =
+      static_cast<std::size_t>(in.byte() | (in.byte() << 8));
+  Oracle oracle{in.rest()};
+
+  // (Not a structured binding: clang 14 cannot capture one in a lambda.)
+  auto ends = mp::Pipe((flags & 1) != 0);
+  mp::Connection& reader = ends.first;
+  mp::Connection& writer = ends.second;
+  // A stream the pipe cannot hold at once is written from a thread.
+  std::thread feeder;
+  if (oracle.stream.size() <= 32 * 1024) {
+    write_all(writer.fileno(), oracle.stream);
+    writer.close();
+  } else {
+    feeder = std::thread([&writer, &oracle] {
+      write_all(writer.fileno(), oracle.stream);
+      writer.close();
+    });
+  }
+
+  std::vector<std::byte> buffer(limit);
+  // Every call either consumes a frame or ends the stream, and a refused one
+  // is skipped at once: more calls than this means the reader is stuck.
+  const std::size_t max_calls = oracle.stream.size() / 8 + 4;
+  bool at_eof = false;
+  for (std::size_t call = 0; !at_eof; ++call) {
+    FUZZ_CHECK(call <= max_calls);
+    const int op = (script >> (2 * (call % 8))) & 3;
+    try {
+      switch (op) {
+        case 0:
+        case 1: {
+          const bool unlimited = op == 0 && (flags & 2) != 0;
+          const auto message =
+              unlimited ? reader.recv_bytes() : reader.recv_bytes(limit);
+          if (!message) {
+            at_eof = true;
+          } else {
+            check_message(oracle, *message);
+          }
+          break;
+        }
+        case 2: {
+          const auto length = reader.recv_bytes_into(buffer);
+          if (!length) {
+            at_eof = true;
+          } else {
+            FUZZ_CHECK(*length <= buffer.size());
+            check_message(oracle, std::span(buffer).first(*length));
+          }
+          break;
+        }
+        case 3:
+          if (!reader.skip_message()) {
+            at_eof = true;
+          } else {
+            FUZZ_CHECK(oracle.frame_complete());
+            oracle.advance();
+          }
+          break;
+      }
+    } catch (const mp::MessageTooLong& e) {
+      FUZZ_CHECK(op != 3 && !(op == 0 && (flags & 2) != 0));
+      FUZZ_CHECK(oracle.has_header());
+      FUZZ_CHECK(oracle.header() > limit);
+      FUZZ_CHECK(e.length() == oracle.header());
+      FUZZ_CHECK(e.limit() == limit);
+      // The message stayed unread: drop it and go on.
+      try {
+        FUZZ_CHECK(reader.skip_message());
+        FUZZ_CHECK(oracle.frame_complete());
+        oracle.advance();
+      } catch (const mp::PeerError&) {
+        check_truncated(oracle);
+      }
+    } catch (const mp::PeerError&) {
+      check_truncated(oracle);
+    }
+  }
+  // End of file comes only after every byte was delivered.
+  FUZZ_CHECK(oracle.left() == 0);
+  // And stays.
+  FUZZ_CHECK(!reader.recv_bytes().has_value());
+  if (feeder.joinable()) feeder.join();
+  return 0;
+}
