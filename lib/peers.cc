@@ -72,14 +72,19 @@ bool PeerTable::anyone_alive(Role role) const {
   const pid_t self = current_pid();
   const pid_t creator = creator_.load(std::memory_order_relaxed);
   if (creator != self && process_alive(creator)) return true;
+  bool any_registered = false;
   for (const Slot& slot : slots_) {
     const pid_t pid = slot.pid.load(std::memory_order_acquire);
     if (pid == 0 || !(slot.roles.load(std::memory_order_acquire) & role))
       continue;
+    any_registered = true;
     // Another thread of this process may still act.
     if (pid == self || process_alive(pid)) return true;
   }
-  return false;
+  // Nobody has taken the role yet: one may still be starting (a forked child
+  // that has not reached its first call). Only the death of every process
+  // that did take it is evidence that nobody ever will.
+  return !any_registered;
 }
 
 std::string PeerTable::describe(Role role) const {

@@ -6,8 +6,10 @@
 // slept for a while asks anyone_alive(role) about the other side: a
 // registered process of that role that is still alive (not exited, not a
 // zombie), or the creator of the object (when it is not the caller), which
-// may still take either role. Only if nobody qualifies does the wait fail
-// with mp::PeerError instead of hanging forever. Lives in MAP_SHARED memory;
+// may still take either role. Only if processes did take the role and all
+// of them are gone does the wait fail with mp::PeerError instead of hanging
+// forever (before anyone has, one may still be starting: timeouts bound
+// that case). Lives in MAP_SHARED memory;
 // zero-initialised is a valid empty table.
 #ifndef MPBENCH_LIB_PEERS_H_
 #define MPBENCH_LIB_PEERS_H_
@@ -37,8 +39,8 @@ class PeerTable {
   }
   // Records that the calling process plays `role`. Idempotent.
   void join(Role role);
-  // Whether some process other than a dead one could still act in `role`
-  // (see above). Conservative: true if the table ever overflowed.
+  // Whether some process could still act in `role` (see above).
+  // Conservative: true if the table overflowed or nobody took the role yet.
   bool anyone_alive(Role role) const;
   // "consumers: pid 12 (gone), pid 15 (gone)" for error messages.
   std::string describe(Role role) const;
