@@ -247,7 +247,8 @@ SerialReference serial_reference(Workload& workload, std::size_t n) {
     const auto begin = std::chrono::steady_clock::now();
     benchmark::DoNotOptimize(workload.serial());
     runs.push_back(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count());
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - begin)
+            .count());
     total += runs.back();
   }
   std::nth_element(runs.begin(), runs.begin() + runs.size() / 2, runs.end());
@@ -265,11 +266,18 @@ void finish(benchmark::State& state, std::size_t n,
   }
 }
 
-template <typename Body>
-void run_map(benchmark::State& state, Workload& workload, std::size_t n,
-             Body body) {
+// The serial reference of (workload, n), with the workload's items (and the
+// buffers workers inherit) in place: call it before creating a pool, whose
+// workers must be forked after the data they inherit exists.
+SerialReference prepare(Workload& workload, std::size_t n) {
   const SerialReference reference = serial_reference(workload, n);
   workload.prepare(n);
+  return reference;
+}
+
+template <typename Body>
+void run_map(benchmark::State& state, const SerialReference& reference,
+             std::size_t n, Body body) {
   const auto begin = std::chrono::steady_clock::now();
   try {
     for (auto _ : state) {
@@ -302,7 +310,7 @@ const bool registered = [] {
           std::string(w->name()) + "/items:" + std::to_string(n);
       benchmark::RegisterBenchmark(("BM_SerialMap/" + base).c_str(),
                                    [w, n](benchmark::State& state) {
-                                     run_map(state, *w, n,
+                                     run_map(state, prepare(*w, n), n,
                                              [&] { return w->serial(); });
                                    })
           ->UseRealTime()
@@ -321,16 +329,19 @@ const bool registered = [] {
           benchmark::RegisterBenchmark(
               ("BM_PoolMap/" + args).c_str(),
               [w, n, c, workers](benchmark::State& state) {
+                const SerialReference reference = prepare(*w, n);
                 Pool pool(w->pool_options(workers));
-                run_map(state, *w, n, [&] { return w->pool_map(pool, c); });
+                run_map(state, reference, n,
+                        [&] { return w->pool_map(pool, c); });
               })
               ->UseRealTime()
               ->Unit(benchmark::kMicrosecond);
           benchmark::RegisterBenchmark(
               ("BM_PoolImapUnordered/" + args).c_str(),
               [w, n, c, workers](benchmark::State& state) {
+                const SerialReference reference = prepare(*w, n);
                 Pool pool(w->pool_options(workers));
-                run_map(state, *w, n,
+                run_map(state, reference, n,
                         [&] { return w->pool_imap_unordered(pool, c); });
               })
               ->UseRealTime()
@@ -338,17 +349,19 @@ const bool registered = [] {
           benchmark::RegisterBenchmark(
               ("BM_ForkMap/" + args).c_str(),
               [w, n, c, workers](benchmark::State& state) {
-                run_map(state, *w, n, [&] { return w->fork_map(workers, c); });
+                run_map(state, prepare(*w, n), n,
+                        [&] { return w->fork_map(workers, c); });
               })
               ->UseRealTime()
               ->Unit(benchmark::kMicrosecond);
           benchmark::RegisterBenchmark(
               ("BM_ThreadPoolMap/" + args).c_str(),
               [w, n, c, workers](benchmark::State& state) {
+                const SerialReference reference = prepare(*w, n);
                 ThreadPool threads(workers);
                 const std::size_t chunksize =
                     c == 0 ? default_chunksize(n, workers) : c;
-                run_map(state, *w, n,
+                run_map(state, reference, n,
                         [&] { return w->thread_map(threads, chunksize); });
               })
               ->UseRealTime()
