@@ -8,6 +8,8 @@
 //   BM_RawPipeThroughput       write()/read() loops on a pipe: the kernel limit
 //   BM_PipeThroughput          mp::Pipe(false) send_bytes / recv_bytes_into
 //   BM_QueueThroughput         mp::Queue put_bytes / get_bytes_into
+//   BM_JoinableQueueThroughput mp::JoinableQueue: task_done per message, join
+//                              at the end
 //   BM_ChannelThroughput       mp::SemaphoreChannel (one slot, as in the seed)
 //   BM_RingChannelThroughput   mp::RingChannel with `slots` slots
 //   BM_BoostMqThroughput       boost::interprocess::message_queue
@@ -458,6 +460,37 @@ void BM_RingChannelThroughput(benchmark::State& state) {
       });
 }
 
+// The seeds' JoinableQueue pattern: the consumer marks every message done,
+// and the producer's last iteration waits in join() until all are.
+void BM_JoinableQueueThroughput(benchmark::State& state) {
+  const std::size_t bytes = bytes_arg(state);
+  std::unique_ptr<JoinableQueue> queue;
+  try {
+    queue = std::make_unique<JoinableQueue>(queue_options(bytes, 50));
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
+  std::vector<std::byte> message(bytes);
+  run_throughput(
+      state, bytes,
+      [&](uint64_t i) {
+        stamp(message, i);
+        queue->put_bytes(message);
+        if (i + 1 == static_cast<uint64_t>(state.max_iterations)) queue->join();
+      },
+      [&](uint64_t count) {
+        std::vector<std::byte> buffer(bytes);
+        for (uint64_t i = 0; i < count; ++i) {
+          const auto n = queue->get_bytes_into(buffer);
+          if (!n || *n != bytes) return 1;
+          if (!stamped(buffer.data(), bytes, i)) return 2;
+          queue->task_done();
+        }
+        return 0;
+      });
+}
+
 void BM_BoostMqThroughput(benchmark::State& state) {
   const std::size_t bytes = bytes_arg(state);
   with_links(
@@ -619,6 +652,7 @@ BENCHMARK(BM_PipeThroughput)->Apply(sizes)->UseRealTime();
 BENCHMARK(BM_QueueThroughput)->Apply(sizes_spins)->UseRealTime();
 BENCHMARK(BM_ChannelThroughput)->Apply(sizes_spins)->UseRealTime();
 BENCHMARK(BM_RingChannelThroughput)->Apply(sizes_slots_spins)->UseRealTime();
+BENCHMARK(BM_JoinableQueueThroughput)->Apply(sizes)->UseRealTime();
 BENCHMARK(BM_BoostMqThroughput)->Apply(sizes)->UseRealTime();
 BENCHMARK(BM_FloatChannel)->ArgNames({"doubles"})->Arg(100'000)->UseRealTime();
 

@@ -98,6 +98,7 @@ RULES: tuple[Rule, ...] = (
     Rule("PipeThroughput", (Ref("RawPipeThroughput", _BYTES),),
          label="mp pipe / raw pipe (throughput)"),
     Rule("QueueThroughput", _THROUGHPUT_REFS, label="Queue / memcpy"),
+    Rule("JoinableQueueThroughput", _THROUGHPUT_REFS, label="JoinableQueue / memcpy"),
     Rule("ChannelThroughput", _THROUGHPUT_REFS, label="Channel / memcpy"),
     Rule("RingChannelThroughput", _THROUGHPUT_REFS, label="RingChannel / memcpy"),
     Rule("BoostMqThroughput", _THROUGHPUT_REFS, gate=False,
