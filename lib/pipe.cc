@@ -280,6 +280,19 @@ std::optional<std::vector<std::byte>> Connection::recv_bytes(
 
 std::optional<std::size_t> Connection::recv_bytes_into(
     std::span<std::byte> buffer) {
+  // Fast path, the common case for small messages: one read brought the
+  // whole frame (read_hint_ asks for exactly one), so copy it out and go.
+  if (fd_ && readable_ && (end_ - begin_ >= kHeaderSize || fill(kHeaderSize))) {
+    std::uint64_t length;
+    std::memcpy(&length, buffer_.data() + begin_, kHeaderSize);
+    if (length <= buffer.size() && end_ - begin_ - kHeaderSize >= length) {
+      if (length > 0) std::memcpy(buffer.data(), buffer_.data() + begin_ + kHeaderSize, length);
+      begin_ += kHeaderSize + length;
+      if (begin_ == end_) begin_ = end_ = 0;
+      read_hint_ = length >= kDirectRead ? kHeaderSize : kHeaderSize + length;
+      return static_cast<std::size_t>(length);
+    }
+  }
   const auto length = peek_length();
   if (!length) return std::nullopt;
   if (*length > buffer.size()) {
