@@ -64,8 +64,6 @@ static_assert(ChannelShared::slots_offset() % 8 == 0,
 
 namespace {
 
-using WaitClock = std::chrono::steady_clock;
-
 // Takes one token from `semaphore`: try_wait, then spin on try_wait for the
 // policy's budget, then sem_timedwait in slices of policy.liveness_check,
 // checking between slices that someone in `role` could still post.
@@ -74,14 +72,8 @@ bool acquire(bip::interprocess_semaphore& semaphore, const WaitPolicy& policy,
              const char* what) {
   if (semaphore.try_wait()) return true;
   if (deadline.passed()) return false;
-  if (policy.spin.count() > 0) {
-    const auto spin_until = WaitClock::now() + policy.spin;
-    for (unsigned i = 1;; ++i) {
-      cpu_relax();
-      if (semaphore.try_wait()) return true;
-      if ((i & 63) == 0 && WaitClock::now() >= spin_until) break;
-    }
-  }
+  if (spin_until_ready(policy, [&] { return semaphore.try_wait(); }))
+    return true;
   for (;;) {
     const auto slice = deadline.remaining(policy.liveness_check);
     const auto until =

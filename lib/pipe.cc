@@ -286,7 +286,9 @@ std::optional<std::size_t> Connection::recv_bytes_into(
     std::uint64_t length;
     std::memcpy(&length, buffer_.data() + begin_, kHeaderSize);
     if (length <= buffer.size() && end_ - begin_ - kHeaderSize >= length) {
-      if (length > 0) std::memcpy(buffer.data(), buffer_.data() + begin_ + kHeaderSize, length);
+      if (length > 0)
+        std::memcpy(buffer.data(), buffer_.data() + begin_ + kHeaderSize,
+                    length);
       begin_ += kHeaderSize + length;
       if (begin_ == end_) begin_ = end_ = 0;
       read_hint_ = length >= kDirectRead ? kHeaderSize : kHeaderSize + length;

@@ -71,6 +71,30 @@ struct PoolShared {
 volatile sig_atomic_t g_worker_sigterm = 0;
 void on_worker_sigterm(int) { g_worker_sigterm = 1; }
 
+// Takes one message from `queue` into `buffer`, growing the buffer when a
+// message does not fit (it waits in the queue meanwhile), so steady traffic
+// allocates nothing. Waits up to `wait` (none: only what is there now).
+// Returns the message, or nullopt when none came in time or at end of
+// stream. Throws what Queue throws, but not Empty.
+std::optional<std::span<const std::byte>> take(
+    Queue& queue, std::vector<std::byte>& buffer,
+    std::optional<std::chrono::nanoseconds> wait) {
+  if (buffer.size() < 4096) buffer.resize(4096);
+  for (;;) {
+    try {
+      const std::optional<std::size_t> n =
+          wait ? queue.get_bytes_into(buffer, *wait)
+               : queue.try_get_bytes_into(buffer);
+      if (!n) return std::nullopt;
+      return std::span<const std::byte>(buffer.data(), *n);
+    } catch (const Empty&) {
+      return std::nullopt;
+    } catch (const MessageTooLong& e) {
+      buffer.resize(e.length());
+    }
+  }
+}
+
 std::string describe_exit(int code) {
   if (code < 0)
     return "was killed by signal " + std::to_string(-code) + " (" +
@@ -104,7 +128,10 @@ struct Job {
   std::map<std::uint64_t, ChunkResult> ready;
   std::exception_ptr failure;
   // A chunk built but not yet accepted by a worker queue.
-  std::optional<std::vector<std::byte>> staged;
+  // A chunk built but not yet accepted by a worker queue. The buffer keeps
+  // its capacity from chunk to chunk.
+  bool staged = false;
+  std::vector<std::byte> staged_message;
   Task staged_task{};
 
   bool finished() const {
@@ -138,13 +165,14 @@ struct PoolCore::State {
   std::string broken;  // why the pool cannot run work, if it cannot
   Clock::time_point last_health_check = Clock::now();
   std::vector<std::byte> scratch;
+  std::vector<std::byte> result_buffer;  // reused by every take() of a result
   mutable std::mutex pids_mutex;  // guards `pids` for GracefulShutdown's thread
   std::vector<pid_t> pids;
 
   void start_worker(std::size_t index);
   int worker_main(std::size_t index);
   void dispatch();
-  bool fill(std::size_t index);
+  bool fill(std::size_t index, std::size_t level);
   bool pump(const Deadline& deadline);
   void handle_result(std::span<const std::byte> message);
   void check_health();
@@ -202,7 +230,7 @@ int PoolCore::State::worker_main(std::size_t index) {
         return kInitializerFailed;
       }
     }
-    std::vector<std::byte> out;
+    std::vector<std::byte> out, task;
     std::string error;
     std::uint64_t done = 0;
     for (;;) {
@@ -215,17 +243,14 @@ int PoolCore::State::worker_main(std::size_t index) {
                {});
         return 0;
       }
-      std::optional<std::vector<std::byte>> message;
-      try {
-        message = queue.get_bytes(kWorkerPoll);
-      } catch (const Empty&) {
-        continue;  // look at the stop flags again
+      const auto message = take(queue, task, kWorkerPoll);
+      if (!message) {
+        if (queue.end_of_stream()) return 0;  // the pool closed our queue
+        continue;                             // look at the stop flags again
       }
-      if (!message) return 0;  // the pool closed our queue
       TaskHeader header;
       std::memcpy(&header, message->data(), sizeof header);
-      const auto items =
-          std::span<const std::byte>(*message).subspan(sizeof header);
+      const auto items = message->subspan(sizeof header);
       out.clear();
       std::uint64_t failed = 0;
       const auto invoker = reinterpret_cast<Invoker>(header.invoker);
@@ -306,7 +331,7 @@ std::uint64_t PoolCore::start_job(void* fn, Invoker invoker,
 void PoolCore::State::fail_job(Job& job, std::exception_ptr error) {
   if (!job.failure) job.failure = std::move(error);
   job.source_done = true;  // no more of its chunks are sent
-  job.staged.reset();
+  job.staged = false;
   job.ready.clear();
 }
 
@@ -317,9 +342,11 @@ void PoolCore::State::fail_all(const std::string& why) {
 
 // Puts chunks into worker `index`'s queue until it holds `prefetch` of them.
 // Returns false when no job has a chunk to give.
-bool PoolCore::State::fill(std::size_t index) {
+// Puts chunks into worker `index`'s queue until it holds `level` of them.
+// Returns false when no job has a chunk to give.
+bool PoolCore::State::fill(std::size_t index, std::size_t level) {
   Worker& w = workers[index];
-  while (w.seqs.size() < options.prefetch) {
+  while (w.seqs.size() < level) {
     Job* job = nullptr;
     std::uint64_t job_id = 0;
     for (auto& [id, candidate] : jobs) {
@@ -340,7 +367,8 @@ bool PoolCore::State::fill(std::size_t index) {
     }
     if (job == nullptr) return false;
     if (!job->staged) {
-      std::vector<std::byte> message(sizeof(TaskHeader));
+      std::vector<std::byte>& message = job->staged_message;
+      message.resize(sizeof(TaskHeader));
       std::uint64_t first = 0, count = 0;
       if (!job->source->next(message, first, count)) {
         job->source_done = true;
@@ -352,12 +380,12 @@ bool PoolCore::State::fill(std::size_t index) {
       std::memcpy(message.data(), &header, sizeof header);
       job->staged_task =
           Task{job_id, job->chunks_made++, first, count, index, 0};
-      job->staged = std::move(message);
+      job->staged = true;
       ++next_seq;
     }
     bool accepted = false;
     try {
-      accepted = w.tasks->try_put_bytes(*job->staged);
+      accepted = w.tasks->try_put_bytes(job->staged_message);
     } catch (const MessageTooLong& e) {
       fail_job(
           *job,
@@ -370,26 +398,34 @@ bool PoolCore::State::fill(std::size_t index) {
     }
     if (!accepted) return true;  // this worker's queue is full for now
     TaskHeader header;
-    std::memcpy(&header, job->staged->data(), sizeof header);
+    std::memcpy(&header, job->staged_message.data(), sizeof header);
     Task task = job->staged_task;
     task.worker = index;
     task.position = w.puts++;
     w.seqs.push_back(header.seq);
     tasks.emplace(header.seq, task);
     ++job->in_flight;
-    job->staged.reset();
+    job->staged = false;
   }
   return true;
 }
 
+// Deals chunks out one per worker per round, up to `prefetch` each, so a
+// call of a few chunks spreads over every worker instead of queueing
+// behind the first one.
 void PoolCore::State::dispatch() {
   if (terminated || !broken.empty() ||
       shared->stop.load(std::memory_order_relaxed))
     return;
-  for (std::size_t k = 0; k < workers.size(); ++k) {
-    const std::size_t index = (round_robin + k) % workers.size();
-    if (workers[index].retiring) continue;
-    if (!fill(index)) break;
+  for (std::size_t level = 1; level <= options.prefetch; ++level) {
+    for (std::size_t k = 0; k < workers.size(); ++k) {
+      const std::size_t index = (round_robin + k) % workers.size();
+      if (workers[index].retiring) continue;
+      if (!fill(index, level)) {
+        round_robin = (round_robin + 1) % workers.size();
+        return;
+      }
+    }
   }
   round_robin = (round_robin + 1) % workers.size();
 }
@@ -464,7 +500,8 @@ void PoolCore::State::handle_exit(std::size_t index) {
   if (w.retiring) w.process.join();
   const int code = w.process.exitcode().value_or(0);
   // Everything it published is in the result queue now: read it first.
-  while (auto message = results->try_get_bytes()) handle_result(*message);
+  while (auto message = take(*results, result_buffer, std::nullopt))
+    handle_result(*message);
   // Its queue is FIFO: the first `taken` tasks put into it were taken.
   const std::uint64_t taken = w.puts - w.tasks->qsize();
   std::vector<std::uint64_t> lost;
@@ -518,14 +555,12 @@ void PoolCore::State::check_health() {
 bool PoolCore::State::pump(const Deadline& deadline) {
   dispatch();
   if (Clock::now() - last_health_check > kHealthInterval) check_health();
-  std::optional<std::vector<std::byte>> message;
+  std::optional<std::span<const std::byte>> message;
   try {
-    if (deadline.passed()) {
-      message = results->try_get_bytes();
-    } else {
-      message = results->get_bytes(deadline.remaining(kHealthInterval));
-    }
-  } catch (const Empty&) {
+    message = take(*results, result_buffer,
+                   deadline.passed()
+                       ? std::nullopt
+                       : std::optional(deadline.remaining(kHealthInterval)));
   } catch (const PeerError&) {
     // No worker is alive to produce results: the health check replaces them.
   }
@@ -536,7 +571,7 @@ bool PoolCore::State::pump(const Deadline& deadline) {
   handle_result(*message);
   // Take whatever else is already there without waiting.
   for (int i = 0; i < 64; ++i) {
-    auto more = results->try_get_bytes();
+    auto more = take(*results, result_buffer, std::nullopt);
     if (!more) break;
     handle_result(*more);
   }
@@ -580,7 +615,7 @@ void PoolCore::forget_job(std::uint64_t job_id) noexcept {
   }
   job.abandoned = true;
   job.source_done = true;
-  job.staged.reset();
+  job.staged = false;
   job.ready.clear();
 }
 
@@ -606,7 +641,7 @@ void PoolCore::join() {
   for (std::size_t i = 0; i < s.workers.size(); ++i) {
     Worker& w = s.workers[i];
     while (!w.process.join(kHealthInterval)) {
-      while (auto message = s.results->try_get_bytes())
+      while (auto message = take(*s.results, s.result_buffer, std::nullopt))
         s.handle_result(*message);
     }
   }

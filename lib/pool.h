@@ -99,7 +99,8 @@ class TaskError : public std::runtime_error {
 // lost. The worker has been replaced.
 class WorkerLost : public std::runtime_error {
  public:
-  WorkerLost(const std::string& what, std::uint64_t first_item, std::uint64_t count)
+  WorkerLost(const std::string& what, std::uint64_t first_item,
+             std::uint64_t count)
       : std::runtime_error(what), first_item_(first_item), count_(count) {}
   // The lost items: [first_item, first_item + count) of the call's input.
   std::uint64_t first_item() const noexcept { return first_item_; }

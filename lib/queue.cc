@@ -359,9 +359,11 @@ std::optional<std::vector<std::byte>> Queue::try_get_bytes() {
   return message;
 }
 
-std::optional<std::size_t> Queue::get_bytes_into(std::span<std::byte> buffer) {
+std::optional<std::size_t> Queue::get_into(std::span<std::byte> buffer,
+                                           const Deadline& deadline,
+                                           bool throw_on_timeout) {
   std::size_t got = 0;
-  const Outcome outcome = get_impl(Deadline(), [&](std::size_t length) {
+  const Outcome outcome = get_impl(deadline, [&](std::size_t length) {
     if (length > buffer.size()) {
       throw MessageTooLong(
           "Queue::get_bytes_into: message of " + std::to_string(length) +
@@ -373,6 +375,29 @@ std::optional<std::size_t> Queue::get_bytes_into(std::span<std::byte> buffer) {
     return buffer.data();
   });
   if (outcome == Outcome::kEndOfStream) return std::nullopt;
+  if (outcome == Outcome::kTimedOut) {
+    if (throw_on_timeout)
+      throw Empty("Queue::get: nothing arrived within the timeout");
+    return std::nullopt;
+  }
+  return got;
+}
+
+std::optional<std::size_t> Queue::get_bytes_into(std::span<std::byte> buffer) {
+  return get_into(buffer, Deadline(), true);
+}
+
+std::optional<std::size_t> Queue::get_bytes_into(
+    std::span<std::byte> buffer, std::chrono::nanoseconds timeout) {
+  return get_into(buffer, Deadline::after(timeout), true);
+}
+
+std::optional<std::size_t> Queue::try_get_bytes_into(
+    std::span<std::byte> buffer) {
+  const WaitPolicy saved = policy_;
+  policy_.spin = std::chrono::nanoseconds(0);
+  auto got = get_into(buffer, Deadline::now(), false);
+  policy_ = saved;
   return got;
 }
 

@@ -103,6 +103,11 @@ class Queue {
   // message longer than `buffer` stays in the queue and mp::MessageTooLong
   // tells its length.
   std::optional<std::size_t> get_bytes_into(std::span<std::byte> buffer);
+  // Same; throws mp::Empty if nothing arrives within `timeout`.
+  std::optional<std::size_t> get_bytes_into(std::span<std::byte> buffer,
+                                            std::chrono::nanoseconds timeout);
+  // Never blocks; nullopt when nothing is there now (see end_of_stream()).
+  std::optional<std::size_t> try_get_bytes_into(std::span<std::byte> buffer);
 
   // --- Typed values, through mp::Codec -------------------------------------
   template <typename T>
@@ -157,6 +162,9 @@ class Queue {
   // Copies the next message out through `sink(length) -> destination`.
   template <typename Sink>
   Outcome get_impl(const internal::Deadline& deadline, Sink&& sink);
+  std::optional<std::size_t> get_into(std::span<std::byte> buffer,
+                                      const internal::Deadline& deadline,
+                                      bool throw_on_timeout);
   std::optional<std::vector<std::byte>> get_vector(
       const internal::Deadline& deadline, bool throw_on_timeout);
 

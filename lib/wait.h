@@ -9,6 +9,8 @@
 #ifndef MPBENCH_LIB_WAIT_H_
 #define MPBENCH_LIB_WAIT_H_
 
+#include <sched.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -87,6 +89,25 @@ struct alignas(64) SharedEvent {
   }
 };
 
+// Spins up to policy.spin until `ready()`: the CPU's pause hint between
+// checks, and every few hundred checks a sched_yield(), so that a spinner
+// hands its CPU to a runnable process that shares it (more processes than
+// cores: a pool on a small machine) instead of burning its time slice.
+// Returns whether `ready()` became true.
+template <typename Ready>
+bool spin_until_ready(const WaitPolicy& policy, Ready&& ready) {
+  if (policy.spin.count() <= 0) return false;
+  const auto until = Clock::now() + policy.spin;
+  for (unsigned i = 1;; ++i) {
+    cpu_relax();
+    if (ready()) return true;
+    if ((i & 63) == 0) {
+      if (Clock::now() >= until) return false;
+      if ((i & 255) == 0) sched_yield();
+    }
+  }
+}
+
 enum class WaitResult { kReady, kTimedOut, kCheckPeers };
 
 // Waits until `ready()` is true, spinning for policy.spin and then sleeping
@@ -98,14 +119,7 @@ template <typename Ready>
 WaitResult wait_for(SharedEvent& event, const WaitPolicy& policy,
                     const Deadline& deadline, Ready&& ready) {
   if (ready()) return WaitResult::kReady;
-  if (policy.spin.count() > 0) {
-    const auto spin_until = Clock::now() + policy.spin;
-    for (unsigned i = 1;; ++i) {
-      cpu_relax();
-      if (ready()) return WaitResult::kReady;
-      if ((i & 63) == 0 && Clock::now() >= spin_until) break;
-    }
-  }
+  if (spin_until_ready(policy, ready)) return WaitResult::kReady;
   const auto slice_end = Clock::now() + policy.liveness_check;
   for (;;) {
     const uint32_t seen = event.sequence.load(std::memory_order_seq_cst);
