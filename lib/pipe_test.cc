@@ -135,6 +135,85 @@ TEST_P(PipeTest, OverLongFrameIsRefusedAndStaysReadable) {
             pattern(5, 8));
 }
 
+// The reader asks for one frame of the last frame's size per read; sizes
+// that change, several frames waiting at once, a message too long for the
+// buffer and a frame cut short must all still come out exactly as sent.
+TEST_P(PipeTest, ChangingSizesIntoOneBufferStayAligned) {
+  auto [receiver, sender] = Pipe(GetParam());
+  const std::vector<std::size_t> sizes = {2000, 2000, 2000, 1500, 1500, 3000,
+                                          1200, 3000, 3000, 6000, 3000, 8,
+                                          4096, 4096, 4095, 4097, 4096};
+  const std::uint64_t claimed = 4096;
+  std::thread writer([&, &sender = sender] {
+    for (std::size_t i = 0; i < sizes.size(); ++i)
+      sender.send_bytes(pattern(sizes[i], static_cast<unsigned>(i)));
+    // Then a frame of the predicted size cut short by the peer.
+    std::vector<std::byte> part(1000);
+    EXPECT_EQ(::write(sender.fileno(), &claimed, sizeof claimed), 8);
+    EXPECT_EQ(::write(sender.fileno(), part.data(), part.size()), 1000);
+    sender.close();
+  });
+  std::this_thread::sleep_for(20ms);  // let frames pile up in the pipe
+  std::vector<std::byte> buffer(4096);
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    if (sizes[i] > buffer.size()) {
+      EXPECT_THROW(receiver.recv_bytes_into(buffer), MessageTooLong) << i;
+      EXPECT_EQ(receiver.recv_bytes(), pattern(sizes[i], i)) << i;
+      continue;
+    }
+    ASSERT_EQ(receiver.recv_bytes_into(buffer), sizes[i]) << i;
+    EXPECT_EQ(std::vector<std::byte>(buffer.begin(), buffer.begin() + sizes[i]),
+              pattern(sizes[i], i))
+        << i;
+  }
+  writer.join();
+  try {
+    receiver.recv_bytes_into(buffer);
+    FAIL() << "a truncated frame must be an error";
+  } catch (const PeerError& e) {
+    EXPECT_THAT(e.what(),
+                HasSubstr("middle of a 4096-byte message (1000 bytes"));
+  }
+  EXPECT_EQ(receiver.recv_bytes_into(buffer), std::nullopt);
+}
+
+// The same with the reader waiting on a writer that sends each frame in
+// pieces, so that reads come back short.
+TEST_P(PipeTest, FramesArrivingInPiecesAreReassembled) {
+  auto [receiver, sender] = Pipe(GetParam());
+  const std::vector<std::size_t> sizes = {3000, 3000, 3000, 2500, 3500, 3500};
+  Process producer([&, &receiver = receiver, &sender = sender] {
+    receiver.close();
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      std::vector<std::byte> frame(8 + sizes[i]);
+      const std::uint64_t length = sizes[i];
+      std::memcpy(frame.data(), &length, 8);
+      const auto payload = pattern(sizes[i], static_cast<unsigned>(i));
+      std::memcpy(frame.data() + 8, payload.data(), payload.size());
+      for (std::size_t at = 0; at < frame.size(); at += 1000) {
+        const std::size_t n = std::min<std::size_t>(1000, frame.size() - at);
+        if (::write(sender.fileno(), frame.data() + at, n) !=
+            static_cast<ssize_t>(n))
+          return 1;
+        std::this_thread::sleep_for(1ms);
+      }
+    }
+    return 0;
+  });
+  producer.start();
+  sender.close();
+  std::vector<std::byte> buffer(4000);
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    ASSERT_EQ(receiver.recv_bytes_into(buffer), sizes[i]) << i;
+    EXPECT_EQ(std::vector<std::byte>(buffer.begin(), buffer.begin() + sizes[i]),
+              pattern(sizes[i], i))
+        << i;
+  }
+  EXPECT_EQ(receiver.recv_bytes_into(buffer), std::nullopt);
+  producer.join();
+  EXPECT_EQ(producer.exitcode(), 0);
+}
+
 TEST_P(PipeTest, SkipMessageDropsExactlyOne) {
   auto [receiver, sender] = Pipe(GetParam());
   std::thread drain([&, &receiver = receiver] {
