@@ -25,8 +25,12 @@
 //   BM_ChannelPingPong, BM_BoostMqPingPong
 // spin_us:S is the wait policy: 0 blocks at once, S > 0 spins S microseconds
 // first (mp::WaitPolicy).
+// The benchmark and its peer are pinned to the first two CPUs the process may
+// use (class Placement; MPBENCH_PIN=0 leaves them to the scheduler), so that
+// every run measures two processes on two cores.
 
 #include <linux/futex.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -34,6 +38,7 @@
 #include <atomic>
 #include <boost/interprocess/ipc/message_queue.hpp>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -46,6 +51,7 @@
 
 #include "benchmark/benchmark.h"
 #include "lib/channel.h"
+#include "lib/error.h"
 #include "lib/mapping.h"
 #include "lib/pipe.h"
 #include "lib/process.h"
@@ -93,6 +99,55 @@ struct Control {
   }
 };
 
+// Where the benchmark and its peer run. Unpinned, Linux often wakes a peer
+// that slept on a futex on the CPU of the process that woke it (it is
+// cache-hot there), and a spinning pair sharing one CPU hands off at
+// scheduler speed: the same benchmark then measures 0.1 us in one run and
+// 16 us in the next. Pinned, the benchmark runs on the first CPU it may use
+// and its peer on the second, as two processes on two cores, every run.
+// MPBENCH_PIN=0 leaves placement to the scheduler.
+class Placement {
+ public:
+  Placement() {
+    const char* pin = std::getenv("MPBENCH_PIN");
+    if (pin != nullptr && std::string(pin) == "0") return;
+    internal::check(::sched_getaffinity(0, sizeof original_, &original_),
+                    "sched_getaffinity");
+    int found = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE && found < 2; ++cpu) {
+      if (CPU_ISSET(cpu, &original_)) (found++ == 0 ? self_ : peer_) = cpu;
+    }
+    if (found < 2) return;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(self_, &one);
+    internal::check(::sched_setaffinity(0, sizeof one, &one),
+                    "sched_setaffinity");
+    pinned_ = true;
+  }
+  ~Placement() {
+    // Best effort: a destructor cannot throw, and the next Placement pins
+    // again anyway.
+    if (pinned_) ::sched_setaffinity(0, sizeof original_, &original_);
+  }
+  Placement(const Placement&) = delete;
+  Placement& operator=(const Placement&) = delete;
+  // In the peer, right after the fork.
+  void pin_peer() const {
+    if (!pinned_) return;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(peer_, &one);
+    internal::check(::sched_setaffinity(0, sizeof one, &one),
+                    "sched_setaffinity");
+  }
+
+ private:
+  cpu_set_t original_{};
+  int self_ = -1, peer_ = -1;
+  bool pinned_ = false;
+};
+
 // A peer process for one benchmark run. `body(count)` runs in the child and
 // returns 0 when every message checked out.
 class Peer {
@@ -100,6 +155,7 @@ class Peer {
   template <typename Body>
   explicit Peer(Body body)
       : process_([this, body]() mutable -> int {
+          placement_.pin_peer();
           const auto count = control_.to_peer_read.recv<uint64_t>();
           if (!count) return 10;
           const int code = body(*count);
@@ -130,6 +186,7 @@ class Peer {
   Process& process() { return process_; }
 
  private:
+  Placement placement_;
   Control control_;
   Process process_;
 };

@@ -6,6 +6,13 @@
 // under one. mp::WaitPolicy says how long a blocked call spins (checking its
 // condition, with the CPU's pause hint) before it sleeps in the kernel; the
 // spin is bounded, so no wait ever burns a core for longer than that.
+//
+// Spinning pays only while the two sides run on different CPUs. Linux tends
+// to wake a process that slept on a futex on the CPU of its waker, and a
+// spinning pair that ends up sharing one CPU hands off at scheduler speed
+// (a sched_yield every few hundred checks keeps it moving, at several
+// microseconds a message). Programs that depend on spin latency pin the two
+// processes to different CPUs, as //bench:ipc does.
 #ifndef MPBENCH_LIB_WAIT_H_
 #define MPBENCH_LIB_WAIT_H_
 

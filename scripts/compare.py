@@ -68,6 +68,7 @@ IMPROVED = "improved"
 SAME = "same"
 NOISY = "noisy"  # beyond the threshold but not significant
 WITHIN_NOISE = "within run-to-run noise"  # beyond threshold, inside tolerance
+NOT_REPRODUCED = "not reproduced"  # regressed, but not in the --confirm run
 TOO_FEW = "too few reps"  # the U test cannot reach alpha with these samples
 FAILED = "FAILED"  # error_occurred in NEW
 WAS_FAILED = "failed in old"
@@ -117,6 +118,8 @@ class Report:
     tests: int = 0  # gated U tests, the m of the Holm correction
     old_sources: int = 1  # runs pooled into OLD
     noise_factor: float = DEFAULT_NOISE_FACTOR
+    noise_from: str | None = None  # --noise-from: file and its run count
+    confirmed_with: str | None = None  # --confirm: the second NEW run
 
     @property
     def exit_code(self) -> int:
@@ -347,9 +350,11 @@ def compare_runs(old: gbench.Run, new: gbench.Run, mode: str = "direct",
                  metrics: list[str] | None = None,
                  allow_underpowered: bool = False, pooled: bool = True,
                  correct: bool = True,
-                 noise_factor: float = DEFAULT_NOISE_FACTOR) -> Report:
+                 noise_factor: float = DEFAULT_NOISE_FACTOR,
+                 noise: gbench.Run | None = None) -> Report:
     """Builds the comparison; raises CompareError for runs with nothing in
-    common."""
+    common. `noise`, a baseline pooled from several runs (--noise-from),
+    supplies each row's run-to-run tolerance when OLD is a single run."""
     rep = Report(mode=mode, threshold=threshold, alpha=alpha, old=old.path,
                  new=new.path)
     common = [n for n in new.names() if old.has(n)]
@@ -460,6 +465,9 @@ def compare_runs(old: gbench.Run, new: gbench.Run, mode: str = "direct",
                        if r.name.split("/", 1)[0] == prefix_family and r.metric == f.metric
                        and r.kind != "family")
             rep.rows.insert(last + 1, f)
+    if noise is not None:
+        _apply_noise(rep, noise, mode, threshold, alpha, use_utest, metrics,
+                     pooled, correct, noise_factor)
     if use_utest:
         rep.tests = _holm(rep.rows, alpha, correct)
 
@@ -483,6 +491,59 @@ def compare_runs(old: gbench.Run, new: gbench.Run, mode: str = "direct",
         rep.warnings.append("no gated benchmark of our code with its reference "
                             "in both runs: the robust gate checked nothing")
     return rep
+
+
+def _noise_key(row: Row) -> tuple:
+    """What identifies a row across runs of different extent: family rows by
+    family and reference family (their instance count may differ)."""
+    if row.kind == "family":
+        ref = gbench.parse_name(row.reference).family if row.reference else None
+        return (row.name.split(" (", 1)[0], row.metric, row.kind, ref)
+    return (row.name, row.metric, row.kind, row.reference)
+
+
+def _apply_noise(rep: Report, noise: gbench.Run, mode, threshold, alpha,
+                 use_utest, metrics, pooled, correct, noise_factor) -> None:
+    """Raises each row's tolerance to the run-to-run spread the same row
+    shows between the runs pooled in `noise` (times the noise factor), and
+    turns a REGRESSED or improved row inside it into WITHIN_NOISE.
+
+    Repetitions of one run do not see what changes between runs (the host's
+    placement of the VM's cores, a neighbour's load): two single runs of the
+    same build can differ by more than their repetitions' spread, and the U
+    test then calls noise significant. A baseline pooled from several runs
+    on the machine class measured that run-to-run spread once."""
+    if noise.sources < 2:
+        raise CompareError(
+            f"--noise-from {noise.path} holds a single run: it says nothing "
+            f"about run-to-run noise (make it with `bazel run "
+            f"//scripts:baseline -- RUN1 RUN2 RUN3`)")
+    self_rep = compare_runs(noise, noise, mode, threshold, alpha, use_utest,
+                            metrics, True, pooled, correct, noise_factor)
+    tolerance = {_noise_key(r): r.tolerance for r in self_rep.rows
+                 if r.tolerance is not None}
+    rep.noise_from = f"{noise.path} ({noise.sources} runs)"
+    for r in rep.rows:
+        tol = tolerance.get(_noise_key(r))
+        if tol is None:
+            continue
+        r.tolerance = max(r.tolerance or threshold, tol)
+        if (r.verdict in (REGRESSED, IMPROVED) and r.change is not None
+                and abs(r.change) * 100.0 <= r.tolerance):
+            r.verdict = WITHIN_NOISE
+
+
+def confirm(rep: Report, second: Report) -> None:
+    """Keeps as REGRESSED only the rows that also regressed in `second`, the
+    same comparison with a second NEW run made independently: a regression
+    of our code shows in every run, while a neighbour's burst of load or a
+    change of the host's core placement rarely hits the same rows twice."""
+    again = {_noise_key(r) for r in second.rows
+             if r.gated and r.verdict == REGRESSED}
+    rep.confirmed_with = second.new
+    for r in rep.rows:
+        if r.verdict == REGRESSED and _noise_key(r) not in again:
+            r.verdict = NOT_REPRODUCED
 
 
 def _needed_repetitions(alpha: float) -> int:
@@ -534,6 +595,13 @@ def _summary(rep: Report) -> list[str]:
         lines.append(f"OLD pools {rep.old_sources} runs: a row alarms only beyond "
                      f"{rep.noise_factor:g} x the spread of its per-run medians in "
                      f"OLD (when that exceeds the threshold)")
+    if rep.confirmed_with:
+        lines.append(f"confirmed with {rep.confirmed_with}: a row counts as "
+                     f"REGRESSED only if it regressed in that run too")
+    if rep.noise_from:
+        lines.append(f"run-to-run noise from {rep.noise_from}: a row alarms "
+                     f"only beyond {rep.noise_factor:g} x the spread of its "
+                     f"per-run medians there")
     if rep.machine_factor is not None:
         pct = (rep.machine_factor - 1) * 100
         looks = (f"{abs(pct):.1f}% {'slower' if pct > 0 else 'faster'}"
@@ -662,6 +730,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "runs, a row alarms only if its change also exceeds K times "
                    "the largest spread between those runs' medians "
                    f"(default {DEFAULT_NOISE_FACTOR:g})")
+    p.add_argument("--noise-from", metavar="BASELINE",
+                   help="a baseline pooled from several runs of this machine "
+                   "class (e.g. results/baselines/x86_64-2cpu.json): each row "
+                   "alarms only beyond --noise-factor times the spread of its "
+                   "per-run medians there. Use it to compare two single runs: "
+                   "their repetitions do not show what changes from one run "
+                   "to the next")
+    p.add_argument("--confirm", metavar="NEW2",
+                   help="a second run of the same build as NEW: a row counts "
+                   "as REGRESSED only when it regressed against OLD in both "
+                   "(CI measures again after an alarm)")
     p.add_argument("--allow-underpowered", action="store_true",
                    help="report, instead of failing with status 2, gated "
                    "benchmarks whose repetitions cannot reach alpha")
@@ -683,10 +762,20 @@ def run_cli(args) -> int:
     try:
         old = gbench.load_run(gbench.user_path(args.old))
         new = gbench.load_run(gbench.user_path(args.new))
+        noise = (gbench.load_run(gbench.user_path(args.noise_from))
+                 if args.noise_from else None)
         rep = compare_runs(old, new, args.mode, args.threshold, args.alpha,
                            not args.no_utest, args.metrics,
                            args.allow_underpowered, not args.no_pooled,
-                           not args.no_correction, args.noise_factor)
+                           not args.no_correction, args.noise_factor, noise)
+        if args.confirm:
+            second = gbench.load_run(gbench.user_path(args.confirm))
+            confirm(rep, compare_runs(old, second, args.mode, args.threshold,
+                                      args.alpha, not args.no_utest,
+                                      args.metrics, args.allow_underpowered,
+                                      not args.no_pooled,
+                                      not args.no_correction,
+                                      args.noise_factor, noise))
     except (gbench.InputError, CompareError) as e:
         print(f"compare: error: {e}", file=sys.stderr)
         return 2

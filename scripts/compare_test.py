@@ -218,6 +218,60 @@ class PooledBaseline(unittest.TestCase):
         self.assertEqual(regressed(rep), [target])
 
 
+    def test_noise_from_a_baseline_covers_two_single_runs(self):
+        # Two single runs of the same build whose unstable benchmark landed
+        # 1.3x apart: their repetitions cannot tell that from a regression,
+        # the baseline's run-to-run spread can.
+        base = self.baseline(unstable=1.3)
+        name = "BM_QueueThroughput/bytes:64/spin_us:50"
+        a = run(42, reps=9, spec=self.SPEC)
+        b = run(43, reps=9, spec=self.SPEC, scale={"^" + name + "/": 1.3})
+        self.assertIn(name, regressed(compare.compare_runs(a, b, "robust")))
+        rep = compare.compare_runs(a, b, "robust", noise=base)
+        self.assertEqual(regressed(rep), [])
+        self.assertIn(compare.WITHIN_NOISE,
+                      {r.verdict for r in rep.rows if r.name == name})
+        self.assertIn("run-to-run noise from baseline (3 runs)",
+                      compare.format_text(rep))
+        # ... and a steady benchmark 10% slower still alarms.
+        target = "BM_PipeThroughput/bytes:4096"
+        c = run(44, reps=9, spec=self.SPEC, scale={"^" + target + "/": 1.10})
+        self.assertEqual(
+            regressed(compare.compare_runs(a, c, "robust", noise=base)), [target])
+
+    def test_noise_from_a_single_run_is_refused(self):
+        with self.assertRaises(compare.CompareError):
+            compare.compare_runs(run(45, reps=5, spec=self.SPEC),
+                                 run(46, reps=5, spec=self.SPEC), "robust",
+                                 noise=run(47, reps=5, spec=self.SPEC))
+
+
+class Confirm(unittest.TestCase):
+    """--confirm: an alarm counts only if a second run raises it too."""
+
+    def test_alarm_in_one_run_only_is_not_a_regression(self):
+        old = run(50)
+        noisy = "BM_PipeThroughput/bytes:4096"
+        first = run(51, scale={"^" + noisy + "/": 1.3})
+        rep = compare.compare_runs(old, first, "robust")
+        self.assertEqual(regressed(rep), [noisy])
+        compare.confirm(rep, compare.compare_runs(old, run(52), "robust"))
+        self.assertEqual(regressed(rep), [])
+        self.assertEqual(rep.exit_code, 0)
+        self.assertIn(compare.NOT_REPRODUCED, {r.verdict for r in rep.rows})
+
+    def test_alarm_in_both_runs_fails(self):
+        old = run(53)
+        target = "BM_PipeThroughput/bytes:4096"
+        slow = {"^" + target + "/": 1.1}
+        rep = compare.compare_runs(old, run(54, scale=slow), "robust")
+        compare.confirm(rep, compare.compare_runs(old, run(55, scale=slow),
+                                                  "robust"))
+        self.assertEqual(regressed(rep), [target])
+        self.assertEqual(rep.exit_code, 1)
+        self.assertIn("confirmed with run55", compare.format_text(rep))
+
+
 class Cli(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
