@@ -132,7 +132,10 @@ class Report:
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for r in self.rows:
-            out[r.verdict] = out.get(r.verdict, 0) + 1
+            key = r.verdict
+            if not r.gated and key in (REGRESSED, IMPROVED, FAILED):
+                key += " (not gated)"
+            out[key] = out.get(key, 0) + 1
         return out
 
 
@@ -372,6 +375,7 @@ def compare_runs(old: gbench.Run, new: gbench.Run, mode: str = "direct",
 
     def add(name, metric, kind, ref, old_s, new_s, gated, old_med=None, new_med=None,
             old_src=None):
+        gated = gated and metric not in references.UNGATED_METRICS
         higher = gbench.higher_is_better(metric)
         if kind == "ratio":
             higher = False if metric in gbench.TIME_METRICS or metric.endswith("_ns") else higher

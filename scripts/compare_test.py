@@ -114,6 +114,23 @@ class Scenarios(unittest.TestCase):
         self.assertEqual(verdicts, {compare.IMPROVED})
         self.assertEqual(rep.exit_code, 0)
 
+    def test_ungated_instances_and_metrics_are_reported_not_gated(self):
+        # shared-memory throughput (references.UNGATED_INSTANCES) and p99
+        # (UNGATED_METRICS): in the table, never in the verdict
+        name = "BM_QueueThroughput/bytes:512/spin_us:0"
+        new = run(20, scale={"^" + name + "/": 1.3})
+        rep = compare.compare_runs(self.old, new, "robust")
+        rows = [r for r in rep.rows if r.name == name]
+        self.assertTrue(rows)
+        self.assertIn(compare.REGRESSED, {r.verdict for r in rows})
+        self.assertFalse(any(r.gated for r in rows))
+        self.assertEqual(rep.exit_code, 0)
+        self.assertIn("REGRESSED (not gated)", rep.counts())
+        p99 = [r for r in compare.compare_runs(self.old, run(21), "robust").rows
+               if r.metric == "p99_ns"]
+        self.assertTrue(p99)
+        self.assertFalse(any(r.gated for r in p99))
+
     def test_latency_percentiles_in_robust_mode(self):
         new = run(9, scale={"^BM_ChannelPingPong/bytes:64/spin_us:0/": 1.15})
         rep = compare.compare_runs(self.old, new, "robust")
@@ -184,9 +201,9 @@ class PooledBaseline(unittest.TestCase):
         import baseline as baseline_mod
         runs = []
         for i in range(3):
-            # BM_QueueThroughput/bytes:64/spin_us:50 wobbles by `unstable`
+            # BM_QueuePingPong/bytes:64/spin_us:50 wobbles by `unstable`
             # from run to run; everything else is steady
-            scale = {"^BM_QueueThroughput/bytes:64/spin_us:50/": unstable ** i}
+            scale = {"^BM_QueuePingPong/bytes:64/spin_us:50/": unstable ** i}
             runs.append(synth.make_run(self.SPEC, repetitions=5, seed=30 + i, scale=scale))
         pooled = baseline_mod.pool_sources(runs)
         return gbench.parse_run(pooled, "baseline")
@@ -199,7 +216,7 @@ class PooledBaseline(unittest.TestCase):
 
     def test_unstable_benchmark_does_not_alarm_within_its_noise(self):
         base = self.baseline(unstable=1.3)  # medians 1, 1.3, 1.69
-        name = "BM_QueueThroughput/bytes:64/spin_us:50"
+        name = "BM_QueuePingPong/bytes:64/spin_us:50"
         new = run(40, reps=5, spec=self.SPEC, scale={"^" + name + "/": 1.69})
         rep = compare.compare_runs(base, new, "robust")
         rows = [r for r in rep.rows if r.name == name and r.kind == "ratio"]
@@ -223,7 +240,7 @@ class PooledBaseline(unittest.TestCase):
         # 1.3x apart: their repetitions cannot tell that from a regression,
         # the baseline's run-to-run spread can.
         base = self.baseline(unstable=1.3)
-        name = "BM_QueueThroughput/bytes:64/spin_us:50"
+        name = "BM_QueuePingPong/bytes:64/spin_us:50"
         a = run(42, reps=9, spec=self.SPEC)
         b = run(43, reps=9, spec=self.SPEC, scale={"^" + name + "/": 1.3})
         self.assertIn(name, regressed(compare.compare_runs(a, b, "robust")))

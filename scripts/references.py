@@ -128,11 +128,28 @@ MACHINE_NORMALISED: frozenset[str] = frozenset({
 GATED_PREFIXES: tuple[str, ...] = ("BM_",)
 
 # Instances reported but never gated (regexes on the base name), for
-# benchmarks known to be too unstable on the CI machines to gate, e.g.
-# r"/spin_us:[1-9]" for spinning variants on a 2-CPU machine. Empty: the
+# benchmarks known to be too unstable on the CI machines to gate. The
 # run-to-run noise of a baseline pooled from several runs is the first line
 # of defence (see scripts/baseline.py); this is the explicit second one.
-UNGATED_INSTANCES: tuple[str, ...] = ()
+#
+# Shared-memory throughput (Queue, JoinableQueue, Channel, RingChannel): on
+# the 2-vCPU CI VM, how fast a producer fills a shared ring against how fast
+# the consumer drains it swings from one run to the next far beyond its
+# repetitions' spread (measured: JoinableQueueThroughput/bytes:4096 2.4x
+# slower, the Queue family 12-18% slower as a whole, between two
+# back-to-back quick runs of one build), and three baseline runs do not see
+# the whole range. They stay in every table, chart and history; the same
+# code paths are gated through QueuePingPong and ChannelPingPong, whose
+# round trips do not depend on that race.
+UNGATED_INSTANCES: tuple[str, ...] = (
+    r"^BM_(Joinable)?QueueThroughput/",
+    r"^BM_(Ring)?ChannelThroughput/",
+)
+
+# Metrics reported but never gated: a 99th percentile of a round trip on a
+# shared VM is set by the neighbours' bursts (it moved 16% between two runs
+# of one build), not by our code; the median (p50_ns) and time are gated.
+UNGATED_METRICS: tuple[str, ...] = ("p99_ns",)
 
 # Counters compared as bench/reference ratios in noise-robust mode besides
 # time. Rates (bytes_per_second, items_per_second) are time seen upside down
