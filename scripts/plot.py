@@ -457,6 +457,9 @@ def chart_history(plt, runs_dir: Path, out_dir, written, notes):
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=45, ha="right", fontsize="x-small")
     ax.axhline(1.0, color="black", linewidth=0.8)
+    # The ratios span 0.9 (a pipe against the raw pipe) to hundreds (a
+    # channel against memcpy): only a log axis shows every line's trend.
+    ax.set_yscale("log")
     ax.set_xlabel("run (commit, date), oldest first")
     ax.set_ylabel("our code / raw reference (median time ratio)")
     ax.set_title("Headline ratios over commits (lower is better; labels mark step changes)",
