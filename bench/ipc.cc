@@ -521,30 +521,29 @@ void BM_RingChannelThroughput(benchmark::State& state) {
 // and the producer's last iteration waits in join() until all are.
 void BM_JoinableQueueThroughput(benchmark::State& state) {
   const std::size_t bytes = bytes_arg(state);
-  std::unique_ptr<JoinableQueue> queue;
-  try {
-    queue = std::make_unique<JoinableQueue>(queue_options(bytes, 50));
-  } catch (const std::exception& e) {
-    state.SkipWithError(e.what());
-    return;
-  }
-  std::vector<std::byte> message(bytes);
-  run_throughput(
-      state, bytes,
-      [&](uint64_t i) {
-        stamp(message, i);
-        queue->put_bytes(message);
-        if (i + 1 == static_cast<uint64_t>(state.max_iterations)) queue->join();
-      },
-      [&](uint64_t count) {
-        std::vector<std::byte> buffer(bytes);
-        for (uint64_t i = 0; i < count; ++i) {
-          const auto n = queue->get_bytes_into(buffer);
-          if (!n || *n != bytes) return 1;
-          if (!stamped(buffer.data(), bytes, i)) return 2;
-          queue->task_done();
-        }
-        return 0;
+  with_links(
+      state,
+      [&] { return std::make_unique<JoinableQueue>(queue_options(bytes, 50)); },
+      [&](JoinableQueue& queue) {
+        std::vector<std::byte> message(bytes);
+        run_throughput(
+            state, bytes,
+            [&](uint64_t i) {
+              stamp(message, i);
+              queue.put_bytes(message);
+              if (i + 1 == static_cast<uint64_t>(state.max_iterations))
+                queue.join();
+            },
+            [&](uint64_t count) {
+              std::vector<std::byte> buffer(bytes);
+              for (uint64_t i = 0; i < count; ++i) {
+                const auto n = queue.get_bytes_into(buffer);
+                if (!n || *n != bytes) return 1;
+                if (!stamped(buffer.data(), bytes, i)) return 2;
+                queue.task_done();
+              }
+              return 0;
+            });
       });
 }
 

@@ -228,7 +228,8 @@ std::vector<std::unique_ptr<Workload>>& workloads() {
 }
 
 // The serial run of (workload, n), measured once per process: the checksum
-// every parallel run must match, and the time `speedup` divides.
+// every parallel run must match, and the time `speedup` divides. The items
+// must be prepared (prepare() below).
 struct SerialReference {
   std::uint64_t checksum;
   double seconds;
@@ -238,7 +239,6 @@ SerialReference serial_reference(Workload& workload, std::size_t n) {
   static std::map<std::pair<std::string, std::size_t>, SerialReference> cache;
   const auto key = std::make_pair(std::string(workload.name()), n);
   if (auto it = cache.find(key); it != cache.end()) return it->second;
-  workload.prepare(n);
   const std::uint64_t sum = workload.serial();  // warm-up: pages and caches
   // The median of at least 3 runs and 0.2 s, like one BM_SerialMap result.
   std::vector<double> runs;
@@ -270,9 +270,8 @@ void finish(benchmark::State& state, std::size_t n,
 // buffers workers inherit) in place: call it before creating a pool, whose
 // workers must be forked after the data they inherit exists.
 SerialReference prepare(Workload& workload, std::size_t n) {
-  const SerialReference reference = serial_reference(workload, n);
   workload.prepare(n);
-  return reference;
+  return serial_reference(workload, n);
 }
 
 template <typename Body>

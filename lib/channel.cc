@@ -72,7 +72,7 @@ bool acquire(bip::interprocess_semaphore& semaphore, const WaitPolicy& policy,
              const char* what) {
   if (semaphore.try_wait()) return true;
   if (deadline.passed()) return false;
-  if (spin_until_ready(policy, [&] { return semaphore.try_wait(); }))
+  if (spin_until_ready(policy, deadline, [&] { return semaphore.try_wait(); }))
     return true;
   for (;;) {
     const auto slice = deadline.remaining(policy.liveness_check);

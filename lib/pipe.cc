@@ -238,11 +238,17 @@ void Connection::read_payload(std::byte* out, std::uint64_t n,
   if (begin_ == end_) begin_ = end_ = 0;
 }
 
-void Connection::take_payload(std::uint64_t length, std::byte* out) {
-  begin_ += kHeaderSize;
+void Connection::expect_frames_like(std::uint64_t length) {
+  // A payload read straight into its destination needs only the header
+  // buffered; a smaller one comes whole with its header in one read.
   read_hint_ = length >= kDirectRead
                    ? kHeaderSize
                    : kHeaderSize + static_cast<std::size_t>(length);
+}
+
+void Connection::take_payload(std::uint64_t length, std::byte* out) {
+  begin_ += kHeaderSize;
+  expect_frames_like(length);
   read_payload(out, length, length, 0);
 }
 
@@ -291,7 +297,7 @@ std::optional<std::size_t> Connection::recv_bytes_into(
                     length);
       begin_ += kHeaderSize + length;
       if (begin_ == end_) begin_ = end_ = 0;
-      read_hint_ = length >= kDirectRead ? kHeaderSize : kHeaderSize + length;
+      expect_frames_like(length);
       return static_cast<std::size_t>(length);
     }
   }

@@ -119,6 +119,8 @@ class Connection {
   // and the bytes of it already read only feed the truncation error.
   void read_payload(std::byte* out, std::uint64_t n, std::uint64_t frame_length,
                     std::uint64_t frame_done);
+  // Sets read_hint_ for frames like one with a `length`-byte payload.
+  void expect_frames_like(std::uint64_t length);
   void require_open(bool for_writing, const char* call) const;
   void write_contiguous(const std::byte* data, std::size_t size);
   [[noreturn]] void throw_send_error(int error) const;

@@ -127,7 +127,6 @@ struct Job {
   std::uint64_t in_flight = 0;
   std::map<std::uint64_t, ChunkResult> ready;
   std::exception_ptr failure;
-  // A chunk built but not yet accepted by a worker queue.
   // A chunk built but not yet accepted by a worker queue. The buffer keeps
   // its capacity from chunk to chunk.
   bool staged = false;
@@ -340,8 +339,6 @@ void PoolCore::State::fail_all(const std::string& why) {
     fail_job(job, std::make_exception_ptr(PoolError("Pool: " + why)));
 }
 
-// Puts chunks into worker `index`'s queue until it holds `prefetch` of them.
-// Returns false when no job has a chunk to give.
 // Puts chunks into worker `index`'s queue until it holds `level` of them.
 // Returns false when no job has a chunk to give.
 bool PoolCore::State::fill(std::size_t index, std::size_t level) {

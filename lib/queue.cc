@@ -319,26 +319,34 @@ void Queue::put_bytes(std::span<const std::byte> message,
 }
 
 bool Queue::try_put_bytes(std::span<const std::byte> message) {
-  const WaitPolicy saved = policy_;
-  policy_.spin = std::chrono::nanoseconds(0);
-  const bool done = put_impl(message, Deadline::now()) == Outcome::kDone;
-  policy_ = saved;
-  return done;
+  // A passed deadline spins not at all (internal::spin_until_ready).
+  return put_impl(message, Deadline::now()) == Outcome::kDone;
+}
+
+template <typename Sink>
+bool Queue::get_with(const Deadline& deadline, bool throw_on_timeout,
+                     Sink&& sink) {
+  switch (get_impl(deadline, std::forward<Sink>(sink))) {
+    case Outcome::kDone:
+      return true;
+    case Outcome::kTimedOut:
+      if (throw_on_timeout)
+        throw Empty("Queue::get: nothing arrived within the timeout");
+      return false;
+    case Outcome::kEndOfStream:
+      return false;
+  }
+  return false;
 }
 
 std::optional<std::vector<std::byte>> Queue::get_vector(
     const Deadline& deadline, bool throw_on_timeout) {
   std::vector<std::byte> message;
-  const Outcome outcome = get_impl(deadline, [&](std::size_t length) {
-    message.resize(length);
-    return message.data();
-  });
-  if (outcome == Outcome::kEndOfStream) return std::nullopt;
-  if (outcome == Outcome::kTimedOut) {
-    if (throw_on_timeout)
-      throw Empty("Queue::get: nothing arrived within the timeout");
+  if (!get_with(deadline, throw_on_timeout, [&](std::size_t length) {
+        message.resize(length);
+        return message.data();
+      }))
     return std::nullopt;
-  }
   return message;
 }
 
@@ -352,34 +360,26 @@ std::optional<std::vector<std::byte>> Queue::get_bytes(
 }
 
 std::optional<std::vector<std::byte>> Queue::try_get_bytes() {
-  const WaitPolicy saved = policy_;
-  policy_.spin = std::chrono::nanoseconds(0);
-  auto message = get_vector(Deadline::now(), false);
-  policy_ = saved;
-  return message;
+  return get_vector(Deadline::now(), false);
 }
 
 std::optional<std::size_t> Queue::get_into(std::span<std::byte> buffer,
                                            const Deadline& deadline,
                                            bool throw_on_timeout) {
   std::size_t got = 0;
-  const Outcome outcome = get_impl(deadline, [&](std::size_t length) {
-    if (length > buffer.size()) {
-      throw MessageTooLong(
-          "Queue::get_bytes_into: message of " + std::to_string(length) +
-              " bytes does not fit the " + std::to_string(buffer.size()) +
-              "-byte buffer; it stays in the queue",
-          length, buffer.size());
-    }
-    got = length;
-    return buffer.data();
-  });
-  if (outcome == Outcome::kEndOfStream) return std::nullopt;
-  if (outcome == Outcome::kTimedOut) {
-    if (throw_on_timeout)
-      throw Empty("Queue::get: nothing arrived within the timeout");
-    return std::nullopt;
-  }
+  const bool took =
+      get_with(deadline, throw_on_timeout, [&](std::size_t length) {
+        if (length > buffer.size()) {
+          throw MessageTooLong(
+              "Queue::get_bytes_into: message of " + std::to_string(length) +
+                  " bytes does not fit the " + std::to_string(buffer.size()) +
+                  "-byte buffer; it stays in the queue",
+              length, buffer.size());
+        }
+        got = length;
+        return buffer.data();
+      });
+  if (!took) return std::nullopt;
   return got;
 }
 
@@ -394,11 +394,7 @@ std::optional<std::size_t> Queue::get_bytes_into(
 
 std::optional<std::size_t> Queue::try_get_bytes_into(
     std::span<std::byte> buffer) {
-  const WaitPolicy saved = policy_;
-  policy_.spin = std::chrono::nanoseconds(0);
-  auto got = get_into(buffer, Deadline::now(), false);
-  policy_ = saved;
-  return got;
+  return get_into(buffer, Deadline::now(), false);
 }
 
 void Queue::close() {

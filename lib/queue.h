@@ -162,6 +162,12 @@ class Queue {
   // Copies the next message out through `sink(length) -> destination`.
   template <typename Sink>
   Outcome get_impl(const internal::Deadline& deadline, Sink&& sink);
+  // get_impl, reported as the get calls do: true when a message was taken;
+  // false at end of stream, or on a timeout unless `throw_on_timeout`
+  // (then mp::Empty).
+  template <typename Sink>
+  bool get_with(const internal::Deadline& deadline, bool throw_on_timeout,
+                Sink&& sink);
   std::optional<std::size_t> get_into(std::span<std::byte> buffer,
                                       const internal::Deadline& deadline,
                                       bool throw_on_timeout);

@@ -144,6 +144,23 @@ TEST_F(QueueTest, TooSmallBufferLeavesTheMessageQueued) {
   EXPECT_EQ(message->size(), 100u);
 }
 
+// The try_ forms refuse what does not fit as the blocking forms do, and
+// take nothing.
+TEST_F(QueueTest, TryFormsRefuseWhatDoesNotFit) {
+  QueueOptions opts = options();
+  opts.wait = WaitPolicy::spin_then_block(std::chrono::microseconds(50));
+  Queue q(opts);
+  q.put_bytes(std::vector<std::byte>(100, std::byte{7}));
+  std::vector<std::byte> small(10);
+  EXPECT_THROW(q.try_get_bytes_into(small), MessageTooLong);
+  EXPECT_THROW(q.try_put_bytes(std::vector<std::byte>(opts.capacity_bytes + 1)),
+               MessageTooLong);
+  EXPECT_EQ(q.qsize(), 1u);
+  std::vector<std::byte> big(100);
+  EXPECT_EQ(q.try_get_bytes_into(big), 100u);
+  EXPECT_EQ(q.try_get_bytes_into(big), std::nullopt);
+}
+
 TEST_F(QueueTest, WrapsAroundWithMixedSizes) {
   Queue q(options(256));  // small ring: records wrap constantly
   Process producer([&] {

@@ -96,15 +96,20 @@ struct alignas(64) SharedEvent {
   }
 };
 
-// Spins up to policy.spin until `ready()`: the CPU's pause hint between
-// checks, and every few hundred checks a sched_yield(), so that a spinner
-// hands its CPU to a runnable process that shares it (more processes than
-// cores: a pool on a small machine) instead of burning its time slice.
-// Returns whether `ready()` became true.
+// Spins up to policy.spin, and never past `deadline`, until `ready()`: the
+// CPU's pause hint between checks, and every few hundred checks a
+// sched_yield(), so that a spinner hands its CPU to a runnable process that
+// shares it (more processes than cores: a pool on a small machine) instead
+// of burning its time slice. A deadline already passed (the try_ forms)
+// spins not at all. Returns whether `ready()` became true.
 template <typename Ready>
-bool spin_until_ready(const WaitPolicy& policy, Ready&& ready) {
+bool spin_until_ready(const WaitPolicy& policy, const Deadline& deadline,
+                      Ready&& ready) {
   if (policy.spin.count() <= 0) return false;
-  const auto until = Clock::now() + policy.spin;
+  const auto now = Clock::now();
+  auto until = now + policy.spin;
+  if (const auto at = deadline.at()) until = std::min(until, *at);
+  if (until <= now) return false;
   for (unsigned i = 1;; ++i) {
     cpu_relax();
     if (ready()) return true;
@@ -126,7 +131,7 @@ template <typename Ready>
 WaitResult wait_for(SharedEvent& event, const WaitPolicy& policy,
                     const Deadline& deadline, Ready&& ready) {
   if (ready()) return WaitResult::kReady;
-  if (spin_until_ready(policy, ready)) return WaitResult::kReady;
+  if (spin_until_ready(policy, deadline, ready)) return WaitResult::kReady;
   const auto slice_end = Clock::now() + policy.liveness_check;
   for (;;) {
     const uint32_t seen = event.sequence.load(std::memory_order_seq_cst);

@@ -470,8 +470,16 @@ def compare_runs(old: gbench.Run, new: gbench.Run, mode: str = "direct",
                        and r.kind != "family")
             rep.rows.insert(last + 1, f)
     if noise is not None:
-        _apply_noise(rep, noise, mode, threshold, alpha, use_utest, metrics,
-                     pooled, correct, noise_factor)
+        if noise.sources < 2:
+            raise CompareError(
+                f"--noise-from {noise.path} holds a single run: it says "
+                f"nothing about run-to-run noise (make it with `bazel run "
+                f"//scripts:baseline -- RUN1 RUN2 RUN3`)")
+        # The noise baseline against itself: each row's tolerance from the
+        # spread between its pooled runs, under the same settings.
+        _apply_noise(rep, noise, compare_runs(
+            noise, noise, mode, threshold, alpha, use_utest, metrics, True,
+            pooled, correct, noise_factor))
     if use_utest:
         rep.tests = _holm(rep.rows, alpha, correct)
 
@@ -497,7 +505,7 @@ def compare_runs(old: gbench.Run, new: gbench.Run, mode: str = "direct",
     return rep
 
 
-def _noise_key(row: Row) -> tuple:
+def _row_key(row: Row) -> tuple:
     """What identifies a row across runs of different extent: family rows by
     family and reference family (their instance count may differ)."""
     if row.kind == "family":
@@ -506,8 +514,7 @@ def _noise_key(row: Row) -> tuple:
     return (row.name, row.metric, row.kind, row.reference)
 
 
-def _apply_noise(rep: Report, noise: gbench.Run, mode, threshold, alpha,
-                 use_utest, metrics, pooled, correct, noise_factor) -> None:
+def _apply_noise(rep: Report, noise: gbench.Run, self_rep: Report) -> None:
     """Raises each row's tolerance to the run-to-run spread the same row
     shows between the runs pooled in `noise` (times the noise factor), and
     turns a REGRESSED or improved row inside it into WITHIN_NOISE.
@@ -516,19 +523,13 @@ def _apply_noise(rep: Report, noise: gbench.Run, mode, threshold, alpha,
     placement of the VM's cores, a neighbour's load): two single runs of the
     same build can differ by more than their repetitions' spread, and the U
     test then calls noise significant. A baseline pooled from several runs
-    on the machine class measured that run-to-run spread once."""
-    if noise.sources < 2:
-        raise CompareError(
-            f"--noise-from {noise.path} holds a single run: it says nothing "
-            f"about run-to-run noise (make it with `bazel run "
-            f"//scripts:baseline -- RUN1 RUN2 RUN3`)")
-    self_rep = compare_runs(noise, noise, mode, threshold, alpha, use_utest,
-                            metrics, True, pooled, correct, noise_factor)
-    tolerance = {_noise_key(r): r.tolerance for r in self_rep.rows
+    on the machine class measured that run-to-run spread once; `self_rep`
+    is that baseline compared with itself."""
+    tolerance = {_row_key(r): r.tolerance for r in self_rep.rows
                  if r.tolerance is not None}
     rep.noise_from = f"{noise.path} ({noise.sources} runs)"
     for r in rep.rows:
-        tol = tolerance.get(_noise_key(r))
+        tol = tolerance.get(_row_key(r))
         if tol is None:
             continue
         r.tolerance = max(r.tolerance or threshold, tol)
@@ -542,11 +543,11 @@ def confirm(rep: Report, second: Report) -> None:
     same comparison with a second NEW run made independently: a regression
     of our code shows in every run, while a neighbour's burst of load or a
     change of the host's core placement rarely hits the same rows twice."""
-    again = {_noise_key(r) for r in second.rows
+    again = {_row_key(r) for r in second.rows
              if r.gated and r.verdict == REGRESSED}
     rep.confirmed_with = second.new
     for r in rep.rows:
-        if r.verdict == REGRESSED and _noise_key(r) not in again:
+        if r.verdict == REGRESSED and _row_key(r) not in again:
             r.verdict = NOT_REPRODUCED
 
 
@@ -768,18 +769,17 @@ def run_cli(args) -> int:
         new = gbench.load_run(gbench.user_path(args.new))
         noise = (gbench.load_run(gbench.user_path(args.noise_from))
                  if args.noise_from else None)
-        rep = compare_runs(old, new, args.mode, args.threshold, args.alpha,
-                           not args.no_utest, args.metrics,
-                           args.allow_underpowered, not args.no_pooled,
-                           not args.no_correction, args.noise_factor, noise)
+
+        def judge(run: gbench.Run) -> Report:
+            return compare_runs(old, run, args.mode, args.threshold,
+                                args.alpha, not args.no_utest, args.metrics,
+                                args.allow_underpowered, not args.no_pooled,
+                                not args.no_correction, args.noise_factor,
+                                noise)
+
+        rep = judge(new)
         if args.confirm:
-            second = gbench.load_run(gbench.user_path(args.confirm))
-            confirm(rep, compare_runs(old, second, args.mode, args.threshold,
-                                      args.alpha, not args.no_utest,
-                                      args.metrics, args.allow_underpowered,
-                                      not args.no_pooled,
-                                      not args.no_correction,
-                                      args.noise_factor, noise))
+            confirm(rep, judge(gbench.load_run(gbench.user_path(args.confirm))))
     except (gbench.InputError, CompareError) as e:
         print(f"compare: error: {e}", file=sys.stderr)
         return 2
