@@ -56,8 +56,9 @@ import suite
 # (1 and 16 MiB, 512 and 2048 MiB parents) measure memory bandwidth and page
 # tables rather than our code and take most of a full run's time.
 GATE_FILTERS = {
-    "fork": r"^BM_(ForkExitWait|ProcessStartJoin)(/rss_mib:(0|64))?/",
-    "ipc": (r"^BM_(?!Boost|Memcpy)[A-Za-z]+(Throughput|PingPong)"
+    # (Google Benchmark's filters are POSIX extended regular expressions.)
+    "fork": r"^BM_(ForkExitWait|ProcessStartJoin)(/rss_mib:(0|64))?/real_time$",
+    "ipc": (r"^BM_[A-Za-z]*(Pipe|Queue|Channel|Ring)[A-Za-z]*(Throughput|PingPong)"
             r"/bytes:(64|4096|65536)/|^BM_FloatChannel/"),
     "pool": suite.FAMILY_SETTINGS["pool"]["quick"]["filter"],
 }
