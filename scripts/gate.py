@@ -84,6 +84,12 @@ def parent_of(root: Path, rev: str) -> str | None:
     return r.stdout.strip() or None if r.returncode == 0 else None
 
 
+def is_shallow(root: Path) -> bool:
+    r = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=root,
+                       capture_output=True, text=True, check=False)
+    return r.stdout.strip() == "true"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gate", description=__doc__.split("\n\n", 1)[1],
@@ -171,6 +177,16 @@ def main(argv=None) -> int:
         print(f"gate: error: {e}", file=sys.stderr)
         return 2
     rev = parent_of(root, args.base)
+    if rev is None and args.base == "HEAD~1" and is_shallow(root):
+        # A shallow clone (CI systems make them) lacks the parent; fetch it.
+        subprocess.run(["git", "fetch", "--quiet", "--deepen=1"], cwd=root,
+                       check=False)
+        rev = parent_of(root, args.base)
+        if rev is None:
+            print("gate: WARNING: this is a shallow clone and the parent commit "
+                  "could not be fetched: nothing to compare with; passing "
+                  "(clone with history to gate)")
+            return 0
     if rev is None:
         if args.base == "HEAD~1" and parent_of(root, "HEAD"):
             print("gate: HEAD has no parent commit (the first commit): nothing "
