@@ -43,6 +43,7 @@ REF_STYLES = {  # raw references, drawn the same way everywhere
 PRETTY = {
     "MemcpyThroughput": "memcpy", "RawPipeThroughput": "raw pipe",
     "PipeThroughput": "mp pipe", "QueueThroughput": "Queue",
+    "JoinableQueueThroughput": "JoinableQueue",
     "ChannelThroughput": "Channel", "RingChannelThroughput": "RingChannel",
     "BoostMqThroughput": "Boost message_queue",
     "RawPipePingPong": "raw pipe", "RawFutexPingPong": "raw futex",
