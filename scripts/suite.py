@@ -357,24 +357,31 @@ class Progress:
         self._stop = None
         self._thread = None
 
-    def remaining(self, k: int, elapsed: float) -> float | None:
-        """Seconds left: the rest of step k plus every later step."""
-        total = 0.0
+    def remaining(self, k: int, elapsed: float) -> tuple[float, list[str]]:
+        """Seconds left (the rest of step k plus every later step) and the
+        steps with no estimate, left out of that sum."""
+        total, unknown = 0.0, []
         for i, step in enumerate(self.steps[k:], start=k):
             est = self.estimates.get(step)
             if est is None:
-                return None
+                unknown.append(step)
+                continue
             total += max(est - elapsed, 0.0) if i == k else est
-        return total
+        return total, unknown
 
     def line(self, k: int, what: str, elapsed: float) -> str:
-        left = self.remaining(k, elapsed)
-        rough = [st for st in self.steps[k:] if st in self.rough]
-        basis = (" (no earlier run here to estimate from)" if left is None
-                 else f" (rough for {', '.join(rough)})" if rough
-                 else " (from the previous run here)")
+        left, unknown = self.remaining(k, elapsed)
+        known = [st for st in self.steps[k:] if st not in unknown]
+        rough = [st for st in known if st in self.rough]
+        basis = []
+        if known and not rough:
+            basis.append("from the previous run here")
+        elif rough:
+            basis.append(f"rough for {', '.join(rough)}")
+        if unknown:
+            basis.append(f"+ {', '.join(unknown)}: no earlier run here")
         return (f"[{k + 1}/{len(self.steps)}] {self.steps[k]} {what} ... "
-                f"{mmss(elapsed)} elapsed, ETA {mmss(left)}{basis}")
+                f"{mmss(elapsed)} elapsed, ETA {mmss(left)} ({'; '.join(basis)})")
 
     def start(self, k: int, what: str) -> None:
         import threading
