@@ -719,12 +719,31 @@ CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1400px;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1em;font-size:13px}
 td,th{border:1px solid #ccc;padding:3px 7px;text-align:right;vertical-align:top}
-td:first-child,th:first-child{text-align:left}
+td:first-child,th:first-child,table.machine td{text-align:left}
 th{background:#f2f2f2}
 pre{background:#f6f6f6;padding:.5em;overflow-x:auto;font-size:12px}
 figure{margin:1em 0} figure svg{max-width:100%;height:auto}
 .note{font-size:13px;color:#444;max-width:60em}
 """
+
+
+# Counts, once the page has loaded, the charts and tables the browser drew
+# with a non-empty size: scripts/check_report.sh compares them with the
+# counts declared in the page's <meta> tags.
+RENDER_CHECK = """<script>
+window.addEventListener("load", function () {
+  function drawn(sel) {
+    var n = 0;
+    document.querySelectorAll(sel).forEach(function (e) {
+      var r = e.getBoundingClientRect();
+      if (r.width > 0 && r.height > 0) n++;
+    });
+    return n;
+  }
+  document.body.setAttribute("data-rendered-charts", drawn("figure.chart svg"));
+  document.body.setAttribute("data-rendered-tables", drawn("table"));
+});
+</script>"""
 
 
 def html_table(header, rows, cls="") -> str:
@@ -766,6 +785,7 @@ def render_html(run, tables, charts: list[tuple[str, str, str]]) -> str:
         parts.append("<h2>Charts</h2>")
         for _, title, svg in charts:
             parts.append(inline_svg(svg, title))
+    parts.append(RENDER_CHECK)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
