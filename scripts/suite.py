@@ -700,7 +700,7 @@ def draw_charts(root: Path, run_path: Path, results: Path | None = None) -> int:
         return 1
     for n in notes:
         log(f"plot: {n}")
-    log(f"charts: {len(files)} files in {results / 'charts'}")
+    log(f"charts: {len(files)} files in {_shown(results / 'charts', root)}")
     return 0
 
 
@@ -715,7 +715,7 @@ def write_report(run_path: Path, results: Path, charts: bool = True) -> int:
         log(f"ERROR: report failed: {type(e).__name__}: {e} (the run file is "
             f"complete; retry with bazel run //scripts:report -- {run_path})")
         return 1
-    log(f"report: {page}")
+    log(f"report: {_shown(page, gbench.repo_root())}")
     return 0
 
 
