@@ -650,11 +650,12 @@ def main(argv=None) -> int:
         log(f"WARNING: {b.name} reported an error: {b.error}")
     log(f"wrote {_shown(out_path, root)} ({len(merged['benchmarks'])} entries, "
         f"{info['seconds']} s of benchmarks, {round(time.monotonic() - t0, 1)} s in all)")
-    status = 0
-    if not args.no_plot:
+    if not args.no_report:  # the report draws the charts once for both
+        status = write_report(out_path, results, charts=not args.no_plot)
+    elif not args.no_plot:
         status = draw_charts(root, out_path, results)
-    if not args.no_report:
-        status = write_report(out_path, results, charts=not args.no_plot) or status
+    else:
+        status = 0
     print(out_path)
     return status
 
@@ -705,17 +706,30 @@ def draw_charts(root: Path, run_path: Path, results: Path | None = None) -> int:
 
 
 def write_report(run_path: Path, results: Path, charts: bool = True) -> int:
-    """results/reports/<run>/index.html and REPORT.md; prints the path."""
+    """results/reports/<run>/index.html and REPORT.md, and its charts copied
+    into results/charts/ (drawn once); logs the report's path."""
+    root = gbench.repo_root()
     try:
         import report
         page = report.write_report(report.combine([gbench.load_run(run_path)]),
                                    results / "reports" / run_path.stem,
                                    results / "runs", charts=charts)
+        copied = 0
+        if charts:
+            dest = results / "charts"
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in sorted((page.parent / "charts").iterdir()):
+                tmp = dest / f".{f.name}.tmp"
+                shutil.copyfile(f, tmp)
+                os.replace(tmp, dest / f.name)
+                copied += 1
     except Exception as e:  # the run is written; say what went wrong
         log(f"ERROR: report failed: {type(e).__name__}: {e} (the run file is "
             f"complete; retry with bazel run //scripts:report -- {run_path})")
         return 1
-    log(f"report: {_shown(page, gbench.repo_root())}")
+    if charts:
+        log(f"charts: {copied} files in {_shown(results / 'charts', root)}")
+    log(f"report: {_shown(page, root)}")
     return 0
 
 

@@ -125,13 +125,18 @@ class InterruptAndResume(unittest.TestCase):
         self.assertEqual(list((self.results / "partial").iterdir()), [])
         self.assertEqual(list((self.results / "runs").glob("*.json")), [run_path])
 
-        # A second run on this machine estimates from the first.
-        r = subprocess.run(self.cmd + ["--families", "fork", "--no-python",
-                                       "--repetitions", "4"],
+        # A second run on this machine estimates from the first, and ends
+        # with its report (tables only: --no-plot).
+        cmd = [c for c in self.cmd if c != "--no-report"]
+        r = subprocess.run(cmd + ["--families", "fork", "--no-python", "--repetitions", "4"],
                            env=self.env, capture_output=True, text=True, timeout=120)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertRegex(r.stderr, r"\[1/1\] fork .* ETA \d\d:\d\d "
                                    r"\(from the previous run here\)\n")
+        second = Path(r.stdout.strip())
+        page = self.results / "reports" / second.stem / "index.html"
+        self.assertIn(f"report: {page}", r.stderr)
+        self.assertIn("BM_forkA", page.read_text())
 
     def test_nothing_to_resume(self):
         r = subprocess.run(self.cmd + ["--resume"], env=self.env, capture_output=True,
