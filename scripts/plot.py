@@ -4,26 +4,36 @@
     bazel run //scripts:plot -- RUN.json [--out-dir results/charts]
 
 Writes into results/charts/ (each chart as NAME.svg and NAME.png):
-  throughput      bytes per second against message size, every mechanism,
-                  with the memcpy and raw-pipe lines (log-log)
+  throughput      bytes per second (GB/s, 10^9 B/s) against message size,
+                  every mechanism, with the memcpy and raw-pipe lines
   latency         round trip against message size: median (p50) and p99
   fork_rss        process creation cost against the parent's resident memory
                   for fork, vfork, posix_spawn and mp::Process
   pool_<workload>_items<N>
                   map time against chunksize, one line per worker count,
                   serial as a horizontal line, one panel per mechanism
-  pool_speedup    speedup over serial against workers (best chunksize)
+  pool_speedup    speedup over serial against workers (best chunksize); the
+                  ideal line stops rising at the machine's core count
+  pool_break_even break-even item cost c* against chunksize, a line per
+                  mechanism (c* = o W / (W - 1), o the pool's per-item
+                  overhead; see scripts/report.py), W = the machine's cores
   history         headline ratios (our code / raw reference) over the runs in
-                  results/runs/, in order (see scripts/history.py)
-A chart whose benchmarks the run lacks is skipped with a note. The Python
-reference (Py* benchmarks) is drawn dashed in the colour of its C++ sibling.
-Medians over repetitions throughout.
+                  results/runs/, full and quick runs in separate panels (see
+                  scripts/history.py)
+Every line is the median over repetitions, with a band from the smallest
+to the largest repetition (the history's points are geometric means over a
+family and have none). A mechanism has one colour in every chart
+(MECHANISM_COLOURS); raw references are black and grey; the Python
+reference (Py* benchmarks) is dashed in the colour of its C++ sibling.
+A chart whose benchmarks the run lacks is skipped with a note.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -31,7 +41,9 @@ from pathlib import Path
 import gbench
 
 KIB, MIB, GIB = 2**10, 2**20, 2**30
+GB = 1e9
 PY_STYLE = dict(linestyle="--", alpha=0.85)
+BAND_ALPHA = 0.15
 REF_STYLES = {  # raw references, drawn the same way everywhere
     "MemcpyThroughput": dict(color="black", linewidth=2.2),
     "RawPipeThroughput": dict(color="0.45", linewidth=2.2),
@@ -39,10 +51,12 @@ REF_STYLES = {  # raw references, drawn the same way everywhere
     "RawFutexPingPong": dict(color="black", linewidth=1.5, linestyle=":"),
     "RawSpinPingPong": dict(color="0.3", linewidth=1.5, linestyle="-."),
     "ForkExitWait": dict(color="black", linewidth=2.2),
+    "SerialMap": dict(color="black", linewidth=1.8),
 }
 PRETTY = {
     "MemcpyThroughput": "memcpy", "RawPipeThroughput": "raw pipe",
     "PipeThroughput": "mp pipe", "QueueThroughput": "Queue",
+    "JoinableQueueThroughput": "JoinableQueue",
     "ChannelThroughput": "Channel", "RingChannelThroughput": "RingChannel",
     "BoostMqThroughput": "Boost message_queue",
     "RawPipePingPong": "raw pipe", "RawFutexPingPong": "raw futex",
@@ -54,6 +68,50 @@ PRETTY = {
     "PoolMap": "Pool.map", "PoolImapUnordered": "Pool.imap_unordered",
     "ForkMap": "fork per chunk", "ThreadPoolMap": "thread pool",
 }
+# What the Python reference's benchmark of a family is, where the C++ label
+# would be wrong for it (CPython has no mp::Process).
+PY_PRETTY = {
+    "ForkExitWait": "Python os.fork + os._exit + os.waitpid",
+    "ProcessStartJoin": "Python multiprocessing.Process start+join",
+    "PipeThroughput": "Python multiprocessing.Pipe",
+    "PipePingPong": "Python multiprocessing.Pipe",
+    "RawPipeThroughput": "Python os.pipe",
+    "RawPipePingPong": "Python os.pipe",
+    "QueueThroughput": "Python multiprocessing.Queue",
+    "QueuePingPong": "Python multiprocessing.Queue",
+    "JoinableQueueThroughput": "Python multiprocessing.JoinableQueue",
+    "PoolMap": "Python Pool.map", "PoolImapUnordered": "Python Pool.imap_unordered",
+    "SerialMap": "Python serial",
+}
+# One colour per mechanism in every chart: a family's mechanism is its name
+# without the Throughput/PingPong suffix. Raw references use REF_STYLES.
+MECHANISM_COLOURS = {
+    "Pipe": "#1f77b4", "Queue": "#ff7f0e", "JoinableQueue": "#8c564b",
+    "Channel": "#2ca02c", "RingChannel": "#d62728", "BoostMq": "#9467bd",
+    "FloatChannel": "#98df8a",
+    "ProcessStartJoin": "#17becf", "Vfork": "#bcbd22", "PosixSpawn": "#e377c2",
+    "ForkExec": "#aec7e8", "ThreadStartJoin": "#ffbb78",
+    "PoolMap": "#393b79", "PoolImapUnordered": "#637939", "ForkMap": "#8c6d31",
+    "ThreadPoolMap": "#843c39",
+}
+# Mechanisms not listed above (new benchmarks) get one of these, chosen by
+# a hash of the name: stable from run to run.
+SPARE_COLOURS = ("#c49c94", "#f7b6d2", "#c5b0d5", "#9edae5", "#dbdb8d", "#ff9896",
+                 "#6b6ecf", "#b5cf6b", "#e7ba52", "#d6616b", "#ce6dbd", "#3182bd")
+
+
+def mechanism(family: str) -> str:
+    return re.sub(r"(Throughput|PingPong)$", "", family)
+
+
+def colour_of(family: str):
+    if family in REF_STYLES:
+        return REF_STYLES[family]["color"]
+    mech = mechanism(family)
+    if mech in MECHANISM_COLOURS:
+        return MECHANISM_COLOURS[mech]
+    h = int(hashlib.sha1(mech.encode()).hexdigest(), 16)
+    return SPARE_COLOURS[h % len(SPARE_COLOURS)]
 
 
 def _plt():
@@ -79,7 +137,12 @@ def size_label(n: float) -> str:
 
 
 def _mech_label(n: gbench.Name, skip=("bytes",)) -> str:
-    base = PRETTY.get(n.family, n.family)
+    if n.prefix == "Py" and n.family in PY_PRETTY:
+        base = PY_PRETTY[n.family]
+    else:
+        base = PRETTY.get(n.family, n.family)
+        if n.prefix == "Py":
+            base = "Python " + base
     extra = []
     for k, v in n.args:
         if k in skip:
@@ -92,61 +155,71 @@ def _mech_label(n: gbench.Name, skip=("bytes",)) -> str:
             extra.append(f"{k} {v}")
         else:
             extra.append(v)
-    label = base + (f" ({', '.join(extra)})" if extra else "")
-    return ("Python " + label) if n.prefix == "Py" else label
+    return base + (f" ({', '.join(extra)})" if extra else "")
 
 
-class Colours:
-    """One colour per mechanism, shared by its C++ and Python lines."""
-
-    def __init__(self):
-        import matplotlib
-        cmap = matplotlib.colormaps["tab10"]
-        # tab10 without its grey (7), which the raw references use
-        self.palette = [cmap(i) for i in range(10) if i != 7]
-        self.known: dict[str, object] = {}
-
-    def __call__(self, key: str):
-        if key not in self.known:
-            self.known[key] = self.palette[len(self.known) % len(self.palette)]
-        return self.known[key]
-
-
-def _style(n: gbench.Name, key: str, colours: Colours) -> dict:
+def _style(n: gbench.Name, variant: int = 0) -> dict:
+    """Line style of a benchmark: its mechanism's colour (references their
+    own), dashed for Python; `variant` (ring size, spin) picks a marker."""
     if n.family in REF_STYLES:
         st = dict(REF_STYLES[n.family])
     else:
-        st = dict(color=colours(key), linewidth=1.5)
+        st = dict(color=colour_of(n.family), linewidth=1.5)
     if n.prefix == "Py":
         st.update(PY_STYLE)
-    st.setdefault("marker", "o")
+    st.setdefault("marker", "osD^v<>ph*"[variant % 10])
     st["markersize"] = 3.5
     return st
 
 
-def _series(run: gbench.Run, families, xkey: str, metric: str = "time",
-            value=None):
-    """{(prefix, family, other args): [(x, value)]} for benchmarks of the
-    given families that have argument `xkey`; `value(name)` overrides."""
+def _stats(run, name, metric="time", value=None):
+    """(median, min, max) of a benchmark's repetitions through `value`
+    (a function of one sample), or None."""
+    f = value or (lambda v: v)
+    med = run.median(name, metric)
+    if med is None:
+        return None
+    samples = run.samples(name, metric) or [med]
+    vals = sorted(f(v) for v in samples)
+    return f(med), vals[0], vals[-1]
+
+
+def _series(run: gbench.Run, families, xkey: str, stats):
+    """{(prefix, family, other args, kind): [(x, (med, lo, hi))]} for
+    benchmarks of the given families; `stats(name)` gives the point."""
     out: dict[tuple, list] = {}
     for name in run.names():
         n = gbench.parse_name(name)
         if n.family not in families or n.prefix not in ("BM_", "Py"):
             continue
         x = n.arg(xkey)
-        v = value(name) if value else run.median(name, metric)
-        if v is None:
+        st = stats(name)
+        if st is None:
             continue
         rest = tuple((k, a) for k, a in n.args if k != xkey)
         if x is None:
-            out.setdefault((n.prefix, n.family, rest, "flat"), []).append((None, v))
+            out.setdefault((n.prefix, n.family, rest, "flat"), []).append((None, st))
             continue
         try:
             xv = float(x)
         except ValueError:
             continue
-        out.setdefault((n.prefix, n.family, rest, "x"), []).append((xv, v))
+        out.setdefault((n.prefix, n.family, rest, "x"), []).append((xv, st))
     return {k: sorted(v, key=lambda p: (p[0] is None, p[0] or 0)) for k, v in out.items()}
+
+
+def _line(ax, xs, pts, label, st):
+    """A median line with its min-max band."""
+    meds = [p[0] for p in pts]
+    ax.plot(xs, meds, label=label, **st)
+    ax.fill_between(xs, [p[1] for p in pts], [p[2] for p in pts],
+                    color=st.get("color"), alpha=BAND_ALPHA, linewidth=0)
+
+
+def _hline(ax, pt, label, st):
+    st = {k: v for k, v in st.items() if k not in ("marker", "markersize")}
+    ax.axhline(pt[0], label=label, **st)
+    ax.axhspan(pt[1], pt[2], color=st.get("color"), alpha=BAND_ALPHA, linewidth=0)
 
 
 def _subtitle(run: gbench.Run) -> str:
@@ -187,33 +260,53 @@ def _legend_outside(ax):
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
-THROUGHPUT = ("MemcpyThroughput", "RawPipeThroughput", "PipeThroughput",
-              "QueueThroughput", "ChannelThroughput", "RingChannelThroughput",
-              "BoostMqThroughput")
-PINGPONG = ("RawPipePingPong", "RawFutexPingPong", "RawSpinPingPong", "PipePingPong",
-            "QueuePingPong", "ChannelPingPong", "BoostMqPingPong")
-FORK = ("ForkExitWait", "Vfork", "PosixSpawn", "ProcessStartJoin")
-POOL = ("PoolMap", "PoolImapUnordered", "ForkMap", "ThreadPoolMap")
+SPREAD_NOTE = "lines: median of the repetitions; bands: min to max"
 
 
 def _order(families):
     return lambda item: (families.index(item[0][1]) if item[0][1] in families else 99,
-                         item[0][0] != "BM_", item[0][2])
+                         item[0][1], item[0][0] != "BM_", item[0][2])
+
+
+def _throughput_families(run) -> list[str]:
+    """Every family with a bytes:N argument and a bytes_per_second counter
+    (or a name ending in Throughput), references first."""
+    fams = {}
+    for name in run.names():
+        n = gbench.parse_name(name)
+        if n.arg("bytes") is None or run.median(name, "p50_ns") is not None:
+            continue
+        if n.family.endswith("Throughput") or run.median(name, "bytes_per_second"):
+            fams[n.family] = True
+    return sorted(fams, key=lambda f: (f not in REF_STYLES, f))
+
+
+def _pingpong_families(run) -> list[str]:
+    fams = {gbench.parse_name(nm).family for nm in run.names()
+            if run.median(nm, "p50_ns") is not None
+            or gbench.parse_name(nm).family.endswith("PingPong")}
+    return sorted(fams, key=lambda f: (f not in REF_STYLES, f))
 
 
 def chart_throughput(plt, run, out_dir, written, notes):
-    def bps(name):
-        v = run.median(name, "bytes_per_second")
-        if v is None:
-            t, b = run.median(name), gbench.parse_name(name).arg("bytes")
-            v = float(b) * 1e9 / t if t and b else None
-        return v / GIB if v else None
+    def stats(name):
+        if run.median(name, "bytes_per_second") is not None:
+            return _stats(run, name, "bytes_per_second", lambda v: v / GB)
+        b = gbench.parse_name(name).arg("bytes")
+        try:
+            nbytes = float(b)
+        except (TypeError, ValueError):
+            return None
+        st = _stats(run, name, "time", lambda t: nbytes / t if t else 0.0)
+        return None if st is None else (st[0], min(st[1:]), max(st[1:]))
 
-    series = _series(run, THROUGHPUT, "bytes", value=bps)
+    families = _throughput_families(run)
+    series = _series(run, families, "bytes", stats)
     series = {k: v for k, v in series.items() if k[3] == "x"}
     if not series:
         notes.append("throughput: no *Throughput/bytes:N benchmarks")
         return
+
     def spin(rest) -> float:
         for k, v in rest:
             if k == "spin_us":
@@ -224,94 +317,98 @@ def chart_throughput(plt, run, out_dir, written, notes):
         return 0.0
 
     spinning = any(spin(k[2]) > 0 for k in series)
-    # Panel 1: mechanisms that block (spin_us:0 or no spin option); panel 2,
-    # when the run has spinning variants: those, with the same references.
     panels = [("block only (spin_us:0) and mechanisms without a spin option",
                lambda k: spin(k[2]) == 0)]
     if spinning:
         panels.append(("spinning before blocking (spin_us > 0)",
                        lambda k: spin(k[2]) > 0 or k[1] in REF_STYLES))
-    colours = Colours()
+    variants: dict = {}
     fig, axes = plt.subplots(1, len(panels), figsize=(7.2 * len(panels) + 3, 5.8),
                              sharey=True, squeeze=False)
     for ax, (title, keep) in zip(axes[0], panels):
         xs = []
-        for (prefix, fam, rest, kind), pts in sorted(series.items(), key=_order(THROUGHPUT)):
+        for (prefix, fam, rest, kind), pts in sorted(series.items(), key=_order(families)):
             if not keep((prefix, fam, rest, kind)):
                 continue
             n = gbench.Name(prefix, fam, rest)
-            # one colour per mechanism (and ring size), the same in both panels
-            key = fam + str([a for a in rest if a[0] != "spin_us"])
-            ax.plot([p[0] for p in pts], [p[1] for p in pts],
-                    label=_mech_label(n), **_style(n, key, colours))
+            other = tuple(a for a in rest if a[0] != "spin_us")
+            v = variants.setdefault(fam, {}).setdefault(other, len(variants.get(fam, {})))
+            _line(ax, [p[0] for p in pts], [p[1] for p in pts], _mech_label(n),
+                  _style(n, v))
             xs += [p[0] for p in pts]
         _size_axis(ax, xs)
         ax.set_yscale("log")
         ax.set_xlabel("message size")
         ax.set_title(title, fontsize="medium")
         ax.legend(loc="lower right", fontsize="x-small")
-    axes[0][0].set_ylabel("throughput (GiB/s, median)")
+    axes[0][0].set_ylabel("throughput (GB/s = 10⁹ bytes/s)")
     fig.suptitle("Throughput against message size (one producer, one consumer process)\n"
-                 + _subtitle(run), fontsize="medium")
+                 + _subtitle(run) + " · " + SPREAD_NOTE, fontsize="medium")
     fig.tight_layout()
     _save(plt, fig, out_dir, "throughput", written)
 
 
 def chart_latency(plt, run, out_dir, written, notes):
     panels = (("p50_ns", "median (p50)"), ("p99_ns", "99th percentile (p99)"))
+    families = _pingpong_families(run)
     data = {}
     for metric, _ in panels:
-        def val(name, metric=metric):
-            v = run.median(name, metric)
-            if v is None and metric == "p50_ns":
-                v = run.median(name)  # mean round trip when no percentile
-            return v / 1e3 if v else None
-        data[metric] = _series(run, PINGPONG, "bytes", value=val)
+        def stats(name, metric=metric):
+            if run.median(name, metric) is None and metric == "p50_ns":
+                return _stats(run, name, "time", lambda v: v / 1e3)
+            return _stats(run, name, metric, lambda v: v / 1e3)
+        data[metric] = _series(run, families, "bytes", stats)
     if not any(data.values()):
         notes.append("latency: no *PingPong benchmarks")
         return
-    colours = Colours()
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharey=True)
     for ax, (metric, title) in zip(axes, panels):
         xs = [p[0] for pts in data[metric].values() for p in pts if p[0] is not None]
+        variants: dict = {}
         for (prefix, fam, rest, kind), pts in sorted(data[metric].items(),
-                                                      key=_order(PINGPONG)):
+                                                      key=_order(families)):
             n = gbench.Name(prefix, fam, rest)
-            st = _style(n, fam + str(rest), colours)
+            v = variants.setdefault(fam, {}).setdefault(rest, len(variants.get(fam, {})))
+            st = _style(n, v)
             if kind == "flat":
-                st.pop("marker", None)
-                st.pop("markersize", None)
                 st.setdefault("linestyle", ":")
-                ax.axhline(pts[0][1], label=_mech_label(n) + " (no payload)", **st)
+                _hline(ax, pts[0][1], _mech_label(n) + " (no payload)", st)
             else:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts],
-                        label=_mech_label(n), **st)
+                if v and "linestyle" not in st:
+                    st["linestyle"] = (0, (4, 1.5))  # the spinning variant
+                _line(ax, [p[0] for p in pts], [p[1] for p in pts], _mech_label(n), st)
         if xs:
             _size_axis(ax, xs)
         ax.set_yscale("log")
         ax.set_xlabel("message size")
         ax.set_title(f"round trip, {title}", fontsize="medium")
+        ax.legend(loc="upper left", fontsize="x-small")
     axes[0].set_ylabel("round-trip time (µs)")
     fig.suptitle("Round-trip latency per mechanism (ping-pong between two processes)\n"
-                 + _subtitle(run), fontsize="medium")
-    _legend_outside(axes[1])
+                 + _subtitle(run) + " · " + SPREAD_NOTE + " of each percentile",
+                 fontsize="medium")
     _save(plt, fig, out_dir, "latency", written)
 
 
+FORK = ("ForkExitWait", "Vfork", "PosixSpawn", "ProcessStartJoin")
+POOL = ("PoolMap", "PoolImapUnordered", "ForkMap", "ThreadPoolMap")
+
+
 def chart_fork(plt, run, out_dir, written, notes):
-    series = _series(run, FORK, "rss_mib",
-                     value=lambda n: (run.median(n) or 0) / 1e3 or None)
+    fams = sorted({gbench.parse_name(nm).family for nm in run.names()
+                   if gbench.parse_name(nm).arg("rss_mib") is not None},
+                  key=lambda f: (FORK.index(f) if f in FORK else 99, f))
+    series = _series(run, fams, "rss_mib", lambda nm: _stats(run, nm, "time", lambda v: v / 1e3))
     series = {k: v for k, v in series.items() if k[3] == "x"}
     if not series:
         notes.append("fork_rss: no */rss_mib:N benchmarks")
         return
-    colours = Colours()
     fig, ax = plt.subplots(figsize=(9, 5.5))
     xs = []
-    for (prefix, fam, rest, _), pts in sorted(series.items(), key=_order(FORK)):
+    for (prefix, fam, rest, _), pts in sorted(series.items(), key=_order(fams)):
         n = gbench.Name(prefix, fam, rest)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=_mech_label(n, ("rss_mib",)),
-                **_style(n, fam, colours))
+        _line(ax, [p[0] for p in pts], [p[1] for p in pts],
+              _mech_label(n, ("rss_mib",)), _style(n))
         xs += [p[0] for p in pts]
     ax.set_xscale("symlog", linthresh=1)
     ticks = sorted(set(xs))
@@ -320,9 +417,9 @@ def chart_fork(plt, run, out_dir, written, notes):
     ax.minorticks_off()
     ax.set_yscale("log")
     ax.set_xlabel("parent's resident memory (MiB, written 4 KiB pages)")
-    ax.set_ylabel("create + reap one child (µs, median)")
-    ax.set_title("Process creation cost against parent RSS\n" + _subtitle(run),
-                 fontsize="medium")
+    ax.set_ylabel("create + reap one child (µs)")
+    ax.set_title("Process creation cost against parent RSS\n" + _subtitle(run)
+                 + "\n" + SPREAD_NOTE, fontsize="medium")
     _legend_outside(ax)
     _save(plt, fig, out_dir, "fork_rss", written)
 
@@ -334,8 +431,43 @@ def _chunk_pos(c: str) -> float:
         return float("inf")
 
 
-def chart_pool(plt, run, out_dir, written, notes):
-    # groups[(workload, items)][(prefix, mech)][workers][chunk] = ms
+def cores(run) -> int | None:
+    c = run.mpbench.get("cores") or run.context.get("num_cpus")
+    return c if isinstance(c, int) and c > 0 else None
+
+
+def pick_workers(run, available) -> int:
+    """The worker count tables and the break-even chart use: the machine's
+    cores when measured, else the largest below, else the smallest."""
+    ws = sorted(available)
+    c = cores(run)
+    if c in ws:
+        return c
+    below = [w for w in ws if c and w <= c]
+    return below[-1] if below else ws[0]
+
+
+def break_even(pool_ns_per_item, serial_ns_per_item, workers):
+    """Break-even item cost c* = o * W / (W - 1), o = pool time per item -
+    serial time per item / W: with the work split over W workers and o paid
+    on top, the pool beats the plain loop once an item costs more than c*.
+    None for one worker (a pool of one never wins by splitting work)."""
+    if workers <= 1 or pool_ns_per_item is None or serial_ns_per_item is None:
+        return None
+    o = pool_ns_per_item - serial_ns_per_item / workers
+    return max(o, 0.0) * workers / (workers - 1)
+
+
+def _shade(colour, i: int, n: int):
+    """The i-th of n shades of a colour, lightest first (fewest workers)."""
+    import matplotlib.colors as mc
+    r, g, b = mc.to_rgb(colour)
+    t = 0.55 * (1 - (i + 1) / n)  # 0 for the last: the colour itself
+    return (r + (1 - r) * t, g + (1 - g) * t, b + (1 - b) * t)
+
+
+def _pool_data(run):
+    # groups[(workload, items)][(prefix, mech)][workers][chunk] = name
     groups: dict = {}
     serial: dict = {}
     for name in run.names():
@@ -343,89 +475,169 @@ def chart_pool(plt, run, out_dir, written, notes):
         if n.prefix not in ("BM_", "Py"):
             continue
         wl, items = n.arg(0), n.arg("items")
-        t = run.median(name)
-        if t is None or wl is None or items is None:
+        if run.median(name) is None or wl is None or items is None:
             continue
         if n.family == "SerialMap":
-            serial[(wl, items, n.prefix)] = t / 1e6
-        elif n.family in POOL and n.arg("chunksize") and n.arg("workers"):
+            serial[(wl, items, n.prefix)] = name
+        elif n.arg("chunksize") and n.arg("workers"):
+            try:
+                w = int(n.arg("workers"))
+            except ValueError:
+                continue
             g = groups.setdefault((wl, items), {}).setdefault((n.prefix, n.family), {})
-            g.setdefault(int(n.arg("workers")), {})[n.arg("chunksize")] = t / 1e6
+            g.setdefault(w, {})[n.arg("chunksize")] = name
+    return groups, serial
+
+
+def _mech_order(m):
+    return POOL.index(m) if m in POOL else len(POOL)
+
+
+def chart_pool(plt, run, out_dir, written, notes):
+    groups, serial = _pool_data(run)
     if not groups:
         notes.append("pool: no BM_PoolMap-style benchmarks")
         return
+    ms = lambda nm: _stats(run, nm, "time", lambda v: v / 1e6)  # noqa: E731
     speed_panels = []
-    for (wl, items), mechs in sorted(groups.items(), key=lambda kv: (kv[0][0], int(kv[0][1]))):
-        mech_names = sorted({m for _, m in mechs}, key=POOL.index)
-        fig, axes = plt.subplots(1, len(mech_names), figsize=(4.6 * len(mech_names), 4.8),
+    for (wl, items), mechs in sorted(groups.items(), key=lambda kv: (kv[0][0], float(kv[0][1]))):
+        mech_names = sorted({m for _, m in mechs}, key=lambda m: (_mech_order(m), m))
+        fig, axes = plt.subplots(1, len(mech_names), figsize=(4.6 * len(mech_names), 5.2),
                                  sharey=True, squeeze=False)
-        colours = Colours()
         chunks_all = sorted({c for d in mechs.values() for w in d.values() for c in w},
                             key=_chunk_pos)
         pos = {c: i for i, c in enumerate(chunks_all)}
         for ax, mech in zip(axes[0], mech_names):
+            ws_all = sorted({w for p in ("BM_", "Py") for w in mechs.get((p, mech), {})})
             for prefix in ("BM_", "Py"):
                 per_w = mechs.get((prefix, mech))
-                if not per_w:
-                    continue
-                for w in sorted(per_w):
-                    pts = sorted(per_w[w].items(), key=lambda kv: _chunk_pos(kv[0]))
-                    st = dict(color=colours(str(w)), marker="o", markersize=3.5)
-                    if prefix == "Py":
-                        st.update(PY_STYLE)
-                    ax.plot([pos[c] for c, _ in pts], [v for _, v in pts],
-                            label=f"{'Python, ' if prefix == 'Py' else ''}{w} worker{'s' if w != 1 else ''}",
-                            **st)
+                if per_w:
+                    for w in sorted(per_w):
+                        pts = sorted(per_w[w].items(), key=lambda kv: _chunk_pos(kv[0]))
+                        st = dict(color=_shade(colour_of(mech), ws_all.index(w), len(ws_all)),
+                                  marker="o", markersize=3.5)
+                        if prefix == "Py":
+                            st.update(PY_STYLE)
+                        label = (f"{'Python, ' if prefix == 'Py' else ''}"
+                                 f"{w} worker{'s' if w != 1 else ''}")
+                        _line(ax, [pos[c] for c, _ in pts], [ms(nm) for _, nm in pts],
+                              label, st)
                 s = serial.get((wl, items, prefix))
-                if s:
-                    ax.axhline(s, color="black", linewidth=1.8,
-                               linestyle="--" if prefix == "Py" else "-",
-                               label=("Python serial" if prefix == "Py" else "serial"))
+                if s and (per_w or prefix == "BM_"):
+                    _hline(ax, ms(s), "Python serial" if prefix == "Py" else "serial",
+                           dict(color="black", linewidth=1.8,
+                                linestyle="--" if prefix == "Py" else "-"))
             ax.set_xticks(range(len(chunks_all)))
             ax.set_xticklabels(chunks_all)
             ax.set_yscale("log")
             ax.set_xlabel("chunksize")
             ax.set_title(PRETTY.get(mech, mech), fontsize="medium")
-        axes[0][0].set_ylabel("time to map all items (ms, median)")
+            ax.legend(loc="best", fontsize="x-small")
+        axes[0][0].set_ylabel("time to map all items (ms)")
         fig.suptitle(f"Map time against chunksize: workload {wl}, {items} items\n"
-                     + _subtitle(run), fontsize="medium")
-        _legend_outside(axes[0][-1])
+                     + _subtitle(run) + " · " + SPREAD_NOTE, fontsize="medium")
+        fig.tight_layout()
         _save(plt, fig, out_dir, f"pool_{wl}_items{items}", written)
         speed_panels.append((wl, items, mechs))
-    # speedup against workers: best chunksize per worker count
-    cols = min(len(speed_panels), 4)
-    rows = (len(speed_panels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.9 * rows), squeeze=False)
-    colours = Colours()
-    for ax, (wl, items, mechs) in zip(axes.flat, speed_panels):
+    _chart_speedup(plt, run, speed_panels, serial, out_dir, written)
+    _chart_break_even(plt, run, groups, serial, out_dir, written, notes)
+
+
+def _grid(plt, n, w=4.4, h=3.9):
+    cols = min(n, 4)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(w * cols, h * rows), squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def _chart_speedup(plt, run, panels, serial, out_dir, written):
+    fig, axes = _grid(plt, len(panels))
+    ncores = cores(run)
+    for ax, (wl, items, mechs) in zip(axes.flat, panels):
         maxw = 1
         for (prefix, mech), per_w in sorted(mechs.items(),
-                                            key=lambda kv: (POOL.index(kv[0][1]), kv[0][0])):
-            s = serial.get((wl, items, prefix))
+                                            key=lambda kv: (_mech_order(kv[0][1]), kv[0][0])):
+            s_name = serial.get((wl, items, prefix))
+            s = run.median(s_name) if s_name else None
             if not s:
                 continue
             ws = sorted(per_w)
             maxw = max(maxw, ws[-1])
+            pts = []
+            for w in ws:
+                best = min(per_w[w].values(), key=lambda nm: run.median(nm))
+                st = _stats(run, best, "time", lambda t: s / t if t else 0.0)
+                pts.append((st[0], min(st[1:]), max(st[1:])))
             n = gbench.Name(prefix, mech, ())
-            st = _style(n, mech, colours)
-            ax.plot(ws, [s / min(per_w[w].values()) for w in ws],
-                    label=_mech_label(n), **st)
-        ax.plot([1, maxw], [1, maxw], color="0.6", linestyle=":", label="ideal")
+            _line(ax, ws, pts, _mech_label(n), _style(n))
+        wx = [w for w in (1, 2, 4, 8, 16, 32, 64) if w <= maxw]
+        ideal = [min(w, ncores) if ncores else w for w in wx]
+        ax.plot(wx, ideal, color="0.6", linestyle=":",
+                label=f"ideal (min(workers, {ncores} cores))" if ncores else "ideal")
         ax.axhline(1.0, color="black", linewidth=1)
         ax.set_xscale("log", base=2)
-        ax.set_xticks([w for w in (1, 2, 4, 8, 16, 32) if w <= maxw])
-        ax.set_xticklabels([str(w) for w in (1, 2, 4, 8, 16, 32) if w <= maxw])
+        ax.set_xticks(wx)
+        ax.set_xticklabels([str(w) for w in wx])
         ax.minorticks_off()
         ax.set_xlabel("workers")
         ax.set_ylabel("speedup over serial")
         ax.set_title(f"{wl}, {items} items", fontsize="medium")
-    for ax in list(axes.flat)[len(speed_panels):]:
-        ax.set_visible(False)
+        ax.legend(loc="best", fontsize="x-small")
     fig.suptitle("Speedup against workers (best chunksize for each worker count)\n"
-                 + _subtitle(run), fontsize="medium")
-    _legend_outside(axes[0][-1] if len(speed_panels) >= cols else axes[0][len(speed_panels) - 1])
+                 + _subtitle(run) + " · " + SPREAD_NOTE, fontsize="medium")
     fig.tight_layout()
     _save(plt, fig, out_dir, "pool_speedup", written)
+
+
+def _chart_break_even(plt, run, groups, serial, out_dir, written, notes):
+    panels = []
+    for (wl, items), mechs in sorted(groups.items(), key=lambda kv: (kv[0][0], float(kv[0][1]))):
+        s_name = serial.get((wl, items, "BM_"))
+        if not s_name:
+            continue
+        ws = {w for (p, _), per_w in mechs.items() if p == "BM_" for w in per_w}
+        if not ws:
+            continue
+        W = pick_workers(run, ws)
+        if W > 1:
+            panels.append((wl, items, mechs, W, run.median(s_name) / float(items)))
+    if not panels:
+        notes.append("pool_break_even: no pool map with more than one worker and a serial map")
+        return
+    fig, axes = _grid(plt, len(panels))
+    for ax, (wl, items, mechs, W, s_item) in zip(axes.flat, panels):
+        chunks = sorted({c for (p, _), per_w in mechs.items() if p == "BM_"
+                         for c in per_w.get(W, {})}, key=_chunk_pos)
+        pos = {c: i for i, c in enumerate(chunks)}
+        for (prefix, mech), per_w in sorted(mechs.items(), key=lambda kv: _mech_order(kv[0][1])):
+            if prefix != "BM_" or W not in per_w:
+                continue
+            pts, xs = [], []
+            for c, nm in sorted(per_w[W].items(), key=lambda kv: _chunk_pos(kv[0])):
+                st = _stats(run, nm, "time",
+                            lambda t: break_even(t / float(items), s_item, W))
+                xs.append(pos[c])
+                pts.append((st[0], min(st[1:]), max(st[1:])))
+            n = gbench.Name(prefix, mech, ())
+            _line(ax, xs, pts, _mech_label(n), _style(n))
+        ax.set_xticks(range(len(chunks)))
+        ax.set_xticklabels(chunks)
+        ax.set_yscale("log")
+        ax.set_xlabel("chunksize")
+        ax.set_ylabel("break-even item cost c* (ns)")
+        ax.set_title(f"{wl}, {items} items, W={W}", fontsize="medium")
+        ax.legend(loc="best", fontsize="x-small")
+    fig.suptitle("Break-even item cost: a pool of W workers beats the plain loop once an "
+                 "item costs more than c*\nc* = o·W/(W−1), o = pool time per item − "
+                 "serial time per item / W · " + _subtitle(run) + " · " + SPREAD_NOTE,
+                 fontsize="medium")
+    fig.tight_layout()
+    _save(plt, fig, out_dir, "pool_break_even", written)
+
+
+HISTORY_MARKERS = "osD^v<>ph*"
 
 
 def chart_history(plt, runs_dir: Path, out_dir, written, notes):
@@ -435,36 +647,48 @@ def chart_history(plt, runs_dir: Path, out_dir, written, notes):
         return
     runs, problems = history.list_runs(runs_dir)
     notes += [f"history: skipped {p}" for p in problems]
-    heads = history.analyse(runs)
-    if not heads:
+    # Quick and full runs measure with different repetitions and times:
+    # their ratios are not one series.
+    kinds = [(label, [(p, r) for p, r in runs if bool(r.mpbench.get("quick")) == quick])
+             for label, quick in (("full runs", False), ("quick runs", True))]
+    kinds = [(label, rs) for label, rs in kinds if rs and history.analyse(rs)]
+    if not kinds:
         notes.append(f"history: no run in {runs_dir} has a headline ratio")
         return
-    colours = Colours()
-    fig, ax = plt.subplots(figsize=(max(8, 0.5 * len(runs) + 5), 5))
-    x = list(range(1, len(runs) + 1))
-    for h in heads:
-        pts = [(i, v) for i, v in zip(x, h.values) if v is not None]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=4,
-                color=colours(h.family), label=f"{h.family} / {h.reference}")
-        for s in h.steps:
-            ax.annotate(f"{s.change * 100:+.0f}%", (s.index + 1, s.after),
-                        textcoords="offset points", xytext=(0, 6), ha="center",
-                        fontsize="x-small", color=colours(h.family))
-    labels = []
-    for p, r in runs:
-        row = history.run_row(p, r)
-        labels.append(f"{row['commit']}\n{str(row['started'] or '')[:10]}")
-    ax.set_xticks(x)
-    ax.set_xticklabels(labels, rotation=45, ha="right", fontsize="x-small")
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    # The ratios span 0.9 (a pipe against the raw pipe) to hundreds (a
-    # channel against memcpy): only a log axis shows every line's trend.
-    ax.set_yscale("log")
-    ax.set_xlabel("run (commit, date), oldest first")
-    ax.set_ylabel("our code / raw reference (median time ratio)")
-    ax.set_title("Headline ratios over commits (lower is better; labels mark step changes)",
-                 fontsize="medium")
-    _legend_outside(ax)
+    width = max(8, 0.5 * max(len(rs) for _, rs in kinds) + 5)
+    fig, axes = plt.subplots(len(kinds), 1, figsize=(width, 5 * len(kinds)), squeeze=False)
+    for ax, (label, rs) in zip(axes[:, 0], kinds):
+        heads = history.analyse(rs)
+        x = list(range(1, len(rs) + 1))
+        for i, h in enumerate(heads):
+            pts = [(j, v) for j, v in zip(x, h.values) if v is not None]
+            if not pts:
+                continue
+            colour = colour_of(h.family)
+            kind_style = "--" if h.family.endswith("PingPong") else "-"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=HISTORY_MARKERS[i % 10],
+                    markersize=4, color=colour, linestyle=kind_style,
+                    label=f"{h.family} / {h.reference}")
+            for s in h.steps:
+                ax.annotate(f"{s.change * 100:+.0f}%", (s.index + 1, s.after),
+                            textcoords="offset points", xytext=(0, 6), ha="center",
+                            fontsize="x-small", color=colour)
+        ticks = []
+        for p, r in rs:
+            row = history.run_row(p, r)
+            ticks.append(f"{row['commit']}\n{str(row['started'] or '')[:10]}")
+        ax.set_xticks(x)
+        ax.set_xticklabels(ticks, rotation=45, ha="right", fontsize="x-small")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        # The ratios span 0.9 (a pipe against the raw pipe) to hundreds (a
+        # channel against memcpy): only a log axis shows every line's trend.
+        ax.set_yscale("log")
+        ax.set_xlabel("run (commit, date), oldest first")
+        ax.set_ylabel("our code / raw reference\n(median time ratio)")
+        ax.set_title(f"Headline ratios over commits, {label} (lower is better; "
+                     "labels mark step changes; round trips dashed)", fontsize="medium")
+        _legend_outside(ax)
+    fig.tight_layout()
     _save(plt, fig, out_dir, "history", written)
 
 

@@ -39,7 +39,7 @@ class PlotTest(unittest.TestCase):
                                   "--runs-dir", str(runs)])
             self.assertEqual(code, 0, err_s.getvalue())
             names = ["throughput", "latency", "fork_rss", "pool_double_items1000",
-                     "pool_sleep_items1000", "pool_speedup", "history"]
+                     "pool_sleep_items1000", "pool_speedup", "pool_break_even", "history"]
             for n in names:
                 for ext in ("svg", "png"):
                     p = out / f"{n}.{ext}"
@@ -49,6 +49,24 @@ class PlotTest(unittest.TestCase):
             self.assertTrue((out / "throughput.png").read_bytes().startswith(b"\x89PNG"))
             self.assertIn(b"<svg", (out / "latency.svg").read_bytes()[:2000])
             self.assertEqual([p for p in out.iterdir() if p.name.startswith(".")], [])
+
+    def test_colours_and_labels(self):
+        # one colour per mechanism, whatever the chart
+        self.assertEqual(plot.colour_of("QueueThroughput"), plot.colour_of("QueuePingPong"))
+        self.assertNotEqual(plot.colour_of("QueueThroughput"),
+                            plot.colour_of("ChannelThroughput"))
+        self.assertEqual(plot.colour_of("BM_NewThing"), plot.colour_of("BM_NewThing"))
+        known = list(plot.MECHANISM_COLOURS.values())
+        self.assertEqual(len(known), len(set(known)))
+        # CPython has no mp::Process
+        label = plot._mech_label(plot.gbench.parse_name("PyProcessStartJoin"))
+        self.assertNotIn("mp::", label)
+        self.assertIn("multiprocessing.Process", label)
+
+    def test_break_even(self):
+        self.assertAlmostEqual(plot.break_even(30.0, 2.0, 2), 58.0)
+        self.assertAlmostEqual(plot.break_even(30.0, 3.0, 4), (30.0 - 0.75) * 4 / 3)
+        self.assertIsNone(plot.break_even(30.0, 2.0, 1))
 
     def test_real_fork_run_charts_what_it_has(self):
         with tempfile.TemporaryDirectory() as tmp:
