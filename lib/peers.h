@@ -55,23 +55,38 @@ class PeerTable {
   Slot slots_[kSlots];
 };
 
-// Caches a process's registration so the fast path is one comparison: a
-// forked copy has the parent's pid in it and registers again.
+// Caches a process's registration so the fast path is one atomic load and a
+// comparison: a forked copy has the parent's pid in it and registers again.
+// Safe to call from several threads at once (threads share the object that
+// holds it); two racing first calls both join, which is idempotent.
 class PeerRegistration {
  public:
+  PeerRegistration() = default;
+  PeerRegistration(PeerRegistration&& other) noexcept
+      : state_(other.state_.load(std::memory_order_relaxed)) {}
+  PeerRegistration& operator=(PeerRegistration&& other) noexcept {
+    state_.store(other.state_.load(std::memory_order_relaxed),
+                 std::memory_order_relaxed);
+    return *this;
+  }
+
   void ensure(PeerTable& table, PeerTable::Role role) {
-    const pid_t self = current_pid();
-    if (pid_ == self && (roles_ & role)) [[likely]]
+    const std::uint64_t self = static_cast<std::uint32_t>(current_pid());
+    std::uint64_t seen = state_.load(std::memory_order_acquire);
+    if ((seen >> 32) == self && (seen & role)) [[likely]]
       return;
-    if (pid_ != self) roles_ = 0;
     table.join(role);
-    pid_ = self;
-    roles_ |= role;
+    for (;;) {
+      const std::uint64_t roles = (seen >> 32) == self ? seen & 0xffffffffu : 0;
+      if (state_.compare_exchange_weak(seen, (self << 32) | roles | role,
+                                       std::memory_order_acq_rel))
+        return;
+    }
   }
 
  private:
-  pid_t pid_ = 0;
-  std::uint32_t roles_ = 0;
+  // pid << 32 | roles registered by that pid.
+  std::atomic<std::uint64_t> state_{0};
 };
 
 }  // namespace mp::internal
