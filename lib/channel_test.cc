@@ -12,10 +12,10 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "lib/corrupt_for_testing.h"
 #include "lib/mapping.h"
 #include "lib/process.h"
 #include "lib/test_util.h"
+#include "lib/testing/corrupt.h"
 
 namespace mp {
 namespace {

@@ -15,34 +15,14 @@
 #include "gtest/gtest.h"
 #include "lib/process.h"
 #include "lib/test_util.h"
+#include "lib/testing/work.h"
 
 namespace mp {
 namespace {
 
 using namespace std::chrono_literals;
+using namespace mp::testing;
 using ::testing::HasSubstr;
-
-std::int64_t twice(const std::int64_t& x) { return 2 * x; }
-
-std::int64_t fail_on_17(const std::int64_t& x) {
-  if (x == 17) throw std::runtime_error("seventeen is unlucky");
-  return x;
-}
-
-std::int64_t die_on_7(const std::int64_t& x) {
-  if (x == 7) ::raise(SIGKILL);
-  return x;
-}
-
-std::vector<char> mebibyte(const std::int64_t&) {
-  return std::vector<char>(1 << 20, 'x');
-}
-
-std::vector<std::int64_t> iota(std::size_t n) {
-  std::vector<std::int64_t> v(n);
-  std::iota(v.begin(), v.end(), 0);
-  return v;
-}
 
 class ForkMapTest : public ::testing::Test {
  protected:

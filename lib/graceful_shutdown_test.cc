@@ -16,17 +16,13 @@
 #include "lib/pool.h"
 #include "lib/process.h"
 #include "lib/test_util.h"
+#include "lib/testing/work.h"
 
 namespace mp {
 namespace {
 
 using namespace std::chrono_literals;
-
-std::vector<std::int64_t> iota(std::size_t n) {
-  std::vector<std::int64_t> v(n);
-  std::iota(v.begin(), v.end(), 0);
-  return v;
-}
+using namespace mp::testing;
 
 PoolOptions options(int workers) {
   PoolOptions o;

@@ -20,6 +20,9 @@
 #include <cstdint>
 #include <string>
 
+#include "lib/error.h"
+#include "lib/wait.h"
+
 namespace mp::internal {
 
 // This process's pid, cached (getpid() is a system call) and refreshed in
@@ -88,6 +91,33 @@ class PeerRegistration {
   // pid << 32 | roles registered by that pid.
   std::atomic<std::uint64_t> state_{0};
 };
+
+// The one "spin, block in slices, check peers" wait of the shared-memory
+// primitives: calls `slice()` (a wait_slice or wait_for, lib/wait.h) until it
+// reports kReady (returns true) or kTimedOut (false); between slices, throws
+// mp::PeerError "<what()> (<the role's pids>)" when no process that could
+// end the wait is alive.
+template <typename Slice, typename What>
+bool wait_while_peers_live(Slice&& slice, const PeerTable& peers,
+                           PeerTable::Role role, What&& what) {
+  for (;;) {
+    const WaitResult result = slice();
+    if (result == WaitResult::kReady) return true;
+    if (result == WaitResult::kTimedOut) return false;
+    if (!peers.anyone_alive(role))
+      throw PeerError(std::string(what()) + " (" + peers.describe(role) + ")");
+  }
+}
+
+// The same, sleeping on a SharedEvent between checks of `ready()` (wait_for).
+template <typename Ready, typename What>
+bool wait_on_event(SharedEvent& event, const WaitPolicy& policy,
+                   const Deadline& deadline, Ready&& ready,
+                   const PeerTable& peers, PeerTable::Role role, What&& what) {
+  return wait_while_peers_live(
+      [&] { return wait_for(event, policy, deadline, ready); }, peers, role,
+      what);
+}
 
 }  // namespace mp::internal
 

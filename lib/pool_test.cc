@@ -19,38 +19,14 @@
 #include "lib/mapping.h"
 #include "lib/process.h"
 #include "lib/test_util.h"
+#include "lib/testing/work.h"
 
 namespace mp {
 namespace {
 
 using namespace std::chrono_literals;
+using namespace mp::testing;
 using ::testing::HasSubstr;
-
-std::int64_t twice(const std::int64_t& x) { return 2 * x; }
-
-std::int64_t fail_on_17(const std::int64_t& x) {
-  if (x == 17) throw std::runtime_error("seventeen is unlucky");
-  return x;
-}
-
-std::int64_t die_on_7(const std::int64_t& x) {
-  if (x == 7) ::raise(SIGKILL);
-  return x;
-}
-
-std::int64_t throw_42_on_13(const std::int64_t& x) {
-  if (x == 13) throw 42;  // not a std::exception
-  return x;
-}
-
-std::vector<char> mebibyte(const std::int64_t&) {
-  return std::vector<char>(1 << 20, 'x');
-}
-
-std::int64_t die_on_5(const std::int64_t& x) {
-  if (x == 5) ::raise(SIGKILL);
-  return x;
-}
 
 std::int64_t slow_identity(const std::int64_t& x) {
   std::this_thread::sleep_for(2ms);
@@ -59,12 +35,6 @@ std::int64_t slow_identity(const std::int64_t& x) {
 
 std::string describe(const std::int64_t& x) {
   return "item-" + std::to_string(x);
-}
-
-std::vector<std::int64_t> iota(std::size_t n) {
-  std::vector<std::int64_t> v(n);
-  std::iota(v.begin(), v.end(), 0);
-  return v;
 }
 
 PoolOptions options(int workers) {

@@ -161,7 +161,7 @@ class Queue {
   const WaitPolicy& policy() const { return policy_; }
 
  private:
-  enum class Outcome { kDone, kTimedOut, kEndOfStream };
+  using Outcome = internal::Outcome;
   Outcome put_impl(std::span<const std::byte> message,
                    const internal::Deadline& deadline);
   // Copies the next message out through `sink(length) -> destination`.
