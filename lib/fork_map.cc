@@ -4,6 +4,7 @@
 #include <cstring>
 #include <exception>
 #include <new>
+#include <stdexcept>
 #include <string>
 
 #include "lib/mapping.h"
@@ -36,6 +37,12 @@ std::string items_text(std::uint64_t first, std::uint64_t count) {
 std::vector<std::vector<std::byte>> fork_map_chunks(
     std::size_t items, const ForkMapOptions& options,
     const ForkMapRunner& run) {
+  if (options.result_queue_bytes < kMinResultQueueBytes) {
+    throw std::invalid_argument(
+        "fork_map: result_queue_bytes must be at least " +
+        std::to_string(kMinResultQueueBytes) + ", got " +
+        std::to_string(options.result_queue_bytes));
+  }
   const std::size_t chunksize = options.chunksize;
   const std::size_t chunks =
       items == 0 ? 0 : (items + chunksize - 1) / chunksize;

@@ -46,7 +46,8 @@ struct ForkMapOptions {
   // Items per chunk; 0 picks CPython's default (mp::default_chunksize).
   std::size_t chunksize = 0;
   // Capacity of the result queue: one chunk's results must fit in one
-  // message of it (mp::MessageTooLong otherwise).
+  // message of it (mp::MessageTooLong otherwise). At least 4096
+  // (std::invalid_argument).
   std::size_t result_queue_bytes = 32 << 20;
   WaitPolicy wait = WaitPolicy::spin_then_block(std::chrono::microseconds(20));
 };

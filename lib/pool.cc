@@ -286,9 +286,6 @@ int PoolCore::worker_main(std::size_t index) {
   }
 }
 
-// The smallest result queue that can still carry a kTooLong report.
-constexpr std::size_t kMinResultQueueBytes = 4096;
-
 PoolCore::PoolCore(PoolOptions opts) {
   if (opts.workers <= 0)
     opts.workers =

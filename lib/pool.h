@@ -88,6 +88,7 @@ struct PoolOptions {
   std::size_t prefetch = 4;
   // Capacity of each worker's task queue and of the result queue; one chunk
   // (or its results) must fit in one message (mp::MessageTooLong otherwise).
+  // The result queue takes at least 4096 bytes (std::invalid_argument).
   std::size_t task_queue_bytes = 8 << 20;
   std::size_t result_queue_bytes = 32 << 20;
   // How the pool and its workers wait for each other.

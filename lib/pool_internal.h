@@ -113,6 +113,10 @@ struct ChunkResult {
   std::vector<std::byte> payload;  // `count` encoded results
 };
 
+// The smallest result queue (Pool, fork_map): it must at least carry the
+// report that a chunk's results did not fit.
+inline constexpr std::size_t kMinResultQueueBytes = 4096;
+
 // The pool's state (lib/pool.cc).
 class PoolCore;
 
