@@ -14,6 +14,12 @@
 //   BM_RingChannelThroughput   mp::RingChannel with `slots` slots
 //   BM_BoostMqThroughput       boost::interprocess::message_queue
 //   BM_FloatChannel            the seed's experiment: 100 000 doubles a message
+// Typed messages (one process, no peer: the CPU cost of the typed path):
+//   BM_QueueTypedRoundTrip     put<T> then get<T> of a `bytes`-byte value on
+//                              one mp::Queue; tagged:1 is the library's typed
+//                              path (type tag checked, lib/codec.h), tagged:0
+//                              the same without a tag (encode, put_bytes,
+//                              get_bytes, decode): the tag's cost
 // Round trip (one message there and back per iteration; manual time; the
 // counters p50_ns and p99_ns are the median and 99th percentile of the
 // per-iteration round trips, timed with steady_clock):
@@ -35,6 +41,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <boost/interprocess/ipc/message_queue.hpp>
 #include <chrono>
@@ -584,6 +591,31 @@ void BM_FloatChannel(benchmark::State& state) {
       });
 }
 
+// --- Typed messages
+// -------------------------------------------------------------
+
+template <std::size_t kBytes>
+void BM_QueueTypedRoundTrip(benchmark::State& state) {
+  using Value = std::array<char, kBytes>;
+  const bool tagged = state.range(1) != 0;
+  Queue queue(queue_options(kBytes, 0));
+  Value value{};
+  value.fill('x');
+  std::vector<std::byte> scratch;
+  for (auto _ : state) {
+    if (tagged) {
+      queue.put(value);
+      benchmark::DoNotOptimize(queue.get<Value>());
+    } else {
+      scratch.clear();
+      encode_into(value, scratch);
+      queue.put_bytes(scratch);
+      benchmark::DoNotOptimize(decode<Value>(*queue.get_bytes()));
+    }
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
 // --- Round trips
 // -----------------------------------------------------------------
 
@@ -710,6 +742,14 @@ BENCHMARK(BM_ChannelThroughput)->Apply(sizes_spins)->UseRealTime();
 BENCHMARK(BM_RingChannelThroughput)->Apply(sizes_slots_spins)->UseRealTime();
 BENCHMARK(BM_JoinableQueueThroughput)->Apply(sizes)->UseRealTime();
 BENCHMARK(BM_BoostMqThroughput)->Apply(sizes)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_QueueTypedRoundTrip, 8)
+    ->ArgNames({"bytes", "tagged"})
+    ->Args({8, 0})
+    ->Args({8, 1});
+BENCHMARK_TEMPLATE(BM_QueueTypedRoundTrip, 64)
+    ->ArgNames({"bytes", "tagged"})
+    ->Args({64, 0})
+    ->Args({64, 1});
 BENCHMARK(BM_FloatChannel)->ArgNames({"doubles"})->Arg(100'000)->UseRealTime();
 
 BENCHMARK(BM_RawFutexPingPong)->UseManualTime();

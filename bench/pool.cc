@@ -40,6 +40,7 @@
 
 #include "bench/thread_pool.h"
 #include "benchmark/benchmark.h"
+#include "lib/fork_map.h"
 
 namespace mp::bench {
 namespace {

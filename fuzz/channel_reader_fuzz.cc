@@ -24,8 +24,8 @@
 
 #include "fuzz/fuzz_input.h"
 #include "lib/channel.h"
-#include "lib/corrupt_for_testing.h"
 #include "lib/error.h"
+#include "lib/testing/corrupt.h"
 
 namespace {
 

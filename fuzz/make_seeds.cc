@@ -27,10 +27,10 @@
 
 #include "lib/channel.h"
 #include "lib/codec.h"
-#include "lib/corrupt_for_testing.h"
 #include "lib/error.h"
 #include "lib/pipe.h"
 #include "lib/queue.h"
+#include "lib/testing/corrupt.h"
 
 namespace {
 

@@ -23,9 +23,9 @@
 #include <vector>
 
 #include "fuzz/fuzz_input.h"
-#include "lib/corrupt_for_testing.h"
 #include "lib/error.h"
 #include "lib/queue.h"
+#include "lib/testing/corrupt.h"
 
 namespace {
 

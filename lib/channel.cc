@@ -8,59 +8,12 @@
 #include <stdexcept>
 #include <string>
 
-#include "lib/corrupt_for_testing.h"
+#include "lib/channel_layout.h"
 #include "lib/slowdown.h"
 
 namespace mp::internal {
 
 namespace bip = boost::interprocess;
-
-// Shared state, laid out for the hand-off's cache traffic: the sender alone
-// writes `written`, the receiver alone `taken`, each on its own line; the
-// metadata and `closed` are read-mostly. The first slot starts right after
-// the "full" semaphore, in the same cache line, so a small message, its
-// length and the post that announces it travel to the receiver as one line.
-// `written - taken` counts filled slots, so a "full" token with no message
-// behind it (the one close() posts) is recognised as the end of the stream;
-// the receiver compares them only once `closed` is set.
-struct ChannelShared {
-  std::uint64_t slots;
-  std::uint64_t slot_bytes;
-  std::uint64_t slot_stride;
-  std::atomic<std::uint32_t> closed{0};
-  alignas(64) std::atomic<std::uint64_t> written{0};
-  alignas(64) std::atomic<std::uint64_t> taken{0};
-  alignas(64) PeerTable peers;
-  alignas(64) bip::interprocess_semaphore empty;  // free slots
-  alignas(
-      64) bip::interprocess_semaphore full;  // filled slots (+1 after close)
-  // Slots follow `full` directly: see slots_offset().
-
-  ChannelShared(std::size_t n, std::size_t bytes)
-      : slots(n),
-        slot_bytes(bytes),
-        slot_stride(stride_for(bytes)),
-        empty(static_cast<unsigned>(n)),
-        full(0) {}
-
-  // Each slot is a u64 length and the data, padded to whole cache lines.
-  static constexpr std::size_t stride_for(std::size_t bytes) {
-    return (sizeof(std::uint64_t) + bytes + 63) / 64 * 64;
-  }
-  static constexpr std::size_t slots_offset() {
-    return offsetof(ChannelShared, full) + sizeof(bip::interprocess_semaphore);
-  }
-  static constexpr std::size_t size_for(std::size_t n, std::size_t bytes) {
-    return slots_offset() + n * stride_for(bytes);
-  }
-  std::byte* slot(std::uint64_t index) {
-    return reinterpret_cast<std::byte*>(this) + slots_offset() +
-           (index % slots) * slot_stride;
-  }
-};
-
-static_assert(ChannelShared::slots_offset() % 8 == 0,
-              "slot lengths and data stay 8-byte aligned");
 
 namespace {
 
@@ -70,25 +23,20 @@ namespace {
 bool acquire(bip::interprocess_semaphore& semaphore, const WaitPolicy& policy,
              const Deadline& deadline, PeerTable& peers, PeerTable::Role role,
              const char* what) {
-  if (semaphore.try_wait()) return true;
-  if (deadline.passed()) return false;
-  if (spin_until_ready(policy, deadline, [&] { return semaphore.try_wait(); }))
-    return true;
-  for (;;) {
-    const auto slice = deadline.remaining(policy.liveness_check);
-    const auto until =
+  auto take = [&] { return semaphore.try_wait(); };
+  auto block = [&](std::chrono::nanoseconds slice) {
+    return semaphore.timed_wait(
         boost::posix_time::microsec_clock::universal_time() +
         boost::posix_time::microseconds(
             std::chrono::duration_cast<std::chrono::microseconds>(slice)
-                .count());
-    if (semaphore.timed_wait(until)) return true;
-    if (deadline.passed()) return false;
-    if (!peers.anyone_alive(role)) {
-      throw PeerError(std::string("RingChannel::") + what +
-                      ": no process on the other side is alive (" +
-                      peers.describe(role) + ")");
-    }
-  }
+                .count()));
+  };
+  return wait_while_peers_live(
+      [&] { return wait_slice(policy, deadline, take, block); }, peers, role,
+      [&] {
+        return std::string("RingChannel::") + what +
+               ": no process on the other side is alive";
+      });
 }
 
 }  // namespace
@@ -102,7 +50,7 @@ ChannelCore::ChannelCore(std::size_t slots, std::size_t slot_bytes,
   slots_ = slots;
   slot_bytes_ = slot_bytes;
   memory_ = Mapping::shared(ChannelShared::size_for(slots, slot_bytes));
-  auto* shared = new (memory_.data()) ChannelShared(slots, slot_bytes);
+  auto* shared = new (memory_.data()) ChannelShared(slots);
   shared->peers.set_creator(current_pid());
 }
 
@@ -124,9 +72,8 @@ bool ChannelCore::closed() const {
   return shared().closed.load(std::memory_order_acquire) != 0;
 }
 
-ChannelCore::Outcome ChannelCore::send(const void* data, std::size_t bytes,
-                                       const Deadline& deadline,
-                                       const char* what) {
+Outcome ChannelCore::send(const void* data, std::size_t bytes,
+                          const Deadline& deadline, const char* what) {
   [[maybe_unused]] const InjectedSlowdown<Primitive::kChannel> slowdown;
   ChannelShared& c = shared();
   if (bytes > slot_bytes_) {
@@ -156,8 +103,8 @@ ChannelCore::Outcome ChannelCore::send(const void* data, std::size_t bytes,
   return Outcome::kDone;
 }
 
-ChannelCore::Outcome ChannelCore::acquire_message(const Deadline& deadline,
-                                                  const char* what) {
+Outcome ChannelCore::acquire_message(const Deadline& deadline,
+                                     const char* what) {
   ChannelShared& c = shared();
   registration_.ensure(c.peers, PeerTable::kConsumer);
   if (!acquire(c.full, policy_, deadline, c.peers, PeerTable::kProducer,
@@ -174,10 +121,9 @@ ChannelCore::Outcome ChannelCore::acquire_message(const Deadline& deadline,
   return Outcome::kDone;
 }
 
-ChannelCore::Outcome ChannelCore::recv(Destination destination, void* context,
-                                       std::size_t* bytes,
-                                       const Deadline& deadline,
-                                       const char* what) {
+Outcome ChannelCore::recv(Destination destination, void* context,
+                          std::size_t* bytes, const Deadline& deadline,
+                          const char* what) {
   [[maybe_unused]] const InjectedSlowdown<Primitive::kChannel> slowdown;
   const Outcome outcome = acquire_message(deadline, what);
   if (outcome != Outcome::kDone) return outcome;
@@ -212,17 +158,6 @@ ChannelCore::Outcome ChannelCore::recv(Destination destination, void* context,
 void ChannelCore::close() {
   ChannelShared& c = shared();
   if (c.closed.exchange(1, std::memory_order_acq_rel) == 0) c.full.post();
-}
-
-void ChannelTestAccess::overwrite_and_post(ChannelCore& channel,
-                                           std::uint64_t index,
-                                           std::span<const std::byte> bytes) {
-  std::byte* target = channel.slot(index);
-  const std::size_t room = sizeof(std::uint64_t) + channel.slot_bytes();
-  std::memcpy(target, bytes.data(), std::min(bytes.size(), room));
-  ChannelShared& c = channel.shared();
-  c.written.fetch_add(1);
-  c.full.post();
 }
 
 }  // namespace mp::internal

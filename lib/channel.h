@@ -62,8 +62,6 @@ struct ChannelTestAccess;
 // The byte-level channel behind RingChannel<T>.
 class ChannelCore {
  public:
-  enum class Outcome { kDone, kTimedOut, kEndOfStream };
-
   ChannelCore(std::size_t slots, std::size_t slot_bytes, WaitPolicy policy);
   ChannelCore(ChannelCore&&) noexcept = default;
   ChannelCore& operator=(ChannelCore&&) noexcept = default;
@@ -82,7 +80,6 @@ class ChannelCore {
   bool closed() const;
   std::size_t slots() const;
   std::size_t slot_bytes() const;
-  WaitPolicy& policy() { return policy_; }
 
  private:
   friend struct ChannelTestAccess;  // tests and fuzzers corrupt it
@@ -184,7 +181,7 @@ class RingChannel {
   std::size_t slots() const { return core_.slots(); }
 
  private:
-  using Outcome = internal::ChannelCore::Outcome;
+  using Outcome = internal::Outcome;
 
   bool send_until(std::span<const T> values, const internal::Deadline& deadline,
                   const char* what) {

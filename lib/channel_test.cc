@@ -12,10 +12,10 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "lib/corrupt_for_testing.h"
 #include "lib/mapping.h"
 #include "lib/process.h"
 #include "lib/test_util.h"
+#include "lib/testing/corrupt.h"
 
 namespace mp {
 namespace {
@@ -170,6 +170,28 @@ TEST_F(ChannelTest, OneSlotChannelTakesManySendersAndReceivers) {
     EXPECT_EQ(p.exitcode(), 0);
   }
   for (int i = 0; i < kSenders * kEach; ++i) ASSERT_EQ(seen[i].load(), 1) << i;
+}
+
+// Threads of one process sharing one channel object (a one-slot channel
+// admits any number of senders and receivers): run under TSan too.
+TEST_F(ChannelTest, TwoSendingAndTwoReceivingThreadsOnOneChannelObject) {
+  constexpr int kEach = 500;
+  RingChannel<int> channel(1, 1, fast_checks());
+  std::vector<std::atomic<int>> seen(2 * kEach);
+  auto receive = [&] {
+    while (auto message = channel.recv()) seen[message->at(0)].fetch_add(1);
+  };
+  auto send = [&](int base) {
+    for (int i = 0; i < kEach; ++i) channel.send(std::vector<int>{base + i});
+  };
+  std::thread r1(receive), r2(receive);
+  std::thread s1(send, 0), s2(send, kEach);
+  s1.join();
+  s2.join();
+  channel.close();
+  r1.join();
+  r2.join();
+  for (int i = 0; i < 2 * kEach; ++i) ASSERT_EQ(seen[i].load(), 1) << i;
 }
 
 TEST_F(ChannelTest, BlockOnlyPolicyWorks) {

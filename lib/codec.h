@@ -23,26 +23,31 @@
 //   };
 //
 // (A trivially copyable Point needs no specialisation at all.)
+//
+// Typed messages (Queue::put/get, Connection::send/recv) are framed by
+// encode_message/decode_message: an 8-byte type tag, then the value. The tag
+// is a hash of the compiler's name for T, so a message read as another type
+// (put<int64_t>, get<double>) throws mp::DecodeError instead of returning
+// reinterpreted bytes. Both sides must be the same program (processes forked
+// or started from one binary), which is how every mp primitive is shared.
 #ifndef MPBENCH_LIB_CODEC_H_
 #define MPBENCH_LIB_CODEC_H_
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
-namespace mp {
+#include "lib/error.h"
 
-// Malformed input to a decoder.
-class DecodeError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+namespace mp {
 
 // Appends bytes to a buffer it does not own.
 class Writer {
@@ -211,6 +216,95 @@ T decode(std::span<const std::byte> bytes) {
   T value = Codec<T>::decode(reader);
   reader.expect_end();
   return value;
+}
+
+namespace internal {
+
+template <typename T>
+constexpr std::string_view pretty_function() {
+  return __PRETTY_FUNCTION__;  // "... [with T = double; ...]" or "[T = double]"
+}
+
+}  // namespace internal
+
+// The compiler's name for T ("double", "std::vector<int>"), for messages.
+template <typename T>
+constexpr std::string_view type_name() {
+  constexpr std::string_view text = internal::pretty_function<T>();
+  constexpr std::size_t begin = text.find("T = ") + 4;
+  constexpr std::size_t end = text.find_first_of(";]", begin);
+  return text.substr(begin, end - begin);
+}
+
+// FNV-1a of type_name<T>(): the tag that typed messages carry.
+template <typename T>
+constexpr std::uint64_t type_tag() {
+  std::uint64_t hash = 14695981039346656037ull;
+  for (const char c : type_name<T>()) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 1099511628211ull;
+  }
+  return hash;
+}
+
+inline constexpr std::size_t kTypeTagSize = sizeof(std::uint64_t);
+
+// Appends a typed message: T's tag, then its encoding.
+template <typename T>
+void encode_message(const T& value, std::vector<std::byte>& out) {
+  constexpr std::uint64_t tag = type_tag<T>();
+  Writer writer(out);
+  writer.write(&tag, sizeof tag);
+  Codec<T>::encode(value, writer);
+}
+
+// Decodes a typed message made by encode_message<T>. Throws mp::DecodeError
+// when the tag is another type's, or the value is malformed; `where` names
+// the caller in the message ("Queue::get").
+template <typename T>
+T decode_message(std::span<const std::byte> message, const char* where) {
+  std::uint64_t tag = 0;
+  if (message.size() < sizeof tag) {
+    throw DecodeError(std::string(where) + ": a message of " +
+                      std::to_string(message.size()) +
+                      " bytes has no type tag (sent with put_bytes/"
+                      "send_bytes?), expected a " +
+                      std::string(type_name<T>()));
+  }
+  std::memcpy(&tag, message.data(), sizeof tag);
+  if (tag != type_tag<T>()) {
+    throw DecodeError(std::string(where) + ": the message is not a " +
+                      std::string(type_name<T>()) +
+                      " (it was sent as another type)");
+  }
+  try {
+    return decode<T>(message.subspan(sizeof tag));
+  } catch (const DecodeError& e) {
+    throw DecodeError(std::string(where) + ": " + e.what());
+  }
+}
+
+// decode_message for a message already taken from a queue or connection:
+// on mp::DecodeError the message is handed back in the error's message()
+// (its bytes after the tag), so a reader that cannot decode it loses nothing.
+template <typename T>
+T decode_taken_message(std::vector<std::byte>&& message, const char* where) {
+  try {
+    return decode_message<T>(message, where);
+  } catch (const DecodeError& e) {
+    message.erase(message.begin(),
+                  message.begin() + static_cast<std::ptrdiff_t>(std::min(
+                                        message.size(), kTypeTagSize)));
+    throw DecodeError(e.what(), std::move(message));
+  }
+}
+
+// A buffer for encoding on the calling thread: lets typed sends avoid an
+// allocation per message without sharing a buffer between threads.
+inline std::vector<std::byte>& thread_scratch() {
+  thread_local std::vector<std::byte> scratch;
+  scratch.clear();
+  return scratch;
 }
 
 }  // namespace mp

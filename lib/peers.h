@@ -20,6 +20,9 @@
 #include <cstdint>
 #include <string>
 
+#include "lib/error.h"
+#include "lib/wait.h"
+
 namespace mp::internal {
 
 // This process's pid, cached (getpid() is a system call) and refreshed in
@@ -55,24 +58,66 @@ class PeerTable {
   Slot slots_[kSlots];
 };
 
-// Caches a process's registration so the fast path is one comparison: a
-// forked copy has the parent's pid in it and registers again.
+// Caches a process's registration so the fast path is one atomic load and a
+// comparison: a forked copy has the parent's pid in it and registers again.
+// Safe to call from several threads at once (threads share the object that
+// holds it); two racing first calls both join, which is idempotent.
 class PeerRegistration {
  public:
+  PeerRegistration() = default;
+  PeerRegistration(PeerRegistration&& other) noexcept
+      : state_(other.state_.load(std::memory_order_relaxed)) {}
+  PeerRegistration& operator=(PeerRegistration&& other) noexcept {
+    state_.store(other.state_.load(std::memory_order_relaxed),
+                 std::memory_order_relaxed);
+    return *this;
+  }
+
   void ensure(PeerTable& table, PeerTable::Role role) {
-    const pid_t self = current_pid();
-    if (pid_ == self && (roles_ & role)) [[likely]]
+    const std::uint64_t self = static_cast<std::uint32_t>(current_pid());
+    std::uint64_t seen = state_.load(std::memory_order_acquire);
+    if ((seen >> 32) == self && (seen & role)) [[likely]]
       return;
-    if (pid_ != self) roles_ = 0;
     table.join(role);
-    pid_ = self;
-    roles_ |= role;
+    for (;;) {
+      const std::uint64_t roles = (seen >> 32) == self ? seen & 0xffffffffu : 0;
+      if (state_.compare_exchange_weak(seen, (self << 32) | roles | role,
+                                       std::memory_order_acq_rel))
+        return;
+    }
   }
 
  private:
-  pid_t pid_ = 0;
-  std::uint32_t roles_ = 0;
+  // pid << 32 | roles registered by that pid.
+  std::atomic<std::uint64_t> state_{0};
 };
+
+// The one "spin, block in slices, check peers" wait of the shared-memory
+// primitives: calls `slice()` (a wait_slice or wait_for, lib/wait.h) until it
+// reports kReady (returns true) or kTimedOut (false); between slices, throws
+// mp::PeerError "<what()> (<the role's pids>)" when no process that could
+// end the wait is alive.
+template <typename Slice, typename What>
+bool wait_while_peers_live(Slice&& slice, const PeerTable& peers,
+                           PeerTable::Role role, What&& what) {
+  for (;;) {
+    const WaitResult result = slice();
+    if (result == WaitResult::kReady) return true;
+    if (result == WaitResult::kTimedOut) return false;
+    if (!peers.anyone_alive(role))
+      throw PeerError(std::string(what()) + " (" + peers.describe(role) + ")");
+  }
+}
+
+// The same, sleeping on a SharedEvent between checks of `ready()` (wait_for).
+template <typename Ready, typename What>
+bool wait_on_event(SharedEvent& event, const WaitPolicy& policy,
+                   const Deadline& deadline, Ready&& ready,
+                   const PeerTable& peers, PeerTable::Role role, What&& what) {
+  return wait_while_peers_live(
+      [&] { return wait_for(event, policy, deadline, ready); }, peers, role,
+      what);
+}
 
 }  // namespace mp::internal
 

@@ -80,18 +80,22 @@ class Connection {
   // Reads and drops the next message; false at end of file.
   bool skip_message();
 
+  // Sends `value` with T's type tag (lib/codec.h), for recv<T>.
   template <typename T>
   void send(const T& value) {
     scratch_.clear();
-    encode_into(value, scratch_);
+    encode_message(value, scratch_);
     send_bytes(scratch_);
   }
-  // Throws mp::DecodeError if the message is not a T.
+  // Receives a message and decodes it as a T. Throws mp::DecodeError if it
+  // is not a T (another type's tag, or malformed bytes); the message has been
+  // read by then and is not lost: the error's message() holds its bytes
+  // (without the tag).
   template <typename T>
   std::optional<T> recv() {
     auto bytes = recv_bytes();
     if (!bytes) return std::nullopt;
-    return decode<T>(*bytes);
+    return decode_taken_message<T>(std::move(*bytes), "Connection::recv");
   }
 
   // Whether recv would not block: a message (or end of file) is ready within

@@ -80,6 +80,16 @@ TEST_P(PipeTest, TypedValuesRoundTrip) {
   EXPECT_EQ(pair->second, (std::vector<std::string>{"x", "y"}));
   b.send(std::string("not an int"));
   EXPECT_THROW(a.recv<std::int32_t>(), DecodeError);
+  // Same size, other type: the type tag catches it, and hands the bytes back.
+  b.send(std::int64_t{7});
+  try {
+    a.recv<double>();
+    ADD_FAILURE() << "an int64_t received as a double must throw";
+  } catch (const DecodeError& e) {
+    EXPECT_EQ(decode<std::int64_t>(e.message()), 7);
+  }
+  b.send(std::vector<std::int32_t>{1, 2});
+  EXPECT_THROW(a.recv<std::vector<float>>(), DecodeError);
 }
 
 TEST_P(PipeTest, EndOfFileAfterThePeerCloses) {

@@ -12,13 +12,15 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
 #include <unordered_map>
 
-#include "lib/children.h"
-#include "lib/fd.h"
 #include "lib/mapping.h"
 #include "lib/process.h"
 #include "lib/queue.h"
+#include "lib/slowdown.h"
 
 namespace mp {
 
@@ -51,6 +53,7 @@ struct TaskHeader {
 enum class ResultKind : std::uint32_t {
   kResults,
   kError,
+  kTooLong,  // the chunk's results did not fit one result queue message
   kRetiring,
   kInitializerFailed
 };
@@ -59,7 +62,10 @@ struct ResultHeader {
   ResultKind kind;
   std::uint32_t worker;
   std::uint64_t seq;
-  std::uint64_t failed;  // kError: offset of the failing item in the chunk
+  // kError: offset of the failing item in the chunk; kTooLong: bytes of
+  // the results.
+  std::uint64_t detail;
+  std::uint64_t limit;  // kTooLong: the most one result message may carry
 };
 
 // Shared between the parent and the workers.
@@ -71,11 +77,8 @@ struct PoolShared {
 volatile sig_atomic_t g_worker_sigterm = 0;
 void on_worker_sigterm(int) { g_worker_sigterm = 1; }
 
-// Takes one message from `queue` into `buffer`, growing the buffer when a
-// message does not fit (it waits in the queue meanwhile), so steady traffic
-// allocates nothing. Waits up to `wait` (none: only what is there now).
-// Returns the message, or nullopt when none came in time or at end of
-// stream. Throws what Queue throws, but not Empty.
+}  // namespace
+
 std::optional<std::span<const std::byte>> take(
     Queue& queue, std::vector<std::byte>& buffer,
     std::optional<std::chrono::nanoseconds> wait) {
@@ -95,14 +98,14 @@ std::optional<std::span<const std::byte>> take(
   }
 }
 
-std::string describe_exit(int code) {
+std::string describe_exit(std::optional<int> exitcode) {
+  if (!exitcode) return "exited, exit status unavailable (reaped elsewhere)";
+  const int code = *exitcode;
   if (code < 0)
     return "was killed by signal " + std::to_string(-code) + " (" +
            ::strsignal(-code) + ")";
   return "exited with code " + std::to_string(code);
 }
-
-}  // namespace
 
 struct Task {
   std::uint64_t job;
@@ -147,7 +150,19 @@ struct Worker {
   bool exiting = false;            // handle_exit is under way for it
 };
 
-struct PoolCore::State {
+class PoolCore {
+ public:
+  explicit PoolCore(PoolOptions options);
+  ~PoolCore() { terminate(); }
+  std::uint64_t start_job(void* fn, Invoker invoker,
+                          std::unique_ptr<ChunkSource> source, bool ordered,
+                          bool unbounded);
+  std::optional<ChunkResult> next_chunk(std::uint64_t job,
+                                        const Deadline& deadline);
+  void forget_job(std::uint64_t job) noexcept;
+  void join();
+  void terminate() noexcept;
+
   PoolOptions options;
   Mapping shared_memory;
   PoolShared* shared = nullptr;
@@ -182,13 +197,13 @@ struct PoolCore::State {
   void publish_pids();
 };
 
-void PoolCore::State::publish_pids() {
+void PoolCore::publish_pids() {
   std::lock_guard lock(pids_mutex);
   pids.clear();
   for (Worker& w : workers) pids.push_back(w.process.pid());
 }
 
-void PoolCore::State::start_worker(std::size_t index) {
+void PoolCore::start_worker(std::size_t index) {
   Process process([this, index] { return worker_main(index); },
                   "PoolWorker-" + std::to_string(started + 1));
   process.set_daemon(true);
@@ -201,7 +216,7 @@ void PoolCore::State::start_worker(std::size_t index) {
 }
 
 // The worker's life, in the forked child.
-int PoolCore::State::worker_main(std::size_t index) {
+int PoolCore::worker_main(std::size_t index) {
   g_worker_sigterm = 0;
   struct sigaction action {};
   action.sa_handler = on_worker_sigterm;
@@ -209,28 +224,34 @@ int PoolCore::State::worker_main(std::size_t index) {
   ::sigaction(SIGTERM, &action, nullptr);
 
   Queue& queue = *workers[index].tasks;
-  auto report = [&](ResultKind kind, std::uint64_t seq, std::uint64_t failed,
+  auto report = [&](ResultKind kind, std::uint64_t seq, std::uint64_t detail,
                     std::span<const std::byte> payload) {
     scratch.resize(sizeof(ResultHeader));
-    const ResultHeader header{kind, static_cast<std::uint32_t>(index), seq,
-                              failed};
+    ResultHeader header{kind, static_cast<std::uint32_t>(index), seq, detail,
+                        0};
     std::memcpy(scratch.data(), &header, sizeof header);
     scratch.insert(scratch.end(), payload.begin(), payload.end());
-    results->put_bytes(scratch);
+    try {
+      results->put_bytes(scratch);
+    } catch (const MessageTooLong& e) {
+      // Results that cannot travel fail their call, not this worker.
+      header = {ResultKind::kTooLong, header.worker, seq, payload.size(),
+                e.limit() - sizeof header};
+      results->put_bytes(std::as_bytes(std::span(&header, 1)));
+    }
   };
   try {
     if (options.initializer) {
-      try {
-        options.initializer();
-      } catch (const std::exception& e) {
-        const std::string text = e.what();
+      ChunkFailure failure;
+      if (!run_chunk(1, failure,
+                     [&](std::uint64_t) { options.initializer(); })) {
         report(ResultKind::kInitializerFailed, 0, 0,
-               std::as_bytes(std::span(text)));
+               std::as_bytes(std::span(failure.what)));
         return kInitializerFailed;
       }
     }
     std::vector<std::byte> out, task;
-    std::string error;
+    ChunkFailure failure;
     std::uint64_t done = 0;
     for (;;) {
       if (shared->stop.load(std::memory_order_acquire) || g_worker_sigterm)
@@ -247,18 +268,19 @@ int PoolCore::State::worker_main(std::size_t index) {
         if (queue.end_of_stream()) return 0;  // the pool closed our queue
         continue;                             // look at the stop flags again
       }
+      // The gate's test build stretches a chunk's work and its report.
+      [[maybe_unused]] const InjectedSlowdown<Primitive::kPool> slowdown;
       TaskHeader header;
       std::memcpy(&header, message->data(), sizeof header);
       const auto items = message->subspan(sizeof header);
       out.clear();
-      std::uint64_t failed = 0;
       const auto invoker = reinterpret_cast<Invoker>(header.invoker);
       if (invoker(reinterpret_cast<void*>(header.fn), items, header.count, out,
-                  error, failed)) {
+                  failure)) {
         report(ResultKind::kResults, header.seq, 0, out);
       } else {
-        report(ResultKind::kError, header.seq, failed,
-               std::as_bytes(std::span(error)));
+        report(ResultKind::kError, header.seq, failure.item,
+               std::as_bytes(std::span(failure.what)));
       }
       ++done;
     }
@@ -267,81 +289,70 @@ int PoolCore::State::worker_main(std::size_t index) {
   }
 }
 
-PoolCore::PoolCore(PoolOptions options) : state_(std::make_unique<State>()) {
-  State& s = *state_;
-  if (options.workers <= 0)
-    options.workers =
+PoolCore::PoolCore(PoolOptions opts) {
+  if (opts.workers <= 0)
+    opts.workers =
         static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  if (options.prefetch == 0) options.prefetch = 1;
-  s.options = std::move(options);
-  s.shared_memory = Mapping::shared(sizeof(PoolShared));
-  s.shared = new (s.shared_memory.data()) PoolShared();
+  if (opts.prefetch == 0) opts.prefetch = 1;
+  if (opts.result_queue_bytes < kMinResultQueueBytes) {
+    throw std::invalid_argument("Pool: result_queue_bytes must be at least " +
+                                std::to_string(kMinResultQueueBytes) +
+                                ", got " +
+                                std::to_string(opts.result_queue_bytes));
+  }
+  options = std::move(opts);
+  shared_memory = Mapping::shared(sizeof(PoolShared));
+  shared = new (shared_memory.data()) PoolShared();
   QueueOptions result_options;
-  result_options.capacity_bytes = s.options.result_queue_bytes;
-  result_options.wait = s.options.wait;
-  s.results = std::make_unique<Queue>(result_options);
-  s.workers.resize(static_cast<std::size_t>(s.options.workers));
+  result_options.capacity_bytes = options.result_queue_bytes;
+  result_options.wait = options.wait;
+  results = std::make_unique<Queue>(result_options);
+  workers.resize(static_cast<std::size_t>(options.workers));
   QueueOptions task_options;
-  task_options.capacity_bytes = s.options.task_queue_bytes;
-  task_options.wait = s.options.wait;
-  for (Worker& w : s.workers) w.tasks = std::make_unique<Queue>(task_options);
+  task_options.capacity_bytes = options.task_queue_bytes;
+  task_options.wait = options.wait;
+  for (Worker& w : workers) w.tasks = std::make_unique<Queue>(task_options);
   try {
-    for (std::size_t i = 0; i < s.workers.size(); ++i) s.start_worker(i);
+    for (std::size_t i = 0; i < workers.size(); ++i) start_worker(i);
   } catch (...) {
     terminate();
     throw;
   }
 }
 
-PoolCore::~PoolCore() { terminate(); }
-
-int PoolCore::workers() const { return state_->options.workers; }
-
-std::vector<pid_t> PoolCore::worker_pids() const {
-  std::lock_guard lock(state_->pids_mutex);
-  return state_->pids;
-}
-
-std::uint64_t PoolCore::workers_started() const { return state_->started; }
-
-void PoolCore::request_stop() noexcept {
-  state_->shared->stop.store(1, std::memory_order_release);
-}
-
 std::uint64_t PoolCore::start_job(void* fn, Invoker invoker,
                                   std::unique_ptr<ChunkSource> source,
                                   bool ordered, bool unbounded) {
-  State& s = *state_;
-  if (s.terminated) throw PoolError("Pool: the pool was terminated");
-  if (s.closed) throw PoolError("Pool: the pool is closed");
-  if (!s.broken.empty()) throw PoolError("Pool: " + s.broken);
-  const std::uint64_t id = s.next_job++;
-  Job& job = s.jobs[id];
+  if (terminated) throw PoolError("Pool: the pool was terminated");
+  if (closed) throw PoolError("Pool: the pool is closed");
+  if (!broken.empty()) throw PoolError("Pool: " + broken);
+  const std::uint64_t id = next_job++;
+  Job& job = jobs[id];
   job.name = "call #" + std::to_string(id);
   job.fn = fn;
   job.invoker = invoker;
   job.source = std::move(source);
   job.ordered = ordered;
   job.unbounded = unbounded;
-  s.dispatch();
+  dispatch();
   return id;
 }
 
-void PoolCore::State::fail_job(Job& job, std::exception_ptr error) {
+void PoolCore::fail_job(Job& job, std::exception_ptr error) {
   if (!job.failure) job.failure = std::move(error);
   job.source_done = true;  // no more of its chunks are sent
   job.staged = false;
   job.ready.clear();
 }
 
-void PoolCore::State::fail_all(const std::string& why) {
+void PoolCore::fail_all(const std::string& why) {
   for (auto& [id, job] : jobs)
     fail_job(job, std::make_exception_ptr(PoolError("Pool: " + why)));
 }
 
 // Puts chunks into worker `index`'s queue until it holds `level` of them.
 // Returns false when no job has a chunk to give.
-bool PoolCore::State::fill(std::size_t index, std::size_t level) {
+bool PoolCore::fill(std::size_t index, std::size_t level) {
   Worker& w = workers[index];
   while (w.seqs.size() < level) {
     Job* job = nullptr;
@@ -410,7 +421,7 @@ bool PoolCore::State::fill(std::size_t index, std::size_t level) {
 // Deals chunks out one per worker per round, up to `prefetch` each, so a
 // call of a few chunks spreads over every worker instead of queueing
 // behind the first one.
-void PoolCore::State::dispatch() {
+void PoolCore::dispatch() {
   if (terminated || !broken.empty() ||
       shared->stop.load(std::memory_order_relaxed))
     return;
@@ -427,7 +438,7 @@ void PoolCore::State::dispatch() {
   round_robin = (round_robin + 1) % workers.size();
 }
 
-void PoolCore::State::complete_task(std::uint64_t seq, const Task& task) {
+void PoolCore::complete_task(std::uint64_t seq, const Task& task) {
   Worker& w = workers[task.worker];
   if (auto it = std::find(w.seqs.begin(), w.seqs.end(), seq);
       it != w.seqs.end())
@@ -441,7 +452,8 @@ void PoolCore::State::complete_task(std::uint64_t seq, const Task& task) {
   }
 }
 
-void PoolCore::State::handle_result(std::span<const std::byte> message) {
+void PoolCore::handle_result(std::span<const std::byte> message) {
+  [[maybe_unused]] const InjectedSlowdown<Primitive::kPool> slowdown;
   ResultHeader header;
   std::memcpy(&header, message.data(), sizeof header);
   const auto payload = message.subspan(sizeof header);
@@ -470,8 +482,24 @@ void PoolCore::State::handle_result(std::span<const std::byte> message) {
   if (job_it == jobs.end()) return;  // abandoned and gone
   Job& job = job_it->second;
   if (job.failure || job.abandoned) return;
+  if (header.kind == ResultKind::kTooLong) {
+    fail_job(
+        job,
+        std::make_exception_ptr(MessageTooLong(
+            "Pool: the results of chunk " + std::to_string(task.chunk) +
+                " (items " + std::to_string(task.first_item) + ".." +
+                std::to_string(task.first_item + task.count - 1) + ") of " +
+                job.name + " take " + std::to_string(header.detail) +
+                " bytes, more than one message of the result queue "
+                "holds (" +
+                std::to_string(header.limit) +
+                " bytes): raise PoolOptions::result_queue_bytes or lower "
+                "chunksize",
+            header.detail, header.limit)));
+    return;
+  }
   if (header.kind == ResultKind::kError) {
-    const std::uint64_t item = task.first_item + header.failed;
+    const std::uint64_t item = task.first_item + header.detail;
     fail_job(
         job,
         std::make_exception_ptr(TaskError(
@@ -491,11 +519,11 @@ void PoolCore::State::handle_result(std::span<const std::byte> message) {
 
 // A worker has exited (or announced that it is retiring): collect what it
 // sent, report the chunks it took and never finished, and replace it.
-void PoolCore::State::handle_exit(std::size_t index) {
+void PoolCore::handle_exit(std::size_t index) {
   Worker& w = workers[index];
   w.exiting = true;
   if (w.retiring) w.process.join();
-  const int code = w.process.exitcode().value_or(0);
+  const std::optional<int> code = w.process.exitcode();
   // Everything it published is in the result queue now: read it first.
   while (auto message = take(*results, result_buffer, std::nullopt))
     handle_result(*message);
@@ -536,7 +564,7 @@ void PoolCore::State::handle_exit(std::size_t index) {
   start_worker(index);
 }
 
-void PoolCore::State::check_health() {
+void PoolCore::check_health() {
   last_health_check = Clock::now();
   for (std::size_t i = 0; i < workers.size(); ++i) {
     Worker& w = workers[i];
@@ -549,7 +577,7 @@ void PoolCore::State::check_health() {
 
 // Waits for one result (or until the deadline or the next health check) and
 // handles whatever has arrived. Returns false when the deadline passed.
-bool PoolCore::State::pump(const Deadline& deadline) {
+bool PoolCore::pump(const Deadline& deadline) {
   dispatch();
   if (Clock::now() - last_health_check > kHealthInterval) check_health();
   std::optional<std::span<const std::byte>> message;
@@ -577,10 +605,9 @@ bool PoolCore::State::pump(const Deadline& deadline) {
 
 std::optional<ChunkResult> PoolCore::next_chunk(std::uint64_t job_id,
                                                 const Deadline& deadline) {
-  State& s = *state_;
   for (;;) {
-    auto it = s.jobs.find(job_id);
-    if (it == s.jobs.end())
+    auto it = jobs.find(job_id);
+    if (it == jobs.end())
       throw std::logic_error("Pool: unknown or finished call");
     Job& job = it->second;
     if (job.failure) std::rethrow_exception(job.failure);
@@ -590,24 +617,24 @@ std::optional<ChunkResult> PoolCore::next_chunk(std::uint64_t job_id,
         ChunkResult result = std::move(first->second);
         job.ready.erase(first);
         ++job.next_to_deliver;
-        s.dispatch();  // a bounded job may now make more
+        dispatch();  // a bounded job may now make more
         return result;
       }
     }
     if (job.finished()) return std::nullopt;
-    if (s.terminated) throw PoolError("Pool: the pool was terminated");
-    if (!s.broken.empty()) throw PoolError("Pool: " + s.broken);
-    if (!s.pump(deadline))
+    if (terminated) throw PoolError("Pool: the pool was terminated");
+    if (!broken.empty()) throw PoolError("Pool: " + broken);
+    if (!pump(deadline))
       throw TimeoutError("Pool: result not ready within the timeout");
   }
 }
 
 void PoolCore::forget_job(std::uint64_t job_id) noexcept {
-  auto it = state_->jobs.find(job_id);
-  if (it == state_->jobs.end()) return;
+  auto it = jobs.find(job_id);
+  if (it == jobs.end()) return;
   Job& job = it->second;
   if (job.in_flight == 0) {
-    state_->jobs.erase(it);
+    jobs.erase(it);
     return;
   }
   job.abandoned = true;
@@ -616,40 +643,36 @@ void PoolCore::forget_job(std::uint64_t job_id) noexcept {
   job.ready.clear();
 }
 
-void PoolCore::close() { state_->closed = true; }
-
 void PoolCore::join() {
-  State& s = *state_;
-  if (!s.closed && !s.terminated) {
+  if (!closed && !terminated) {
     throw std::logic_error("Pool::join: call close() or terminate() first");
   }
-  if (s.terminated) return;
+  if (terminated) return;
   // Finish what was submitted (results stay with their calls).
   auto pending = [&] {
-    if (!s.tasks.empty()) return true;
-    for (auto& [id, job] : s.jobs) {
+    if (!tasks.empty()) return true;
+    for (auto& [id, job] : jobs) {
       if (!job.failure && !job.abandoned && (!job.source_done || job.staged))
         return true;
     }
     return false;
   };
-  while (pending() && s.broken.empty()) s.pump(Deadline());
-  for (Worker& w : s.workers) w.tasks->close();
-  for (std::size_t i = 0; i < s.workers.size(); ++i) {
-    Worker& w = s.workers[i];
+  while (pending() && broken.empty()) pump(Deadline());
+  for (Worker& w : workers) w.tasks->close();
+  for (std::size_t i = 0; i < workers.size(); ++i) {
+    Worker& w = workers[i];
     while (!w.process.join(kHealthInterval)) {
-      while (auto message = take(*s.results, s.result_buffer, std::nullopt))
-        s.handle_result(*message);
+      while (auto message = take(*results, result_buffer, std::nullopt))
+        handle_result(*message);
     }
   }
 }
 
 void PoolCore::terminate() noexcept {
-  State& s = *state_;
-  if (s.terminated) return;
-  s.terminated = true;
-  s.shared->stop.store(1, std::memory_order_release);
-  for (Worker& w : s.workers) {
+  if (terminated) return;
+  terminated = true;
+  shared->stop.store(1, std::memory_order_release);
+  for (Worker& w : workers) {
     try {
       if (w.tasks) w.tasks->close();
       if (w.process.pid() != 0) {
@@ -660,7 +683,7 @@ void PoolCore::terminate() noexcept {
       // Reaped elsewhere (GracefulShutdown): nothing left to stop.
     }
   }
-  s.fail_all("the pool was terminated");
+  fail_all("the pool was terminated");
 }
 
 }  // namespace internal
@@ -685,215 +708,33 @@ std::uint64_t Pool::start(void* fn, internal::Invoker invoker,
   return core_->start_job(fn, invoker, std::move(source), ordered, unbounded);
 }
 
-void Pool::close() { core_->close(); }
+void Pool::close() { core_->closed = true; }
 void Pool::join() { core_->join(); }
 void Pool::terminate() noexcept { core_->terminate(); }
-int Pool::workers() const { return core_->workers(); }
-std::vector<pid_t> Pool::worker_pids() const { return core_->worker_pids(); }
-std::uint64_t Pool::workers_started() const { return core_->workers_started(); }
-void Pool::request_stop() noexcept { core_->request_stop(); }
+int Pool::workers() const { return core_->options.workers; }
 
-// --- fork_map
-// -------------------------------------------------------------------
+std::vector<pid_t> Pool::worker_pids() const {
+  std::lock_guard lock(core_->pids_mutex);
+  return core_->pids;
+}
+
+std::uint64_t Pool::workers_started() const { return core_->started; }
+
+void Pool::request_stop() noexcept {
+  core_->shared->stop.store(1, std::memory_order_release);
+}
 
 namespace internal {
 
-std::vector<std::vector<std::byte>> fork_map_chunks(std::size_t items,
-                                                    std::size_t workers,
-                                                    std::size_t chunksize,
-                                                    const ForkMapRunner& run,
-                                                    const WaitPolicy& policy) {
-  const std::size_t chunks =
-      items == 0 ? 0 : (items + chunksize - 1) / chunksize;
-  std::vector<std::vector<std::byte>> payloads(chunks);
-  if (chunks == 0) return payloads;
-  struct Shared {
-    std::atomic<std::uint64_t> next{0};
-    std::atomic<std::uint32_t> abort{0};
-  };
-  Mapping memory = Mapping::shared(sizeof(Shared));
-  auto* shared = new (memory.data()) Shared();
-  QueueOptions options;
-  options.capacity_bytes = 32 << 20;
-  options.wait = policy;
-  Queue results(options);
+std::optional<ChunkResult> next_chunk(PoolCore& core, std::uint64_t job,
+                                      const Deadline& deadline) {
+  return core.next_chunk(job, deadline);
+}
 
-  std::vector<Process> processes;
-  processes.reserve(std::min(workers, chunks));
-  for (std::size_t w = 0; w < std::min(workers, chunks); ++w) {
-    processes.emplace_back([&] {
-      std::vector<std::byte> message;
-      std::string error;
-      for (;;) {
-        if (shared->abort.load(std::memory_order_relaxed)) return 0;
-        const std::uint64_t chunk = shared->next.fetch_add(1);
-        if (chunk >= chunks) return 0;
-        const std::uint64_t first = chunk * chunksize;
-        const std::uint64_t count =
-            std::min<std::uint64_t>(chunksize, items - first);
-        message.assign(3 * sizeof(std::uint64_t), std::byte{0});
-        std::uint64_t failed = 0;
-        const bool ok = run(first, count, message, error, failed);
-        const std::uint64_t header[3] = {chunk, ok ? 0u : 1u, failed};
-        std::memcpy(message.data(), header, sizeof header);
-        if (!ok) {
-          message.resize(sizeof header);
-          message.insert(
-              message.end(), reinterpret_cast<const std::byte*>(error.data()),
-              reinterpret_cast<const std::byte*>(error.data() + error.size()));
-        }
-        results.put_bytes(message);
-      }
-    });
-    processes.back().set_daemon(true);
-    processes.back().start();
-  }
-
-  std::exception_ptr failure;
-  std::size_t received = 0;
-  std::vector<bool> done(chunks, false);
-  auto handle = [&](const std::vector<std::byte>& message) {
-    std::uint64_t header[3];
-    std::memcpy(header, message.data(), sizeof header);
-    const auto chunk = header[0];
-    ++received;
-    done[chunk] = true;
-    if (header[1] != 0 && !failure) {
-      const std::uint64_t item = chunk * chunksize + header[2];
-      failure = std::make_exception_ptr(TaskError(
-          "fork_map: item " + std::to_string(item) + " (chunk " +
-              std::to_string(chunk) + ") raised: " +
-              std::string(
-                  reinterpret_cast<const char*>(message.data() + sizeof header),
-                  message.size() - sizeof header),
-          item));
-      shared->abort.store(1);
-    }
-    payloads[chunk].assign(message.begin() + sizeof header, message.end());
-  };
-  while (received < chunks && !failure) {
-    try {
-      if (auto message = results.get_bytes(kHealthInterval)) handle(*message);
-    } catch (const Empty&) {
-    } catch (const PeerError&) {
-    }
-    bool any_alive = false;
-    for (Process& p : processes) any_alive = p.is_alive() || any_alive;
-    if (!any_alive) {
-      while (auto message = results.try_get_bytes()) handle(*message);
-      break;
-    }
-  }
-  for (Process& p : processes) p.join();
-  while (received < chunks && !failure) {
-    auto message = results.try_get_bytes();
-    if (!message) break;
-    handle(*message);
-  }
-  if (failure) std::rethrow_exception(failure);
-  for (std::size_t chunk = 0; chunk < chunks; ++chunk) {
-    if (done[chunk]) continue;
-    std::string who;
-    for (Process& p : processes) {
-      if (p.exitcode() != 0)
-        who += " pid " + std::to_string(p.pid()) + " " +
-               describe_exit(*p.exitcode()) + ";";
-    }
-    const std::uint64_t first = chunk * chunksize;
-    const std::uint64_t count =
-        std::min<std::uint64_t>(chunksize, items - first);
-    throw WorkerLost("fork_map: chunk " + std::to_string(chunk) + " (items " +
-                         std::to_string(first) + ".." +
-                         std::to_string(first + count - 1) +
-                         ") was lost: a worker died:" + who,
-                     first, count);
-  }
-  return payloads;
+void forget_job(PoolCore& core, std::uint64_t job) noexcept {
+  core.forget_job(job);
 }
 
 }  // namespace internal
-
-// --- GracefulShutdown
-// ----------------------------------------------------------
-
-namespace {
-std::atomic<int> g_shutdown_fd{-1};
-void on_sigterm(int) {
-  const int saved = errno;
-  const int fd = g_shutdown_fd.load(std::memory_order_relaxed);
-  if (fd >= 0) {
-    const char byte = 't';
-    [[maybe_unused]] ssize_t ignored = ::write(fd, &byte, 1);
-  }
-  errno = saved;
-}
-}  // namespace
-
-struct GracefulShutdown::State {
-  Pool* pool;
-  std::chrono::milliseconds grace;
-  Fd read_end, write_end;
-  struct sigaction previous {};
-  std::thread thread;
-};
-
-GracefulShutdown::GracefulShutdown(Pool& pool, std::chrono::milliseconds grace)
-    : state_(std::make_unique<State>()) {
-  State& s = *state_;
-  s.pool = &pool;
-  s.grace = grace;
-  int fds[2];
-  internal::check(::pipe2(fds, O_CLOEXEC), "pipe2");
-  s.read_end.reset(fds[0]);
-  s.write_end.reset(fds[1]);
-  int expected = -1;
-  if (!g_shutdown_fd.compare_exchange_strong(expected, s.write_end.get())) {
-    throw std::logic_error("GracefulShutdown: another one is installed");
-  }
-  struct sigaction action {};
-  action.sa_handler = on_sigterm;
-  sigemptyset(&action.sa_mask);
-  action.sa_flags = SA_RESTART;
-  ::sigaction(SIGTERM, &action, &s.previous);
-  s.thread = std::thread([&s] {
-    char byte = 0;
-    while (::read(s.read_end.get(), &byte, 1) == -1 && errno == EINTR) {
-    }
-    if (byte != 't') return;  // the destructor's wake-up
-    // Stop taking tasks; running chunks finish; then every worker exits.
-    s.pool->request_stop();
-    const std::vector<pid_t> pids = s.pool->worker_pids();
-    const auto deadline = std::chrono::steady_clock::now() + s.grace;
-    for (pid_t pid : pids) {
-      siginfo_t info{};
-      for (;;) {
-        info.si_pid = 0;
-        // WNOWAIT: watch without reaping; the reaping below keeps the
-        // Process objects' bookkeeping right.
-        if (::waitid(P_PID, static_cast<id_t>(pid), &info,
-                     WEXITED | WNOHANG | WNOWAIT) == -1)
-          break;
-        if (info.si_pid == pid) break;
-        if (std::chrono::steady_clock::now() >= deadline) {
-          ::kill(pid, SIGKILL);
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
-      }
-    }
-    for (pid_t pid : pids) internal::reap_owned(pid);
-    std::fflush(nullptr);
-    ::signal(SIGTERM, SIG_DFL);
-    ::raise(SIGTERM);
-  });
-}
-
-GracefulShutdown::~GracefulShutdown() {
-  State& s = *state_;
-  ::sigaction(SIGTERM, &s.previous, nullptr);
-  g_shutdown_fd = -1;
-  const char byte = 'q';
-  [[maybe_unused]] ssize_t ignored = ::write(s.write_end.get(), &byte, 1);
-  if (s.thread.joinable()) s.thread.join();
-}
 
 }  // namespace mp

@@ -24,8 +24,11 @@
 // mp::fork_map forks workers for one call instead, so inputs are inherited
 // copy-on-write and only results travel.
 //
-// Failures: an exception thrown by `fn` fails that call with mp::TaskError,
-// which names the item index and the message; the pool stays usable. A
+// Failures: an exception thrown by `fn` (of any type, `throw 42;` included)
+// fails that call with mp::TaskError, which names the one item whose call
+// threw and the message; the pool stays usable. A chunk's results that do
+// not fit one message of the result queue fail the call with
+// mp::MessageTooLong naming the chunk (the worker lives on). A
 // worker that dies (killed, crashed) fails the call whose chunk it was
 // running with mp::WorkerLost, which names the chunk; the worker is replaced
 // and tasks queued for it are run by its replacement. Every chunk is either
@@ -35,8 +38,16 @@
 // Shutdown: close() refuses new work; join() waits for submitted work and
 // then for the workers to exit; terminate() kills workers at once. The
 // destructor terminates, like leaving Python's `with Pool()` block. Workers
-// are daemons (they die with this process), and mp::GracefulShutdown turns
-// SIGTERM into "finish the running chunks, reap every worker, then exit".
+// are daemons (they die with this process), and mp::GracefulShutdown
+// (lib/graceful_shutdown.h) turns SIGTERM into "finish the running chunks,
+// reap every worker, then exit". For one call over inherited data, see
+// mp::fork_map (lib/fork_map.h).
+//
+// Children reaped elsewhere: a program that ignores SIGCHLD or reaps with
+// waitpid(-1) in another thread takes the workers' exit statuses. The pool
+// still notices a worker's exit (through its pidfd), reports its chunk with
+// mp::WorkerLost ("exit status unavailable (reaped elsewhere)"), and
+// replaces it.
 //
 // Thread safety: a Pool and its iterators and results are used by one thread
 // at a time. Blocking calls wait with the pool's WaitPolicy and check the
@@ -54,14 +65,13 @@
 #include <optional>
 #include <span>
 #include <stdexcept>
-#include <string>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "lib/codec.h"
 #include "lib/error.h"
+#include "lib/pool_internal.h"
 #include "lib/wait.h"
 
 namespace mp {
@@ -78,130 +88,19 @@ struct PoolOptions {
   std::size_t prefetch = 4;
   // Capacity of each worker's task queue and of the result queue; one chunk
   // (or its results) must fit in one message (mp::MessageTooLong otherwise).
+  // The result queue takes at least 4096 bytes (std::invalid_argument).
   std::size_t task_queue_bytes = 8 << 20;
   std::size_t result_queue_bytes = 32 << 20;
   // How the pool and its workers wait for each other.
   WaitPolicy wait = WaitPolicy::spin_then_block(std::chrono::microseconds(20));
 };
 
-// `fn` threw for an item. The pool stays usable.
-class TaskError : public std::runtime_error {
- public:
-  TaskError(const std::string& what, std::uint64_t item_index)
-      : std::runtime_error(what), item_index_(item_index) {}
-  std::uint64_t item_index() const noexcept { return item_index_; }
-
- private:
-  std::uint64_t item_index_;
-};
-
-// A worker died while it held a chunk of this call; the chunk's results are
-// lost. The worker has been replaced.
-class WorkerLost : public std::runtime_error {
- public:
-  WorkerLost(const std::string& what, std::uint64_t first_item,
-             std::uint64_t count)
-      : std::runtime_error(what), first_item_(first_item), count_(count) {}
-  // The lost items: [first_item, first_item + count) of the call's input.
-  std::uint64_t first_item() const noexcept { return first_item_; }
-  std::uint64_t count() const noexcept { return count_; }
-
- private:
-  std::uint64_t first_item_;
-  std::uint64_t count_;
-};
-
-// The pool cannot run work: closed, terminated, or its initializer failed.
-class PoolError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
 // CPython's default chunksize for map: ceil(items / (4 * workers)), at least 1.
 std::size_t default_chunksize(std::size_t items, std::size_t workers);
 
-namespace internal {
-
-// Runs `fn` over the `count` items encoded in `items` and encodes the results
-// into `results`. On an exception, returns false with the message in `error`
-// and the failing item's offset in the chunk in `failed`.
-using Invoker = bool (*)(void* fn, std::span<const std::byte> items,
-                         std::uint64_t count, std::vector<std::byte>& results,
-                         std::string& error, std::uint64_t& failed);
-
-template <typename Fp, typename T>
-bool invoke_chunk(void* fn, std::span<const std::byte> items,
-                  std::uint64_t count, std::vector<std::byte>& results,
-                  std::string& error, std::uint64_t& failed) {
-  const Fp f = reinterpret_cast<Fp>(fn);
-  Reader reader(items);
-  Writer writer(results);
-  using R = std::decay_t<std::invoke_result_t<Fp, const T&>>;
-  for (std::uint64_t i = 0; i < count; ++i) {
-    try {
-      const T item = Codec<T>::decode(reader);
-      Codec<R>::encode(f(item), writer);
-    } catch (const std::exception& e) {
-      error = e.what();
-      failed = i;
-      return false;
-    } catch (...) {
-      error = "unknown exception";
-      failed = i;
-      return false;
-    }
-  }
-  return true;
-}
-
-// Produces a job's chunks, encoded, on demand (so imap holds only a bounded
-// number of them).
-class ChunkSource {
- public:
-  virtual ~ChunkSource() = default;
-  // Appends the next chunk's encoded items to `out`; false when none is left.
-  virtual bool next(std::vector<std::byte>& out, std::uint64_t& first_item,
-                    std::uint64_t& count) = 0;
-};
-
-template <typename T>
-class SpanSource final : public ChunkSource {
- public:
-  SpanSource(std::span<const T> items, std::size_t chunksize)
-      : items_(items), chunksize_(chunksize) {}
-  bool next(std::vector<std::byte>& out, std::uint64_t& first_item,
-            std::uint64_t& count) override {
-    if (position_ >= items_.size()) return false;
-    const std::size_t n = std::min(chunksize_, items_.size() - position_);
-    Writer writer(out);
-    for (std::size_t i = 0; i < n; ++i)
-      Codec<T>::encode(items_[position_ + i], writer);
-    first_item = position_;
-    count = n;
-    position_ += n;
-    return true;
-  }
-
- private:
-  std::span<const T> items_;
-  std::size_t chunksize_;
-  std::size_t position_ = 0;
-};
-
-struct ChunkResult {
-  std::uint64_t first_item = 0;
-  std::uint64_t count = 0;
-  std::vector<std::byte> payload;  // `count` encoded results
-};
-
-class PoolCore;
-
-}  // namespace internal
-
-class Pool;
-
 // Results of imap / imap_unordered, pulled lazily: iterate with range-for or
-// call next(). Errors (TaskError, WorkerLost) surface from next().
+// call next(). Errors (TaskError, WorkerLost, MessageTooLong) surface from
+// next().
 template <typename R>
 class MapIterator {
  public:
@@ -263,7 +162,8 @@ class AsyncResult {
   ~AsyncResult();
 
   // Blocks until the result is ready and returns it, or throws the task's
-  // error (TaskError, WorkerLost). May be called again: returns the same.
+  // error (TaskError, WorkerLost, MessageTooLong). May be called again:
+  // returns the same.
   const R& get();
   // Same; throws mp::TimeoutError if not ready within `timeout`.
   const R& get(std::chrono::nanoseconds timeout);
@@ -287,11 +187,6 @@ class AsyncResult {
   std::exception_ptr error_;
 };
 
-namespace internal {
-template <typename F, typename T>
-using result_of = std::decay_t<std::invoke_result_t<F&, const T&>>;
-}  // namespace internal
-
 class Pool {
  public:
   // Forks the workers. Throws mp::OsError when processes or shared memory
@@ -305,10 +200,11 @@ class Pool {
 
   // fn(item) for every item, results in order. chunksize 0 picks CPython's
   // default (see default_chunksize). Throws TaskError, WorkerLost,
-  // MessageTooLong (a chunk larger than the queues), PoolError.
+  // MessageTooLong (a chunk or its results larger than the queues),
+  // PoolError.
   template <typename T, typename F>
   auto map(F fn, std::span<const T> items, std::size_t chunksize = 0) {
-    using R = result_of<F, T>;
+    using R = internal::result_of<F, T>;
     MapIterator<R> results = imap_impl<R, T>(
         fn, items, chunksize_or_default(chunksize, items.size()),
         /*ordered=*/true, /*unbounded=*/true);
@@ -327,27 +223,26 @@ class Pool {
   template <typename T, typename F>
   MapIterator<internal::result_of<F, T>> imap(F fn, std::span<const T> items,
                                               std::size_t chunksize = 1) {
-    return imap_impl<result_of<F, T>, T>(
+    return imap_impl<internal::result_of<F, T>, T>(
         fn, items, std::max<std::size_t>(chunksize, 1), true, false);
   }
   // Results in completion order (each chunk's results stay together).
   template <typename T, typename F>
   MapIterator<internal::result_of<F, T>> imap_unordered(
       F fn, std::span<const T> items, std::size_t chunksize = 1) {
-    return imap_impl<result_of<F, T>, T>(
+    return imap_impl<internal::result_of<F, T>, T>(
         fn, items, std::max<std::size_t>(chunksize, 1), false, false);
   }
 
   // fn(arg) in a worker.
   template <typename T, typename F>
   AsyncResult<internal::result_of<F, T>> apply_async(F fn, const T& arg) {
-    using R = result_of<F, T>;
-    return AsyncResult<R>(core_.get(),
-                          start(function_pointer<T>(fn),
-                                &internal::invoke_chunk<decltype(+fn), T>,
-                                std::make_unique<internal::SpanSource<T>>(
-                                    std::span<const T>(&arg, 1), 1),
-                                true, true));
+    return AsyncResult<internal::result_of<F, T>>(
+        core_.get(), start(function_pointer<T>(fn),
+                           &internal::invoke_chunk<decltype(+fn), T>,
+                           std::make_unique<internal::SpanSource<T>>(
+                               std::span<const T>(&arg, 1), 1),
+                           true, true));
   }
 
   // No more work may be submitted; workers exit once the work already
@@ -362,6 +257,7 @@ class Pool {
 
   int workers() const;
   // Current worker pids (replacements included), for diagnostics and tests.
+  // Safe to call from another thread.
   std::vector<pid_t> worker_pids() const;
   // Workers started so far, replacements included.
   std::uint64_t workers_started() const;
@@ -370,8 +266,6 @@ class Pool {
   void request_stop() noexcept;
 
  private:
-  template <typename F, typename T>
-  using result_of = internal::result_of<F, T>;
   static PoolOptions options_with(int workers) {
     PoolOptions options;
     options.workers = workers;
@@ -384,7 +278,8 @@ class Pool {
         std::is_convertible_v<F, decltype(+fn)> &&
             std::is_pointer_v<decltype(+fn)>,
         "Pool needs a function pointer or a captureless lambda (see pool.h)");
-    static_assert(!std::is_void_v<result_of<F, T>>, "fn must return a value");
+    static_assert(!std::is_void_v<internal::result_of<F, T>>,
+                  "fn must return a value");
     return reinterpret_cast<void*>(+fn);
   }
 
@@ -418,111 +313,7 @@ auto serial_map(F&& fn, std::span<const T> items) {
   return out;
 }
 
-namespace internal {
-// Runs chunk `chunk` of fork_map in a forked worker, writing results to out.
-using ForkMapRunner = std::function<bool(
-    std::uint64_t first, std::uint64_t count, std::vector<std::byte>& out,
-    std::string& error, std::uint64_t& failed)>;
-// Forks `workers` processes that take chunks from a shared counter and send
-// back encoded results; returns every chunk's payload in order. Throws
-// TaskError / WorkerLost like Pool::map.
-std::vector<std::vector<std::byte>> fork_map_chunks(std::size_t items,
-                                                    std::size_t workers,
-                                                    std::size_t chunksize,
-                                                    const ForkMapRunner& run,
-                                                    const WaitPolicy& policy);
-}  // namespace internal
-
-// fn(item) for every item in `workers` processes forked for this call: the
-// items (and anything else fn reads) are inherited copy-on-write, and only
-// results travel back, one message per chunk. fn may be any callable,
-// closures included. chunksize 0 picks CPython's default.
-template <typename T, typename F>
-auto fork_map(F&& fn, std::span<const T> items, std::size_t workers,
-              std::size_t chunksize = 0,
-              WaitPolicy policy = PoolOptions{}.wait) {
-  using R = std::decay_t<std::invoke_result_t<F&, const T&>>;
-  if (workers == 0) workers = std::max(1u, std::thread::hardware_concurrency());
-  if (chunksize == 0) chunksize = default_chunksize(items.size(), workers);
-  const auto payloads = internal::fork_map_chunks(
-      items.size(), workers, chunksize,
-      [&](std::uint64_t first, std::uint64_t count, std::vector<std::byte>& out,
-          std::string& error, std::uint64_t& failed) {
-        Writer writer(out);
-        for (std::uint64_t i = 0; i < count; ++i) {
-          try {
-            Codec<R>::encode(fn(items[first + i]), writer);
-          } catch (const std::exception& e) {
-            error = e.what();
-            failed = i;
-            return false;
-          }
-        }
-        return true;
-      },
-      policy);
-  std::vector<R> out;
-  out.reserve(items.size());
-  for (const auto& payload : payloads) {
-    Reader reader(payload);
-    while (reader.remaining() > 0) out.push_back(Codec<R>::decode(reader));
-  }
-  return out;
-}
-
-// Installs a SIGTERM handler for its lifetime, in the way of seed 003: on
-// SIGTERM the pool stops taking tasks, running chunks finish (up to
-// `grace`, then workers are killed), every worker is reaped, and the process
-// exits as killed by SIGTERM. A background thread does the work (a signal
-// handler may not). At most one at a time (std::logic_error).
-class GracefulShutdown {
- public:
-  explicit GracefulShutdown(
-      Pool& pool, std::chrono::milliseconds grace = std::chrono::seconds(10));
-  GracefulShutdown(const GracefulShutdown&) = delete;
-  GracefulShutdown& operator=(const GracefulShutdown&) = delete;
-  ~GracefulShutdown();
-
- private:
-  struct State;
-  std::unique_ptr<State> state_;
-};
-
-// --- Implementation details of the templates above
-// ----------------------------
-
-namespace internal {
-
-class PoolCore {
- public:
-  explicit PoolCore(PoolOptions options);
-  ~PoolCore();
-
-  std::uint64_t start_job(void* fn, Invoker invoker,
-                          std::unique_ptr<ChunkSource> source, bool ordered,
-                          bool unbounded);
-  // The job's next chunk of results (in chunk order if ordered), nullopt
-  // when all have been delivered, or the job's error. Throws TimeoutError
-  // when `deadline` passes first.
-  std::optional<ChunkResult> next_chunk(std::uint64_t job,
-                                        const Deadline& deadline);
-  // Drops a job whose results are no longer wanted.
-  void forget_job(std::uint64_t job) noexcept;
-
-  void close();
-  void join();
-  void terminate() noexcept;
-  void request_stop() noexcept;
-  int workers() const;
-  std::vector<pid_t> worker_pids() const;
-  std::uint64_t workers_started() const;
-
- private:
-  struct State;
-  std::unique_ptr<State> state_;
-};
-
-}  // namespace internal
+// --- Template member definitions ----------------------------------------
 
 template <typename R>
 MapIterator<R>::MapIterator(MapIterator&& other) noexcept
@@ -540,7 +331,7 @@ MapIterator<R>::MapIterator(MapIterator&& other) noexcept
 
 template <typename R>
 MapIterator<R>::~MapIterator() {
-  if (core_ != nullptr) core_->forget_job(job_);
+  if (core_ != nullptr) internal::forget_job(*core_, job_);
 }
 
 template <typename R>
@@ -548,9 +339,9 @@ std::optional<R> MapIterator<R>::next_until(
     const internal::Deadline& deadline) {
   if (core_ == nullptr) return std::nullopt;
   while (left_in_chunk_ == 0) {
-    auto chunk = core_->next_chunk(job_, deadline);
+    auto chunk = internal::next_chunk(*core_, job_, deadline);
     if (!chunk) {
-      core_->forget_job(job_);
+      internal::forget_job(*core_, job_);
       core_ = nullptr;
       return std::nullopt;
     }
@@ -581,7 +372,8 @@ AsyncResult<R>::AsyncResult(AsyncResult&& other) noexcept
 
 template <typename R>
 AsyncResult<R>::~AsyncResult() {
-  if (core_ != nullptr && !value_ && !error_) core_->forget_job(job_);
+  if (core_ != nullptr && !value_ && !error_)
+    internal::forget_job(*core_, job_);
 }
 
 template <typename R>
@@ -589,7 +381,7 @@ bool AsyncResult<R>::settle(const internal::Deadline& deadline) {
   if (value_ || error_) return true;
   if (core_ == nullptr) throw std::logic_error("AsyncResult: moved from");
   try {
-    auto chunk = core_->next_chunk(job_, deadline);
+    auto chunk = internal::next_chunk(*core_, job_, deadline);
     if (!chunk) throw PoolError("AsyncResult: the task produced no result");
     Reader reader(chunk->payload);
     value_ = Codec<R>::decode(reader);
@@ -598,7 +390,7 @@ bool AsyncResult<R>::settle(const internal::Deadline& deadline) {
   } catch (...) {
     error_ = std::current_exception();
   }
-  core_->forget_job(job_);
+  internal::forget_job(*core_, job_);
   return true;
 }
 

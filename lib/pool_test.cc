@@ -1,7 +1,7 @@
 #include "lib/pool.h"
 
 #include <signal.h>
-#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,24 +19,14 @@
 #include "lib/mapping.h"
 #include "lib/process.h"
 #include "lib/test_util.h"
+#include "lib/testing/work.h"
 
 namespace mp {
 namespace {
 
 using namespace std::chrono_literals;
+using namespace mp::testing;
 using ::testing::HasSubstr;
-
-std::int64_t twice(const std::int64_t& x) { return 2 * x; }
-
-std::int64_t fail_on_17(const std::int64_t& x) {
-  if (x == 17) throw std::runtime_error("seventeen is unlucky");
-  return x;
-}
-
-std::int64_t die_on_7(const std::int64_t& x) {
-  if (x == 7) ::raise(SIGKILL);
-  return x;
-}
 
 std::int64_t slow_identity(const std::int64_t& x) {
   std::this_thread::sleep_for(2ms);
@@ -45,12 +35,6 @@ std::int64_t slow_identity(const std::int64_t& x) {
 
 std::string describe(const std::int64_t& x) {
   return "item-" + std::to_string(x);
-}
-
-std::vector<std::int64_t> iota(std::size_t n) {
-  std::vector<std::int64_t> v(n);
-  std::iota(v.begin(), v.end(), 0);
-  return v;
 }
 
 PoolOptions options(int workers) {
@@ -267,72 +251,6 @@ TEST_F(PoolTest, CloseJoinAndTerminate) {
   for (pid_t pid : other.worker_pids()) EXPECT_EQ(::kill(pid, 0), -1);
 }
 
-TEST_F(PoolTest, ForkMapSharesInputsAndReportsErrors) {
-  const auto items = iota(1000);
-  const std::int64_t offset = 7;  // a closure: fork_map takes any callable
-  const auto out =
-      fork_map([offset](const std::int64_t& x) { return x + offset; },
-               std::span(items), 3, 10);
-  ASSERT_EQ(out.size(), 1000u);
-  for (std::size_t i = 0; i < out.size(); ++i)
-    ASSERT_EQ(out[i], static_cast<std::int64_t>(i) + 7);
-  EXPECT_TRUE(fork_map(twice, std::span<const std::int64_t>(), 2).empty());
-  try {
-    fork_map(fail_on_17, std::span(items), 2, 8);
-    FAIL();
-  } catch (const TaskError& e) {
-    EXPECT_EQ(e.item_index(), 17u);
-  }
-  EXPECT_THROW(fork_map(die_on_7, std::span(items), 2, 8), WorkerLost);
-}
-
-// Seed 003: SIGTERM to a parent running a pool must let running chunks
-// finish, reap every worker, and leave no process behind.
-TEST_F(PoolTest, SigtermToTheParentLeavesNoProcessBehind) {
-  ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);  // orphans would come to us
-  struct Shared {
-    std::atomic<pid_t> workers[4];
-    std::atomic<int> ready;
-    std::atomic<int> started;
-    std::atomic<int> finished;
-  };
-  Mapping memory = Mapping::shared(sizeof(Shared));
-  auto* shared = new (memory.data()) Shared();
-  static Shared* g_shared;
-  g_shared = shared;
-  Process parent([shared] {
-    Pool pool(options(2));
-    GracefulShutdown graceful(pool);
-    const auto pids = pool.worker_pids();
-    for (std::size_t i = 0; i < pids.size(); ++i) shared->workers[i] = pids[i];
-    shared->ready = 1;
-    const auto items = iota(100000);
-    pool.map(
-        +[](const std::int64_t& x) {
-          g_shared->started.fetch_add(1);
-          std::this_thread::sleep_for(1ms);
-          g_shared->finished.fetch_add(1);
-          return x;
-        },
-        items, 4);
-    return 7;  // never: SIGTERM arrives first
-  });
-  parent.start();
-  while (shared->ready == 0 || shared->finished < 20)
-    std::this_thread::sleep_for(1ms);
-  parent.terminate();
-  ASSERT_TRUE(parent.join(30s));
-  EXPECT_EQ(parent.exitcode(), -SIGTERM);
-  EXPECT_EQ(shared->started.load(), shared->finished.load())
-      << "a running chunk was cut short";
-  for (int i = 0; i < 2; ++i) {
-    const pid_t pid = shared->workers[i];
-    EXPECT_EQ(::kill(pid, 0), -1) << "worker " << pid << " outlived its parent";
-  }
-  EXPECT_TRUE(testing::child_pids().empty());
-  ::prctl(PR_SET_CHILD_SUBREAPER, 0);
-}
-
 TEST_F(PoolTest, ChunkLargerThanTheTaskQueueIsAClearError) {
   PoolOptions o = options(1);
   o.task_queue_bytes = 1024;
@@ -347,6 +265,119 @@ TEST_F(PoolTest, ChunkLargerThanTheTaskQueueIsAClearError) {
         HasSubstr("raise PoolOptions::task_queue_bytes or lower chunksize"));
   }
   EXPECT_EQ(pool.map(twice, items, 10), serial_map(twice, std::span(items)));
+}
+
+TEST_F(PoolTest, NonStandardExceptionNamesTheExactItemInEveryFlavour) {
+  Pool pool(options(2));
+  const auto items = iota(40);
+  auto expect_item_13 = [](auto&& call) {
+    try {
+      call();
+      ADD_FAILURE() << "throw 42 must fail the call";
+    } catch (const TaskError& e) {
+      EXPECT_EQ(e.item_index(), 13u);
+      EXPECT_THAT(e.what(), HasSubstr("item 13 "));
+      EXPECT_THAT(e.what(), HasSubstr("not derived from std::exception"));
+    }
+  };
+  expect_item_13([&] { pool.map(throw_42_on_13, items, 4); });
+  expect_item_13([&] {
+    for (auto r : pool.imap(throw_42_on_13, std::span(items), 4)) (void)r;
+  });
+  expect_item_13([&] {
+    for (auto r : pool.imap_unordered(throw_42_on_13, std::span(items), 4))
+      (void)r;
+  });
+  try {
+    pool.apply_async(throw_42_on_13, std::int64_t{13}).get();
+    ADD_FAILURE();
+  } catch (const TaskError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("not derived from std::exception"));
+  }
+  EXPECT_EQ(pool.workers_started(), 2u) << "no worker died";
+  EXPECT_EQ(pool.map(twice, items), serial_map(twice, std::span(items)));
+}
+
+TEST_F(PoolTest, ResultsLargerThanTheResultQueueAreMessageTooLong) {
+  PoolOptions o = options(2);
+  o.result_queue_bytes = 64 << 10;
+  Pool pool(o);
+  const auto items = iota(4);
+  try {
+    pool.map(mebibyte, items, 1);
+    FAIL() << "1 MiB results cannot travel through a 64 KiB queue";
+  } catch (const MessageTooLong& e) {
+    EXPECT_THAT(e.what(), HasSubstr("raise PoolOptions::result_queue_bytes"));
+    EXPECT_GT(e.length(), e.limit());
+  }
+  EXPECT_THROW(pool.apply_async(mebibyte, std::int64_t{1}).get(),
+               MessageTooLong);
+  EXPECT_EQ(pool.workers_started(), 2u) << "no worker died";
+  EXPECT_EQ(pool.map(twice, items), serial_map(twice, std::span(items)));
+}
+
+// A program that ignores SIGCHLD: the kernel reaps the workers, so their
+// exit statuses are gone. The pool still sees a worker die, says so, and
+// replaces it; nothing hangs and the pool keeps its size.
+TEST_F(PoolTest, WorkersReapedElsewhereAreNoticedAndReplaced) {
+  struct sigaction ignore {
+  }, previous{};
+  ignore.sa_handler = SIG_IGN;
+  ASSERT_EQ(::sigaction(SIGCHLD, &ignore, &previous), 0);
+  {
+    Pool pool(options(2));
+    const auto items = iota(20);
+    EXPECT_EQ(pool.map(twice, items), serial_map(twice, std::span(items)));
+    for (int round = 0; round < 2; ++round) {
+      try {
+        pool.map(die_on_5, items, 1);
+        ADD_FAILURE() << "a killed worker must fail the call";
+      } catch (const WorkerLost& e) {
+        EXPECT_THAT(e.what(),
+                    HasSubstr("exit status unavailable (reaped elsewhere)"));
+        EXPECT_EQ(e.first_item(), 5u);
+      }
+    }
+    EXPECT_EQ(pool.map(twice, items), serial_map(twice, std::span(items)));
+    EXPECT_EQ(pool.workers_started(), 4u);
+    const auto pids = pool.worker_pids();
+    ASSERT_EQ(pids.size(), 2u);
+    for (pid_t pid : pids) EXPECT_TRUE(testing::process_running(pid));
+    pool.close();
+    pool.join();
+  }
+  ASSERT_EQ(::sigaction(SIGCHLD, &previous, nullptr), 0);
+}
+
+// A program with a thread that reaps every child (waitpid(-1)).
+TEST_F(PoolTest, WorkersReapedByAnotherThreadAreNoticedAndReplaced) {
+  std::atomic<bool> stop{false};
+  std::thread reaper([&] {
+    while (!stop) {
+      int status;
+      if (::waitpid(-1, &status, WNOHANG) <= 0)
+        std::this_thread::sleep_for(1ms);
+    }
+  });
+  {
+    Pool pool(options(2));
+    const auto items = iota(20);
+    for (int round = 0; round < 3; ++round) {
+      try {
+        pool.map(die_on_5, items, 1);
+        ADD_FAILURE() << "a killed worker must fail the call";
+      } catch (const WorkerLost& e) {
+        EXPECT_EQ(e.first_item(), 5u);
+      }
+    }
+    EXPECT_EQ(pool.map(twice, items), serial_map(twice, std::span(items)));
+    EXPECT_EQ(pool.worker_pids().size(), 2u);
+    EXPECT_EQ(pool.workers_started(), 5u);
+    pool.close();
+    pool.join();
+  }
+  stop = true;
+  reaper.join();
 }
 
 }  // namespace

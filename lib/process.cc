@@ -102,7 +102,9 @@ Process::Process(Process&& other) noexcept
       daemon_(other.daemon_),
       pid_(std::exchange(other.pid_, 0)),
       reaped_(other.reaped_),
-      status_(other.status_) {
+      status_unavailable_(other.status_unavailable_),
+      status_(other.status_),
+      pidfd_(std::move(other.pidfd_)) {
   take_target(other);
 }
 
@@ -115,7 +117,9 @@ Process& Process::operator=(Process&& other) noexcept {
     daemon_ = other.daemon_;
     pid_ = std::exchange(other.pid_, 0);
     reaped_ = other.reaped_;
+    status_unavailable_ = other.status_unavailable_;
     status_ = other.status_;
+    pidfd_ = std::move(other.pidfd_);
   }
   return *this;
 }
@@ -197,9 +201,15 @@ void Process::start() {
     table.mutex().unlock();
     throw;
   }
+  // Under the lock no mp reaper can collect the child, so the pid is ours.
+  // Without a pidfd (ENOSYS on old kernels; ESRCH: exited and reaped by the
+  // kernel already, SIGCHLD being ignored) waitpid alone tells.
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
   table.mutex().unlock();
   pid_ = pid;
   reaped_ = false;
+  status_unavailable_ = false;
+  pidfd_.reset(pidfd);
 }
 
 bool Process::collect_locked() {
@@ -224,12 +234,28 @@ bool Process::poll(int flags) {
     table.remove(pid_);
     status_ = status;
     reaped_ = true;
+    pidfd_.reset();
     return true;
   }
   // A reaper (mp::reap, mp::ChildReaper) may have collected the child first;
   // it leaves the status in our record.
   if (error == ECHILD && collect_locked()) return true;
+  // Reaped outside mp: SIGCHLD ignored, or waitpid(-1) in another thread.
+  // The child has exited (a pidfd, when we have one, confirms it); its
+  // status is gone.
+  if (error == ECHILD && (!pidfd_ || exited_per_pidfd())) {
+    table.remove(pid_);
+    reaped_ = true;
+    status_unavailable_ = true;
+    pidfd_.reset();
+    return true;
+  }
   internal::throw_os_error("waitpid", error, pid_context(pid_));
+}
+
+bool Process::exited_per_pidfd() const {
+  pollfd pfd{pidfd_.get(), POLLIN, 0};
+  return internal::retry_on_eintr([&] { return ::poll(&pfd, 1, 0); }) > 0;
 }
 
 void Process::join() {
@@ -243,31 +269,21 @@ bool Process::join_for(std::chrono::nanoseconds timeout) {
   if (timeout <= std::chrono::nanoseconds::zero()) return false;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
 
-  Fd pidfd;
   {
     ChildTable& table = ChildTable::instance();
     std::lock_guard lock(table.mutex());
     if (collect_locked()) return true;
-    // Under the lock no reaper can collect the child, so its pid cannot have
-    // been reused: the pidfd names our child.
-    const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
-    if (fd >= 0) {
-      pidfd.reset(fd);
-    } else if (errno != ENOSYS) {
-      internal::throw_os_error("pidfd_open", errno, pid_context(pid_));
-    }
   }
-
   auto backoff = std::chrono::microseconds(50);
   for (;;) {
     const auto remaining = deadline - std::chrono::steady_clock::now();
     if (remaining <= std::chrono::nanoseconds::zero()) return poll(WNOHANG);
-    if (pidfd) {
+    if (pidfd_) {
       const auto ns =
           std::chrono::duration_cast<std::chrono::nanoseconds>(remaining);
       const timespec ts{static_cast<time_t>(ns.count() / 1'000'000'000),
                         static_cast<long>(ns.count() % 1'000'000'000)};
-      pollfd pfd{pidfd.get(), POLLIN, 0};
+      pollfd pfd{pidfd_.get(), POLLIN, 0};
       const int ready = ::ppoll(&pfd, 1, &ts, nullptr);
       if (ready == -1 && errno != EINTR) {
         internal::throw_os_error("ppoll", errno, pid_context(pid_));
@@ -293,7 +309,7 @@ bool Process::is_alive() {
 }
 
 std::optional<int> Process::exitcode() {
-  if (pid_ == 0 || !poll(WNOHANG)) return std::nullopt;
+  if (pid_ == 0 || !poll(WNOHANG) || status_unavailable_) return std::nullopt;
   return internal::exit_code_from_status(status_);
 }
 
@@ -307,6 +323,15 @@ void Process::send_signal(int signal_number) {
   // be reused between the check and kill.
   std::lock_guard lock(ChildTable::instance().mutex());
   if (collect_locked()) return;
+  if (pidfd_) {
+    // A pidfd names our child even if someone else reaped it and its pid
+    // was reused; ESRCH: it has exited, nothing to stop.
+    if (::syscall(SYS_pidfd_send_signal, pidfd_.get(), signal_number, nullptr,
+                  0) == 0 ||
+        errno == ESRCH)
+      return;
+    internal::throw_os_error("pidfd_send_signal", errno, pid_context(pid_));
+  }
   if (::kill(pid_, signal_number) == -1) {
     internal::throw_os_error("kill", errno, pid_context(pid_));
   }

@@ -48,6 +48,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "lib/fd.h"
+
 namespace mp {
 
 namespace internal {
@@ -132,8 +134,9 @@ class Process {
   void start();
 
   // Blocks until the child exits and reaps it. Returns at once if it has
-  // already been reaped. Throws std::logic_error before start(),
-  // mp::OsError("waitpid") if the child was reaped by code outside mp.
+  // already been reaped. Throws std::logic_error before start(). A child
+  // reaped by code outside mp (SIGCHLD ignored, waitpid(-1) in another
+  // thread) counts as exited: see exit_status_unavailable().
   void join();
 
   // Like join() but gives up after `timeout`; returns true if the child has
@@ -149,8 +152,15 @@ class Process {
   bool is_alive();
 
   // Python's exitcode: nullopt before start and while the child runs. Reaps
-  // an exited child. Never blocks.
+  // an exited child. Never blocks. Also nullopt for a child that has exited
+  // but was reaped by code outside mp, whose status is gone
+  // (exit_status_unavailable() tells that case apart); it does not throw.
   std::optional<int> exitcode();
+  // True once the child is known to have exited and its exit status was
+  // taken by someone else (the program ignores SIGCHLD, or reaps with
+  // waitpid(-1)). The exit is seen through the child's pidfd, whoever
+  // reaps it.
+  bool exit_status_unavailable() const noexcept { return status_unavailable_; }
 
   // 0 before start().
   pid_t pid() const noexcept { return pid_; }
@@ -173,6 +183,8 @@ class Process {
   bool poll(int flags);
   // With the table locked: takes a status a reaper left for us.
   bool collect_locked();
+  // Whether the pidfd reports the child has exited (reaped or not).
+  bool exited_per_pidfd() const;
   void require_started(const char* what) const;
   void destroy() noexcept;
   void destroy_target() noexcept;
@@ -189,7 +201,9 @@ class Process {
   bool daemon_ = false;
   pid_t pid_ = 0;
   bool reaped_ = false;
-  int status_ = 0;  // waitpid status once reaped_
+  bool status_unavailable_ = false;  // reaped_ by code outside mp
+  int status_ = 0;                   // waitpid status once reaped_
+  Fd pidfd_;  // the running child, from start() until reaped (if supported)
 };
 
 }  // namespace mp

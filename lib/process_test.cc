@@ -181,20 +181,41 @@ TEST_F(ProcessTest, StartTwiceAndMisuseAreLogicErrors) {
   EXPECT_THROW(empty.start(), std::logic_error);
 }
 
-TEST_F(ProcessTest, ErrorNamesTheFailingCall) {
-  Process p([] {});
+TEST_F(ProcessTest, ChildReapedBehindItsBackHasExitedWithNoStatus) {
+  Process p([] { return 3; });
   p.start();
   int status;
   ASSERT_EQ(::waitpid(p.pid(), &status, 0), p.pid());  // stolen behind p's back
-  try {
-    p.join();
-    FAIL() << "join of a child reaped by someone else must throw";
-  } catch (const OsError& e) {
-    EXPECT_EQ(e.call(), "waitpid");
-    EXPECT_EQ(e.error_number(), ECHILD);
-    EXPECT_THAT(e.what(), HasSubstr("waitpid (pid "));
-    EXPECT_THAT(e.what(), HasSubstr("No child processes"));
-  }
+  EXPECT_FALSE(p.is_alive());
+  EXPECT_NO_THROW(EXPECT_EQ(p.exitcode(), std::nullopt));
+  EXPECT_TRUE(p.exit_status_unavailable());
+  EXPECT_NO_THROW(p.join());
+  EXPECT_NO_THROW(p.terminate());  // nothing left to stop
+}
+
+// A program that ignores SIGCHLD: the kernel reaps every child at once.
+TEST_F(ProcessTest, ExitcodeDoesNotThrowWhenSigchldIsIgnored) {
+  struct sigaction ignore {
+  }, previous{};
+  ignore.sa_handler = SIG_IGN;
+  ASSERT_EQ(::sigaction(SIGCHLD, &ignore, &previous), 0);
+  Process quick([] { return 5; });
+  quick.start();
+  while (quick.is_alive()) std::this_thread::sleep_for(1ms);
+  std::optional<int> code;
+  EXPECT_NO_THROW(code = quick.exitcode());
+  EXPECT_EQ(code, std::nullopt);
+  EXPECT_TRUE(quick.exit_status_unavailable());
+  Process slow([] { std::this_thread::sleep_for(50ms); });
+  slow.start();
+  EXPECT_NO_THROW(slow.join());  // blocks until it exits, then returns
+  EXPECT_TRUE(slow.exit_status_unavailable());
+  Process timed([] { std::this_thread::sleep_for(20ms); });
+  timed.start();
+  bool joined = false;
+  EXPECT_NO_THROW(joined = timed.join(10s));
+  EXPECT_TRUE(joined);
+  ASSERT_EQ(::sigaction(SIGCHLD, &previous, nullptr), 0);
 }
 
 TEST_F(ProcessTest, NoFdLeakAcrossManyTimedJoins) {

@@ -7,48 +7,11 @@
 #include <stdexcept>
 #include <string>
 
-#include "lib/corrupt_for_testing.h"
+#include "lib/queue_layout.h"
 #include "lib/slowdown.h"
 
 namespace mp {
 namespace internal {
-
-// The queue's shared state. Each side publishes its position in the ring and
-// its message count in one atomic word (a cursor), so a process killed at any
-// instant leaves both consistent: a put is either fully published or not at
-// all, likewise a get. Positions are bytes modulo 2^40 and counts messages
-// modulo 2^24, which bounds capacity at 2^39 bytes and a queue at 2^24 - 1
-// messages (differences stay exact). Producers write `tail`, consumers
-// `head`; each sits on its own cache line.
-struct QueueShared {
-  alignas(64) pthread_mutex_t put_lock;
-  alignas(64) pthread_mutex_t get_lock;
-
-  alignas(64) std::atomic<std::uint64_t> tail;  // producers' cursor
-  alignas(64) std::atomic<std::uint64_t> head;  // consumers' cursor
-  alignas(64) std::atomic<std::uint32_t> closed;
-  alignas(64) std::atomic<std::uint32_t> done;  // task_done calls, modulo 2^24
-
-  SharedEvent not_empty;
-  SharedEvent not_full;
-  SharedEvent all_done;
-  PeerTable peers;
-
-  std::byte* ring() {
-    return reinterpret_cast<std::byte*>(this) + ring_offset();
-  }
-  static constexpr std::size_t ring_offset() {
-    return (sizeof(QueueShared) + 63) / 64 * 64;
-  }
-};
-
-// The ring as this process mapped it. Its size comes from the Queue object,
-// never from shared memory, so a corrupted peer cannot steer copies out of
-// bounds.
-struct Ring {
-  std::byte* data;
-  std::uint64_t size;  // power of two
-};
 
 namespace {
 
@@ -164,9 +127,9 @@ class Unlock {
 }  // namespace internal
 
 using internal::Deadline;
+using internal::Outcome;
 using internal::PeerTable;
 using internal::QueueShared;
-using internal::WaitResult;
 
 Queue::Queue(QueueOptions options) : policy_(options.wait) {
   if (options.capacity_bytes < 8 ||
@@ -199,8 +162,8 @@ QueueShared& Queue::shared() const {
   return *static_cast<QueueShared*>(memory_.data());
 }
 
-Queue::Outcome Queue::put_impl(std::span<const std::byte> message,
-                               const Deadline& deadline) {
+Outcome Queue::put_impl(std::span<const std::byte> message,
+                        const Deadline& deadline) {
   [[maybe_unused]] const internal::InjectedSlowdown<internal::Primitive::kQueue>
       slowdown;
   QueueShared& q = shared();
@@ -232,18 +195,13 @@ Queue::Outcome Queue::put_impl(std::span<const std::byte> message,
   auto ready = [&] {
     return room() || q.closed.load(std::memory_order_acquire) != 0;
   };
-  for (;;) {
-    const WaitResult result =
-        internal::wait_for(q.not_full, policy_, deadline, ready);
-    if (result == WaitResult::kReady) break;
-    if (result == WaitResult::kTimedOut) return Outcome::kTimedOut;
-    if (!q.peers.anyone_alive(PeerTable::kConsumer)) {
-      throw PeerError(
-          "Queue::put: the queue is full and no process that could take from "
-          "it is alive (" +
-          q.peers.describe(PeerTable::kConsumer) + ")");
-    }
-  }
+  if (!internal::wait_on_event(
+          q.not_full, policy_, deadline, ready, q.peers, PeerTable::kConsumer,
+          [] {
+            return "Queue::put: the queue is full and no process that could "
+                   "take from it is alive";
+          }))
+    return Outcome::kTimedOut;
   if (q.closed.load(std::memory_order_acquire))
     throw ClosedError("Queue::put: queue is closed");
 
@@ -258,7 +216,7 @@ Queue::Outcome Queue::put_impl(std::span<const std::byte> message,
 }
 
 template <typename Sink>
-Queue::Outcome Queue::get_impl(const Deadline& deadline, Sink&& sink) {
+Outcome Queue::get_impl(const Deadline& deadline, Sink&& sink) {
   [[maybe_unused]] const internal::InjectedSlowdown<internal::Primitive::kQueue>
       slowdown;
   QueueShared& q = shared();
@@ -274,18 +232,13 @@ Queue::Outcome Queue::get_impl(const Deadline& deadline, Sink&& sink) {
     return q.tail.load(std::memory_order_acquire) != head_word ||
            q.closed.load(std::memory_order_acquire) != 0;
   };
-  for (;;) {
-    const WaitResult result =
-        internal::wait_for(q.not_empty, policy_, deadline, ready);
-    if (result == WaitResult::kReady) break;
-    if (result == WaitResult::kTimedOut) return Outcome::kTimedOut;
-    if (!q.peers.anyone_alive(PeerTable::kProducer)) {
-      throw PeerError(
-          "Queue::get: the queue is empty, not closed, and no process that "
-          "could put into it is alive (" +
-          q.peers.describe(PeerTable::kProducer) + ")");
-    }
-  }
+  if (!internal::wait_on_event(
+          q.not_empty, policy_, deadline, ready, q.peers, PeerTable::kProducer,
+          [] {
+            return "Queue::get: the queue is empty, not closed, and no process "
+                   "that could put into it is alive";
+          }))
+    return Outcome::kTimedOut;
   if (q.tail.load(std::memory_order_acquire) == head_word)
     return Outcome::kEndOfStream;
 
@@ -453,18 +406,12 @@ void JoinableQueue::task_done() {
 bool JoinableQueue::join_until(const internal::Deadline& deadline) {
   QueueShared& q = shared();
   auto ready = [&] { return unfinished_tasks() == 0; };
-  for (;;) {
-    const WaitResult result =
-        internal::wait_for(q.all_done, policy(), deadline, ready);
-    if (result == WaitResult::kReady) return true;
-    if (result == WaitResult::kTimedOut) return false;
-    if (!q.peers.anyone_alive(PeerTable::kConsumer)) {
-      throw PeerError(
-          "JoinableQueue::join: " + std::to_string(unfinished_tasks()) +
-          " tasks pending and no process that could finish them is alive (" +
-          q.peers.describe(PeerTable::kConsumer) + ")");
-    }
-  }
+  return internal::wait_on_event(
+      q.all_done, policy(), deadline, ready, q.peers, PeerTable::kConsumer,
+      [&] {
+        return "JoinableQueue::join: " + std::to_string(unfinished_tasks()) +
+               " tasks pending and no process that could finish them is alive";
+      });
 }
 
 void JoinableQueue::join() { join_until(Deadline()); }
@@ -473,24 +420,4 @@ bool JoinableQueue::join(std::chrono::nanoseconds timeout) {
   return join_until(Deadline::after(timeout));
 }
 
-// --- Testing access
-// ------------------------------------------------------------
-
-namespace internal {
-
-void QueueTestAccess::overwrite(Queue& queue, std::uint64_t head_word,
-                                std::uint64_t tail_word,
-                                std::span<const std::byte> bytes) {
-  const Ring ring = queue.ring();
-  std::memcpy(ring.data, bytes.data(),
-              std::min<std::size_t>(bytes.size(), ring.size));
-  queue.shared().head.store(head_word);
-  queue.shared().tail.store(tail_word);
-}
-
-std::size_t QueueTestAccess::ring_size(const Queue& queue) {
-  return queue.ring().size;
-}
-
-}  // namespace internal
 }  // namespace mp

@@ -38,6 +38,7 @@
 #ifndef MPBENCH_LIB_QUEUE_H_
 #define MPBENCH_LIB_QUEUE_H_
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -110,19 +111,24 @@ class Queue {
   std::optional<std::size_t> try_get_bytes_into(std::span<std::byte> buffer);
 
   // --- Typed values, through mp::Codec -------------------------------------
+  // A typed message carries T's type tag (lib/codec.h): it is meant for
+  // get<T> with the same T. Throws what put_bytes throws.
   template <typename T>
   void put(const T& value) {
-    put_bytes(scratch_for(value));
+    put_bytes(encoded(value));
   }
   template <typename T>
   void put(const T& value, std::chrono::nanoseconds timeout) {
-    put_bytes(scratch_for(value), timeout);
+    put_bytes(encoded(value), timeout);
   }
   template <typename T>
   bool try_put(const T& value) {
-    return try_put_bytes(scratch_for(value));
+    return try_put_bytes(encoded(value));
   }
-  // Throws mp::DecodeError if the message is not a T.
+  // Takes the next message and decodes it as a T. Throws mp::DecodeError if
+  // it is not a T (another type's tag, or malformed bytes): the message has
+  // been taken from the queue by then, and is not lost: the error's
+  // message() holds its bytes (without the tag). Otherwise as get_bytes.
   template <typename T>
   std::optional<T> get() {
     return decoded<T>(get_bytes());
@@ -153,10 +159,9 @@ class Queue {
   internal::QueueShared& shared() const;
   internal::Ring ring() const;
   const WaitPolicy& policy() const { return policy_; }
-  internal::PeerRegistration& registration() { return registration_; }
 
  private:
-  enum class Outcome { kDone, kTimedOut, kEndOfStream };
+  using Outcome = internal::Outcome;
   Outcome put_impl(std::span<const std::byte> message,
                    const internal::Deadline& deadline);
   // Copies the next message out through `sink(length) -> destination`.
@@ -174,17 +179,17 @@ class Queue {
   std::optional<std::vector<std::byte>> get_vector(
       const internal::Deadline& deadline, bool throw_on_timeout);
 
+  // One buffer per thread, not per Queue: threads share the Queue object.
   template <typename T>
-  std::span<const std::byte> scratch_for(const T& value) {
-    scratch_.clear();
-    encode_into(value, scratch_);
-    return scratch_;
+  static std::span<const std::byte> encoded(const T& value) {
+    std::vector<std::byte>& scratch = thread_scratch();
+    encode_message(value, scratch);
+    return scratch;
   }
   template <typename T>
-  static std::optional<T> decoded(
-      const std::optional<std::vector<std::byte>>& bytes) {
+  static std::optional<T> decoded(std::optional<std::vector<std::byte>> bytes) {
     if (!bytes) return std::nullopt;
-    return decode<T>(*bytes);
+    return decode_taken_message<T>(std::move(*bytes), "Queue::get");
   }
 
   Mapping memory_;
@@ -194,7 +199,6 @@ class Queue {
   std::uint64_t max_items_ = 0;
   WaitPolicy policy_;
   internal::PeerRegistration registration_;
-  std::vector<std::byte> scratch_;
 };
 
 // JoinableQueue: a Queue whose producers can wait until every message put

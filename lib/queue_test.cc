@@ -14,10 +14,10 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "lib/corrupt_for_testing.h"
 #include "lib/mapping.h"
 #include "lib/process.h"
 #include "lib/test_util.h"
+#include "lib/testing/corrupt.h"
 
 namespace mp {
 namespace {
@@ -316,6 +316,63 @@ TEST_F(QueueTest, CorruptRecordIsRefusedNotFollowed) {
   } catch (const PeerError& e) {
     EXPECT_THAT(e.what(), HasSubstr("corrupt queue"));
   }
+}
+
+// One Queue object shared by threads of one process (queue.h: every call may
+// be made concurrently from any thread): two producer threads with typed
+// puts (the encode buffer) and two consumer threads with typed gets (the
+// peer registration); run under TSan and ASan too.
+TEST_F(QueueTest, TwoThreadsPutAndTwoThreadsGetOnOneQueueObject) {
+  Queue q(options(1 << 12));
+  constexpr int kPerThread = 2000;
+  std::atomic<long> sum{0};
+  std::atomic<int> count{0};
+  auto consume = [&] {
+    while (auto s = q.get<std::string>()) {
+      sum += std::stol(*s);
+      ++count;
+    }
+  };
+  auto produce = [&](int base) {
+    for (int i = 0; i < kPerThread; ++i)
+      q.put(std::string(i % 40, ' ') + std::to_string(base + i));
+  };
+  std::thread c1(consume), c2(consume);
+  std::thread p1(produce, 0), p2(produce, kPerThread);
+  p1.join();
+  p2.join();
+  q.close();
+  c1.join();
+  c2.join();
+  EXPECT_EQ(count.load(), 2 * kPerThread);
+  EXPECT_EQ(sum.load(), long{2 * kPerThread} * (2 * kPerThread - 1) / 2);
+}
+
+TEST_F(QueueTest, ReadingAnotherTypeIsADecodeErrorAndLosesNothing) {
+  Queue q(options());
+  q.put(std::int64_t{7});
+  try {
+    q.get<double>();
+    FAIL() << "an int64_t read as a double must throw";
+  } catch (const DecodeError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("not a double"));
+    ASSERT_EQ(e.message().size(), sizeof(std::int64_t));
+    EXPECT_EQ(decode<std::int64_t>(e.message()), 7);  // handed back
+  }
+  q.put(1.5);
+  EXPECT_THROW(q.get<std::int64_t>(), DecodeError);
+  q.put(std::vector<std::int32_t>{1, 2});
+  EXPECT_THROW(q.get<std::vector<float>>(), DecodeError);
+  q.put(std::string("x"));
+  EXPECT_THROW(q.get<std::vector<char>>(), DecodeError);
+  q.put(std::vector<std::int32_t>{1, 2});
+  EXPECT_EQ(q.get<std::vector<std::int32_t>>(),
+            (std::vector<std::int32_t>{1, 2}));
+  // Bytes put untyped have no tag: a typed get says so.
+  const std::byte raw[3] = {};
+  q.put_bytes(raw);
+  EXPECT_THROW(q.get<std::int32_t>(), DecodeError);
+  EXPECT_EQ(q.qsize(), 0u);
 }
 
 TEST_F(QueueTest, InvalidOptionsAreRefused) {

@@ -14,13 +14,16 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <functional>
+#include <memory>
 #include <thread>
 #include <vector>
 
-#include "lib/fd.h"
-
 namespace mp {
+namespace internal {
+class SignalPipe;
+}  // namespace internal
 
 struct ReapedChild {
   pid_t pid = 0;
@@ -52,8 +55,8 @@ class ChildReaper {
   void loop();
 
   Callback on_reaped_;
-  Fd wake_read_;
-  Fd wake_write_;
+  std::unique_ptr<internal::SignalPipe> pipe_;
+  std::atomic<bool> stop_{false};
   std::thread thread_;
 };
 

@@ -78,24 +78,13 @@ bool wait_until_gone(pid_t pid, std::chrono::milliseconds timeout) {
   return true;
 }
 
-std::set<std::string> shm_entries() {
-  std::set<std::string> ours;
-  for (std::string& name : list_dir("/dev/shm")) {
-    if (name.rfind(kShmPrefix, 0) == 0) ours.insert(std::move(name));
-  }
-  return ours;
-}
-
-LeakCheck::LeakCheck() : fds_(count_open_fds()), shm_(shm_entries()) {}
+LeakCheck::LeakCheck() : fds_(count_open_fds()) {}
 
 std::string LeakCheck::Check() const {
   std::string problems;
   if (const int fds = count_open_fds(); fds != fds_) {
     problems += "open fds went from " + std::to_string(fds_) + " to " +
                 std::to_string(fds) + "; ";
-  }
-  for (const std::string& name : shm_entries()) {
-    if (!shm_.count(name)) problems += "/dev/shm/" + name + " left behind; ";
   }
   for (pid_t pid : child_pids()) {
     problems += "child " + std::to_string(pid) + " (state " +

@@ -5,7 +5,6 @@
 #include <sys/types.h>
 
 #include <chrono>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -27,15 +26,10 @@ bool process_running(pid_t pid);
 // Waits up to `timeout` for `pid` to stop running (exited or zombie).
 bool wait_until_gone(pid_t pid, std::chrono::milliseconds timeout);
 
-// Every named object mpbench creates in /dev/shm starts with this, so tests
-// running side by side with other programs see only their own.
-inline constexpr char kShmPrefix[] = "mpbench";
-
-// Names in /dev/shm that start with kShmPrefix.
-std::set<std::string> shm_entries();
-
-// Snapshot of the resources a test must give back; Check() reports what
-// leaked as a readable string (empty when nothing did).
+// Snapshot of the resources a test must give back (descriptors and child
+// processes; the library's shared memory is anonymous, so nothing can be
+// left in /dev/shm); Check() reports what leaked as a readable string (empty
+// when nothing did).
 class LeakCheck {
  public:
   LeakCheck();
@@ -43,7 +37,6 @@ class LeakCheck {
 
  private:
   int fds_;
-  std::set<std::string> shm_;
 };
 
 }  // namespace mp::testing

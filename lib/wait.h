@@ -120,42 +120,65 @@ bool spin_until_ready(const WaitPolicy& policy, const Deadline& deadline,
   }
 }
 
+// How a blocking call ended, for the primitives' internals: done, timed out,
+// or (gets) the stream ended.
+enum class Outcome { kDone, kTimedOut, kEndOfStream };
+
 enum class WaitResult { kReady, kTimedOut, kCheckPeers };
 
-// Waits until `ready()` is true, spinning for policy.spin and then sleeping
-// on `event`. Returns kReady, kTimedOut once `deadline` passes, or
-// kCheckPeers after sleeping policy.liveness_check in one stretch, so that
-// the caller can check whether the processes it waits for still live and call
-// again. `ready` must be cheap and side-effect free.
-template <typename Ready>
-WaitResult wait_for(SharedEvent& event, const WaitPolicy& policy,
-                    const Deadline& deadline, Ready&& ready) {
+// One slice of a blocking wait, with any way to block: returns kReady when
+// `ready()` is true, at once or after spinning for policy.spin, or when
+// `block(slice)` (which blocks at most `slice` and returns whether the wait
+// is over) says so; kTimedOut once `deadline` passes; otherwise kCheckPeers
+// after blocking policy.liveness_check, so that the caller can check whether
+// the processes it waits for still live and call again (see
+// wait_while_peers_live in lib/peers.h). `ready` is checked often: it must
+// be cheap, and may have a side effect only when it returns true (taking a
+// semaphore's token).
+template <typename Ready, typename Block>
+WaitResult wait_slice(const WaitPolicy& policy, const Deadline& deadline,
+                      Ready&& ready, Block&& block) {
   if (ready()) return WaitResult::kReady;
   if (spin_until_ready(policy, deadline, ready)) return WaitResult::kReady;
-  const auto slice_end = Clock::now() + policy.liveness_check;
+  if (deadline.passed()) return WaitResult::kTimedOut;
+  if (block(deadline.remaining(policy.liveness_check)))
+    return WaitResult::kReady;
+  return deadline.passed() ? WaitResult::kTimedOut : WaitResult::kCheckPeers;
+}
+
+// Sleeps on `event` until `ready()` or until `slice` has passed; returns
+// whether `ready()` became true. `ready` must be side-effect free.
+template <typename Ready>
+bool sleep_until_ready(SharedEvent& event, std::chrono::nanoseconds slice,
+                       Ready&& ready) {
+  const auto end = Clock::now() + slice;
   for (;;) {
     const uint32_t seen = event.sequence.load(std::memory_order_seq_cst);
     event.sleepers.fetch_add(1, std::memory_order_seq_cst);
     if (ready()) {
       event.sleepers.fetch_sub(1, std::memory_order_relaxed);
-      return WaitResult::kReady;
+      return true;
     }
     const auto now = Clock::now();
-    if (deadline.passed()) {
+    if (now >= end) {
       event.sleepers.fetch_sub(1, std::memory_order_relaxed);
-      return WaitResult::kTimedOut;
+      return false;
     }
-    if (now >= slice_end) {
-      event.sleepers.fetch_sub(1, std::memory_order_relaxed);
-      return WaitResult::kCheckPeers;
-    }
-    auto sleep =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(slice_end - now);
-    if (!deadline.never()) sleep = std::min(sleep, deadline.remaining(sleep));
-    futex_wait(&event.sequence, seen, sleep);
+    futex_wait(&event.sequence, seen,
+               std::chrono::duration_cast<std::chrono::nanoseconds>(end - now));
     event.sleepers.fetch_sub(1, std::memory_order_relaxed);
-    if (ready()) return WaitResult::kReady;
+    if (ready()) return true;
   }
+}
+
+// wait_slice on a SharedEvent: spin, then sleep on `event`.
+template <typename Ready>
+WaitResult wait_for(SharedEvent& event, const WaitPolicy& policy,
+                    const Deadline& deadline, Ready&& ready) {
+  return wait_slice(policy, deadline, ready,
+                    [&](std::chrono::nanoseconds slice) {
+                      return sleep_until_ready(event, slice, ready);
+                    });
 }
 
 }  // namespace internal

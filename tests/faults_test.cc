@@ -32,6 +32,7 @@
 
 #include "gtest/gtest.h"
 #include "lib/error.h"
+#include "lib/graceful_shutdown.h"
 #include "lib/mapping.h"
 #include "lib/pipe.h"
 #include "lib/pool.h"

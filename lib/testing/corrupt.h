@@ -1,9 +1,9 @@
-// Internal, for tests and fuzzers only: write arbitrary bytes into the shared
-// memory of a Queue or a channel, as a buggy or hostile peer process could,
-// to check that readers refuse what they cannot trust instead of reading or
-// writing out of bounds.
-#ifndef MPBENCH_LIB_CORRUPT_FOR_TESTING_H_
-#define MPBENCH_LIB_CORRUPT_FOR_TESTING_H_
+// For tests and fuzzers only (a testonly target: the shipped library has no
+// such hook): write arbitrary bytes into the shared memory of a Queue or a
+// channel, as a buggy or hostile peer process could, to check that readers
+// refuse what they cannot trust instead of reading or writing out of bounds.
+#ifndef MPBENCH_LIB_TESTING_CORRUPT_H_
+#define MPBENCH_LIB_TESTING_CORRUPT_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -41,4 +41,4 @@ struct ChannelTestAccess {
 
 }  // namespace mp::internal
 
-#endif  // MPBENCH_LIB_CORRUPT_FOR_TESTING_H_
+#endif  // MPBENCH_LIB_TESTING_CORRUPT_H_

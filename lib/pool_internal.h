@@ -1,0 +1,147 @@
+// Internal: the machinery behind lib/pool.h and lib/fork_map.h — how a chunk
+// of items runs in a worker, how a call's chunks are produced, and the entry
+// points the public templates call. Not part of the API.
+#ifndef MPBENCH_LIB_POOL_INTERNAL_H_
+#define MPBENCH_LIB_POOL_INTERNAL_H_
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "lib/codec.h"
+#include "lib/wait.h"
+
+namespace mp {
+
+class Queue;
+
+namespace internal {
+
+template <typename F, typename T>
+using result_of = std::decay_t<std::invoke_result_t<F&, const T&>>;
+
+// Why a chunk failed in a worker: the item (offset in the chunk) whose call
+// threw, and the exception's text.
+struct ChunkFailure {
+  std::uint64_t item = 0;
+  std::string what;
+};
+
+// Runs call(i) for i in [0, count), stopping at the first exception of any
+// kind (`throw 42;` included) and describing it in `failure`. Returns
+// whether every call returned.
+template <typename Call>
+bool run_chunk(std::uint64_t count, ChunkFailure& failure, Call&& call) {
+  for (std::uint64_t i = 0; i < count; ++i) {
+    try {
+      call(i);
+    } catch (const std::exception& e) {
+      failure = {i, e.what()};
+      return false;
+    } catch (...) {
+      failure = {i, "an exception not derived from std::exception"};
+      return false;
+    }
+  }
+  return true;
+}
+
+// Runs `fn` over the `count` items encoded in `items` and encodes the results
+// into `results`; on an exception, returns false and says why in `failure`.
+using Invoker = bool (*)(void* fn, std::span<const std::byte> items,
+                         std::uint64_t count, std::vector<std::byte>& results,
+                         ChunkFailure& failure);
+
+template <typename Fp, typename T>
+bool invoke_chunk(void* fn, std::span<const std::byte> items,
+                  std::uint64_t count, std::vector<std::byte>& results,
+                  ChunkFailure& failure) {
+  const Fp f = reinterpret_cast<Fp>(fn);
+  Reader reader(items);
+  Writer writer(results);
+  using R = std::decay_t<std::invoke_result_t<Fp, const T&>>;
+  return run_chunk(count, failure, [&](std::uint64_t) {
+    const T item = Codec<T>::decode(reader);
+    Codec<R>::encode(f(item), writer);
+  });
+}
+
+// Produces a job's chunks, encoded, on demand (so imap holds only a bounded
+// number of them).
+class ChunkSource {
+ public:
+  virtual ~ChunkSource() = default;
+  // Appends the next chunk's encoded items to `out`; false when none is left.
+  virtual bool next(std::vector<std::byte>& out, std::uint64_t& first_item,
+                    std::uint64_t& count) = 0;
+};
+
+template <typename T>
+class SpanSource final : public ChunkSource {
+ public:
+  SpanSource(std::span<const T> items, std::size_t chunksize)
+      : items_(items), chunksize_(chunksize) {}
+  bool next(std::vector<std::byte>& out, std::uint64_t& first_item,
+            std::uint64_t& count) override {
+    if (position_ >= items_.size()) return false;
+    const std::size_t n = std::min(chunksize_, items_.size() - position_);
+    Writer writer(out);
+    for (std::size_t i = 0; i < n; ++i)
+      Codec<T>::encode(items_[position_ + i], writer);
+    first_item = position_;
+    count = n;
+    position_ += n;
+    return true;
+  }
+
+ private:
+  std::span<const T> items_;
+  std::size_t chunksize_;
+  std::size_t position_ = 0;
+};
+
+struct ChunkResult {
+  std::uint64_t first_item = 0;
+  std::uint64_t count = 0;
+  std::vector<std::byte> payload;  // `count` encoded results
+};
+
+// The smallest result queue (Pool, fork_map): it must at least carry the
+// report that a chunk's results did not fit.
+inline constexpr std::size_t kMinResultQueueBytes = 4096;
+
+// The pool's state (lib/pool.cc).
+class PoolCore;
+
+// The job's next chunk of results (in chunk order if ordered), nullopt when
+// all have been delivered, or the job's error. Throws TimeoutError when
+// `deadline` passes first.
+std::optional<ChunkResult> next_chunk(PoolCore& core, std::uint64_t job,
+                                      const Deadline& deadline);
+// Drops a job whose results are no longer wanted.
+void forget_job(PoolCore& core, std::uint64_t job) noexcept;
+
+// "exited with code 1", "was killed by signal 9 (Killed)", or, for nullopt,
+// "exited, exit status unavailable (reaped elsewhere)".
+std::string describe_exit(std::optional<int> exitcode);
+
+// Takes one message from `queue` into `buffer`, growing the buffer when a
+// message does not fit (it waits in the queue meanwhile), so steady traffic
+// allocates nothing. Waits up to `wait` (none: only what is there now).
+// Returns the message, or nullopt when none came in time or at end of
+// stream. Throws what Queue throws, but not Empty.
+std::optional<std::span<const std::byte>> take(
+    Queue& queue, std::vector<std::byte>& buffer,
+    std::optional<std::chrono::nanoseconds> wait);
+
+}  // namespace internal
+}  // namespace mp
+
+#endif  // MPBENCH_LIB_POOL_INTERNAL_H_

@@ -1,0 +1,56 @@
+// Internal: the layout of a Queue's shared memory, for lib/queue.cc and the
+// testonly corruption writers (lib/testing/corrupt.h). Not part of the API.
+#ifndef MPBENCH_LIB_QUEUE_LAYOUT_H_
+#define MPBENCH_LIB_QUEUE_LAYOUT_H_
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "lib/peers.h"
+#include "lib/wait.h"
+
+namespace mp::internal {
+
+// The queue's shared state. Each side publishes its position in the ring and
+// its message count in one atomic word (a cursor), so a process killed at any
+// instant leaves both consistent: a put is either fully published or not at
+// all, likewise a get. Positions are bytes modulo 2^40 and counts messages
+// modulo 2^24, which bounds capacity at 2^39 bytes and a queue at 2^24 - 1
+// messages (differences stay exact). Producers write `tail`, consumers
+// `head`; each sits on its own cache line.
+struct QueueShared {
+  alignas(64) pthread_mutex_t put_lock;
+  alignas(64) pthread_mutex_t get_lock;
+
+  alignas(64) std::atomic<std::uint64_t> tail;  // producers' cursor
+  alignas(64) std::atomic<std::uint64_t> head;  // consumers' cursor
+  alignas(64) std::atomic<std::uint32_t> closed;
+  alignas(64) std::atomic<std::uint32_t> done;  // task_done calls, modulo 2^24
+
+  SharedEvent not_empty;
+  SharedEvent not_full;
+  SharedEvent all_done;
+  PeerTable peers;
+
+  std::byte* ring() {
+    return reinterpret_cast<std::byte*>(this) + ring_offset();
+  }
+  static constexpr std::size_t ring_offset() {
+    return (sizeof(QueueShared) + 63) / 64 * 64;
+  }
+};
+
+// The ring as this process mapped it. Its size comes from the Queue object,
+// never from shared memory, so a corrupted peer cannot steer copies out of
+// bounds.
+struct Ring {
+  std::byte* data;
+  std::uint64_t size;  // power of two
+};
+
+}  // namespace mp::internal
+
+#endif  // MPBENCH_LIB_QUEUE_LAYOUT_H_
