@@ -394,16 +394,18 @@ std::size_t ring_capacity(std::size_t bytes) {
 }
 
 // The plainest lock-free single-producer single-consumer byte ring in shared
-// memory: the producer copies as much of the message as fits contiguously
-// and publishes its cursor, the consumer copies out and publishes its own;
-// each keeps a copy of the other's cursor and reloads it only when that runs
-// out; both spin with the pause hint, yielding the CPU every 256 checks as
-// mp's own spin loops do (without that, on a machine with more runnable
-// processes than cores, a spinner burns whole time slices while its peer
-// waits for the CPU, and the row measures the scheduler). No framing (both
-// sides know the size), no sleeping, no batching. A side that waits checks
-// now and then that its peer still lives, so a dead peer fails the benchmark
-// instead of hanging it.
+// memory: the producer waits for room for a chunk (the whole message, or a
+// quarter of the ring at a time for a larger one, as mp::SpscRing streams),
+// copies it in (in two parts where it wraps) and publishes its cursor; the
+// consumer waits for a chunk, copies it out and publishes its own. Each keeps
+// a copy of the other's cursor and reloads it only when that runs out; both
+// spin with the pause hint, yielding the CPU every 256 checks as mp's own
+// spin loops do (without that, on a machine with more runnable processes than
+// cores, a spinner burns whole time slices while its peer waits for the CPU,
+// and the row measures the scheduler). No framing (both sides know the
+// size), no sleeping, no batching. A side that waits checks now and then that
+// its peer still lives, so a dead peer fails the benchmark instead of
+// hanging it.
 class RawRingLink {
  public:
   explicit RawRingLink(std::size_t capacity)
@@ -413,19 +415,23 @@ class RawRingLink {
   }
   void send(std::span<const std::byte> message) {
     Cursors& c = cursors();
-    c.producer_pid.store(internal::current_pid(), std::memory_order_relaxed);
+    announce(c.producer_pid);
     const std::byte* from = message.data();
     std::size_t left = message.size();
     while (left > 0) {
-      if (tail_ - head_cache_ == capacity_) {
-        head_cache_ = wait_until_moved(c.head, head_cache_, c.consumer_pid);
-        if (tail_ - head_cache_ == capacity_) throw PeerError("consumer died");
+      const std::size_t n = std::min<std::size_t>(left, capacity_ / 4);
+      if (capacity_ - (tail_ - head_cache_) < n) {
+        head_cache_ = wait_until(
+            c.head,
+            [&](uint64_t head) { return capacity_ - (tail_ - head) >= n; },
+            c.consumer_pid);
+        if (capacity_ - (tail_ - head_cache_) < n)
+          throw PeerError("consumer died");
       }
       const std::size_t offset = tail_ & (capacity_ - 1);
-      const std::size_t n = std::min(
-          {left, static_cast<std::size_t>(capacity_ - (tail_ - head_cache_)),
-           capacity_ - offset});
-      std::memcpy(data() + offset, from, n);
+      const std::size_t first = std::min(n, capacity_ - offset);
+      std::memcpy(data() + offset, from, first);
+      std::memcpy(data(), from + first, n - first);
       tail_ += n;
       from += n;
       left -= n;
@@ -434,19 +440,21 @@ class RawRingLink {
   }
   std::optional<std::size_t> recv_into(std::span<std::byte> buffer) {
     Cursors& c = cursors();
-    c.consumer_pid.store(internal::current_pid(), std::memory_order_relaxed);
+    announce(c.consumer_pid);
     std::byte* to = buffer.data();
     std::size_t left = buffer.size();
     while (left > 0) {
-      if (tail_cache_ == head_) {
-        tail_cache_ = wait_until_moved(c.tail, tail_cache_, c.producer_pid);
-        if (tail_cache_ == head_) return std::nullopt;
+      const std::size_t n = std::min<std::size_t>(left, capacity_ / 4);
+      if (tail_cache_ - head_ < n) {
+        tail_cache_ = wait_until(
+            c.tail, [&](uint64_t tail) { return tail - head_ >= n; },
+            c.producer_pid);
+        if (tail_cache_ - head_ < n) return std::nullopt;
       }
       const std::size_t offset = head_ & (capacity_ - 1);
-      const std::size_t n =
-          std::min({left, static_cast<std::size_t>(tail_cache_ - head_),
-                    capacity_ - offset});
-      std::memcpy(to, data() + offset, n);
+      const std::size_t first = std::min(n, capacity_ - offset);
+      std::memcpy(to, data() + offset, first);
+      std::memcpy(to + first, data(), n - first);
       head_ += n;
       to += n;
       left -= n;
@@ -463,20 +471,27 @@ class RawRingLink {
     std::atomic<pid_t> consumer_pid{0};
   };
   Cursors& cursors() const { return *static_cast<Cursors*>(memory_.data()); }
+  // Records this side's pid for the peer's liveness check; written once,
+  // not per message (both pids share a line that must stay clean).
+  static void announce(std::atomic<pid_t>& slot) {
+    const pid_t self = internal::current_pid();
+    if (slot.load(std::memory_order_relaxed) != self)
+      slot.store(self, std::memory_order_relaxed);
+  }
   std::byte* data() const { return memory_.bytes() + sizeof(Cursors); }
-  // Spins until `cursor` is not `seen`; returns it (still `seen` if the
-  // peer has died).
-  static uint64_t wait_until_moved(const std::atomic<uint64_t>& cursor,
-                                   uint64_t seen,
-                                   const std::atomic<pid_t>& peer) {
+  // Spins until `enough(cursor)`; returns the cursor (not enough if the peer
+  // has died).
+  template <typename Enough>
+  static uint64_t wait_until(const std::atomic<uint64_t>& cursor, Enough enough,
+                             const std::atomic<pid_t>& peer) {
     for (uint32_t i = 1;; ++i) {
       const uint64_t now = cursor.load(std::memory_order_acquire);
-      if (now != seen) return now;
+      if (enough(now)) return now;
       internal::cpu_relax();
       if ((i & 255) == 0) sched_yield();
       if ((i & 0xfffff) == 0) {
         const pid_t pid = peer.load(std::memory_order_relaxed);
-        if (pid != 0 && !internal::process_alive(pid)) return seen;
+        if (pid != 0 && !internal::process_alive(pid)) return now;
       }
     }
   }
