@@ -307,6 +307,41 @@ TEST_F(SpscRingTest, PingPongBetweenProcesses) {
   EXPECT_EQ(echo.exitcode(), 0);
 }
 
+// Both sides block at once (no spinning): on a ring that fills after a few
+// messages, and in round trips, where each side sleeps until the other
+// answers. Liveness checks are far apart: a lost wake-up would hang here
+// until the test's timeout instead of being rescued by the periodic check.
+TEST_F(SpscRingTest, NoLostWakeUpsWhenSidesSleep) {
+  SpscRingOptions o = options(256);
+  o.wait = WaitPolicy::block_only();
+  o.wait.liveness_check = std::chrono::seconds(30);
+  SpscRing ring(o), there(o), back(o);
+  Process producer([&] {
+    for (std::uint64_t i = 0; i < 20000; ++i)
+      ring.send_bytes(std::as_bytes(std::span(&i, 1)));
+    ring.close();
+    while (auto view = there.recv_view()) back.send_bytes(view->bytes());
+  });
+  producer.start();
+  std::uint64_t expected = 0;
+  while (auto got = ring.recv_bytes()) {
+    std::uint64_t value;
+    ASSERT_EQ(got->size(), sizeof value);
+    std::memcpy(&value, got->data(), sizeof value);
+    ASSERT_EQ(value, expected++);
+  }
+  EXPECT_EQ(expected, 20000u);
+  for (std::uint64_t i = 0; i < 2000; ++i) {
+    there.send_bytes(std::as_bytes(std::span(&i, 1)));
+    const auto got = back.recv_bytes();
+    ASSERT_TRUE(got.has_value());
+    ASSERT_EQ(std::memcmp(got->data(), &i, sizeof i), 0);
+  }
+  there.close();
+  producer.join();
+  EXPECT_EQ(producer.exitcode(), 0);
+}
+
 TEST_F(SpscRingTest, ManyMessagesBetweenThreads) {
   // Under --config=tsan this checks the ring's memory ordering.
   SpscRing ring(options(512));
