@@ -5,8 +5,19 @@
 // benchmark run, outside the timed loop; one message per iteration; the last
 // iteration waits until the consumer has received every message):
 //   BM_MemcpyThroughput        one memcpy in one process: the memory-bus limit
-//   BM_RawPipeThroughput       write()/read() loops on a pipe: the kernel limit
+//   BM_RawPipeThroughput       write()/read() loops on a pipe of the default
+//                              buffer size (64 KiB): the kernel limit
+//   BM_RawPipeGrownThroughput  the same on a pipe grown as mp::Pipe grows its
+//                              pipes (mp::grow_pipe_buffer, to
+//                              /proc/sys/fs/pipe-max-size)
 //   BM_PipeThroughput          mp::Pipe(false) send_bytes / recv_bytes_into
+//   BM_RawRingThroughput       the plainest lock-free SPSC byte ring in shared
+//                              memory (memcpy in and out, cursors on separate
+//                              cache lines, cached peer cursors, spinning):
+//                              the shared-memory limit
+//   BM_SpscRingThroughput      mp::SpscRing send_bytes / recv_bytes_into
+//   BM_SpscRingLoanThroughput  mp::SpscRing loan (filled with one memcpy) /
+//                              recv_view (read in place, no copy out)
 //   BM_QueueThroughput         mp::Queue put_bytes / get_bytes_into
 //   BM_JoinableQueueThroughput mp::JoinableQueue: task_done per message, join
 //                              at the end
@@ -27,14 +38,19 @@
 //                              for any blocking hand-off
 //   BM_RawSpinPingPong         two processes spinning on a shared atomic: the
 //                              floor for any hand-off at all
-//   BM_RawPipePingPong, BM_PipePingPong, BM_QueuePingPong,
+//   BM_RawPipePingPong, BM_RawPipeGrownPingPong, BM_PipePingPong,
+//   BM_RawRingPingPong, BM_SpscRingPingPong, BM_QueuePingPong,
 //   BM_ChannelPingPong, BM_BoostMqPingPong
+// Every throughput and round-trip row reports minor_faults: minor page
+// faults of this process and its peer per iteration (bench/faults.h).
+// The ring rows (raw and ours) use the same ring size: ring_capacity().
 // spin_us:S is the wait policy: 0 blocks at once, S > 0 spins S microseconds
 // first (mp::WaitPolicy).
 // The benchmark and its peer are pinned to the first two CPUs the process may
 // use (class Placement; MPBENCH_PIN=0 leaves them to the scheduler), so that
 // every run measures two processes on two cores.
 
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <sched.h>
 #include <sys/syscall.h>
@@ -43,6 +59,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <bit>
 #include <boost/interprocess/ipc/message_queue.hpp>
 #include <chrono>
 #include <cstdlib>
@@ -56,13 +73,17 @@
 #include <utility>
 #include <vector>
 
+#include "bench/faults.h"
 #include "benchmark/benchmark.h"
 #include "lib/channel.h"
 #include "lib/error.h"
+#include "lib/fd.h"
 #include "lib/mapping.h"
+#include "lib/peers.h"
 #include "lib/pipe.h"
 #include "lib/process.h"
 #include "lib/queue.h"
+#include "lib/spsc_ring.h"
 #include "lib/wait.h"
 
 namespace mp::bench {
@@ -70,6 +91,7 @@ namespace {
 
 namespace bip = boost::interprocess;
 using Clock = std::chrono::steady_clock;
+using mpbench::MinorFaults;
 
 constexpr int64_t kSizes[] = {8, 64, 512, 4096, 65536, 1 << 20, 16 << 20};
 constexpr int64_t kPingPongSizes[] = {8, 64, 4096, 65536};
@@ -206,6 +228,8 @@ void run_throughput(benchmark::State& state, std::size_t bytes, Send send,
                     Receive receive) {
   try {
     Peer peer(receive);
+    MinorFaults faults({peer.process().pid()});
+    faults.start();
     peer.announce(static_cast<uint64_t>(state.max_iterations));
     uint64_t i = 0;
     int verdict = 0;
@@ -214,6 +238,7 @@ void run_throughput(benchmark::State& state, std::size_t bytes, Send send,
       if (++i == static_cast<uint64_t>(state.max_iterations))
         verdict = peer.verdict();
     }
+    faults.report(state);
     const std::string error = peer.finish();
     if (verdict != 0) {
       state.SkipWithError(("consumer saw a wrong message (code " +
@@ -238,6 +263,8 @@ void run_ping_pong(benchmark::State& state, RoundTrip round_trip, Echo echo) {
   samples.reserve(static_cast<std::size_t>(state.max_iterations));
   try {
     Peer peer(echo);
+    MinorFaults faults({peer.process().pid()});
+    faults.start();
     peer.announce(static_cast<uint64_t>(state.max_iterations));
     uint64_t i = 0;
     for (auto _ : state) {
@@ -249,6 +276,7 @@ void run_ping_pong(benchmark::State& state, RoundTrip round_trip, Echo echo) {
       samples.push_back(seconds);
     }
     const int verdict = peer.verdict();
+    faults.report(state);
     const std::string error = peer.finish();
     if (verdict != 0) {
       state.SkipWithError(
@@ -341,21 +369,160 @@ std::unique_ptr<bip::message_queue> make_boost_mq(std::size_t max_msg,
 // the peer forks; send() runs on one side, recv_into() on the other and returns
 // the message's length (nullopt when the link failed).
 
+// A bare pipe2() pipe: the default buffer, or grown as mp::Pipe grows its
+// own (so that Pipe is compared with a raw pipe of the same buffer size).
 class RawPipeLink {
  public:
-  RawPipeLink() { std::tie(read_, write_) = Pipe(false); }
+  explicit RawPipeLink(bool grown = false) {
+    int fds[2];
+    internal::check(::pipe2(fds, O_CLOEXEC), "pipe2");
+    read_.reset(fds[0]);
+    write_.reset(fds[1]);
+    if (grown) grow_pipe_buffer(write_.get());
+  }
   void send(std::span<const std::byte> message) {
-    if (!write_all(write_.fileno(), message.data(), message.size()))
+    if (!write_all(write_.get(), message.data(), message.size()))
       throw OsError("write", errno);
   }
   std::optional<std::size_t> recv_into(std::span<std::byte> buffer) {
-    if (!read_all(read_.fileno(), buffer.data(), buffer.size()))
+    if (!read_all(read_.get(), buffer.data(), buffer.size()))
       return std::nullopt;
     return buffer.size();
   }
 
  private:
-  Connection read_, write_;
+  Fd read_, write_;
+};
+
+// The ring size of every ring row, raw and ours: 1 MiB, or room for two
+// messages (so that the loaned variant can hold one whole).
+std::size_t ring_capacity(std::size_t bytes) {
+  return std::max<std::size_t>(1 << 20, std::bit_ceil(2 * (bytes + 8)));
+}
+
+// The plainest lock-free single-producer single-consumer byte ring in shared
+// memory: the producer waits for room for a chunk (the whole message, or a
+// quarter of the ring at a time for a larger one, as mp::SpscRing streams),
+// copies it in (in two parts where it wraps) and publishes its cursor; the
+// consumer waits for a chunk, copies it out and publishes its own. Each keeps
+// a copy of the other's cursor and reloads it only when that runs out; both
+// spin with the pause hint, yielding the CPU every 256 checks as mp's own
+// spin loops do (without that, on a machine with more runnable processes than
+// cores, a spinner burns whole time slices while its peer waits for the CPU,
+// and the row measures the scheduler). No framing (both sides know the
+// size), no sleeping, no batching. A side that waits checks now and then that
+// its peer still lives, so a dead peer fails the benchmark instead of
+// hanging it.
+class RawRingLink {
+ public:
+  explicit RawRingLink(std::size_t capacity)
+      : memory_(Mapping::shared(sizeof(Cursors) + capacity)),
+        capacity_(capacity) {
+    new (memory_.data()) Cursors();
+  }
+  void send(std::span<const std::byte> message) {
+    Cursors& c = cursors();
+    announce(c.producer_pid);
+    const std::byte* from = message.data();
+    std::size_t left = message.size();
+    while (left > 0) {
+      const std::size_t n = std::min<std::size_t>(left, capacity_ / 4);
+      if (capacity_ - (tail_ - head_cache_) < n) {
+        head_cache_ = wait_until(
+            c.head,
+            [&](uint64_t head) { return capacity_ - (tail_ - head) >= n; },
+            c.consumer_pid);
+        if (capacity_ - (tail_ - head_cache_) < n)
+          throw PeerError("consumer died");
+      }
+      const std::size_t offset = tail_ & (capacity_ - 1);
+      const std::size_t first = std::min(n, capacity_ - offset);
+      std::memcpy(data() + offset, from, first);
+      std::memcpy(data(), from + first, n - first);
+      tail_ += n;
+      from += n;
+      left -= n;
+      c.tail.store(tail_, std::memory_order_release);
+    }
+  }
+  std::optional<std::size_t> recv_into(std::span<std::byte> buffer) {
+    Cursors& c = cursors();
+    announce(c.consumer_pid);
+    std::byte* to = buffer.data();
+    std::size_t left = buffer.size();
+    while (left > 0) {
+      const std::size_t n = std::min<std::size_t>(left, capacity_ / 4);
+      if (tail_cache_ - head_ < n) {
+        tail_cache_ = wait_until(
+            c.tail, [&](uint64_t tail) { return tail - head_ >= n; },
+            c.producer_pid);
+        if (tail_cache_ - head_ < n) return std::nullopt;
+      }
+      const std::size_t offset = head_ & (capacity_ - 1);
+      const std::size_t first = std::min(n, capacity_ - offset);
+      std::memcpy(to, data() + offset, first);
+      std::memcpy(to + first, data(), n - first);
+      head_ += n;
+      to += n;
+      left -= n;
+      c.head.store(head_, std::memory_order_release);
+    }
+    return buffer.size();
+  }
+
+ private:
+  struct Cursors {
+    alignas(64) std::atomic<uint64_t> tail{0};
+    alignas(64) std::atomic<uint64_t> head{0};
+    alignas(64) std::atomic<pid_t> producer_pid{0};
+    std::atomic<pid_t> consumer_pid{0};
+  };
+  Cursors& cursors() const { return *static_cast<Cursors*>(memory_.data()); }
+  // Records this side's pid for the peer's liveness check; written once,
+  // not per message (both pids share a line that must stay clean).
+  static void announce(std::atomic<pid_t>& slot) {
+    const pid_t self = internal::current_pid();
+    if (slot.load(std::memory_order_relaxed) != self)
+      slot.store(self, std::memory_order_relaxed);
+  }
+  std::byte* data() const { return memory_.bytes() + sizeof(Cursors); }
+  // Spins until `enough(cursor)`; returns the cursor (not enough if the peer
+  // has died).
+  template <typename Enough>
+  static uint64_t wait_until(const std::atomic<uint64_t>& cursor, Enough enough,
+                             const std::atomic<pid_t>& peer) {
+    for (uint32_t i = 1;; ++i) {
+      const uint64_t now = cursor.load(std::memory_order_acquire);
+      if (enough(now)) return now;
+      internal::cpu_relax();
+      if ((i & 255) == 0) sched_yield();
+      if ((i & 0xfffff) == 0) {
+        const pid_t pid = peer.load(std::memory_order_relaxed);
+        if (pid != 0 && !internal::process_alive(pid)) return now;
+      }
+    }
+  }
+
+  Mapping memory_;
+  uint64_t capacity_;
+  uint64_t tail_ = 0, head_cache_ = 0;  // producer's
+  uint64_t head_ = 0, tail_cache_ = 0;  // consumer's
+};
+
+// mp::SpscRing, copying in and out.
+class SpscRingLink {
+ public:
+  SpscRingLink(std::size_t bytes, int64_t spin_us)
+      : ring_({.capacity_bytes = ring_capacity(bytes),
+               .wait = policy_for(spin_us)}) {}
+  void send(std::span<const std::byte> message) { ring_.send_bytes(message); }
+  std::optional<std::size_t> recv_into(std::span<std::byte> buffer) {
+    return ring_.recv_bytes_into(buffer);
+  }
+  SpscRing& ring() { return ring_; }
+
+ private:
+  SpscRing ring_;
 };
 
 class PipeLink {
@@ -483,6 +650,59 @@ std::size_t bytes_arg(const benchmark::State& state) {
 void BM_RawPipeThroughput(benchmark::State& state) {
   RawPipeLink link;
   link_throughput(state, bytes_arg(state), link);
+}
+
+void BM_RawPipeGrownThroughput(benchmark::State& state) {
+  RawPipeLink link(/*grown=*/true);
+  link_throughput(state, bytes_arg(state), link);
+}
+
+void BM_RawRingThroughput(benchmark::State& state) {
+  with_links(
+      state,
+      [&] {
+        return std::make_unique<RawRingLink>(ring_capacity(bytes_arg(state)));
+      },
+      [&](RawRingLink& link) {
+        link_throughput(state, bytes_arg(state), link);
+      });
+}
+
+void BM_SpscRingThroughput(benchmark::State& state) {
+  with_links(
+      state,
+      [&] { return std::make_unique<SpscRingLink>(bytes_arg(state), 50); },
+      [&](SpscRingLink& link) {
+        link_throughput(state, bytes_arg(state), link);
+      });
+}
+
+// Zero copy on the consumer's side, one copy (filling the loan) on the
+// producer's: what a producer that builds its message in place pays.
+void BM_SpscRingLoanThroughput(benchmark::State& state) {
+  const std::size_t bytes = bytes_arg(state);
+  with_links(
+      state, [&] { return std::make_unique<SpscRingLink>(bytes, 50); },
+      [&](SpscRingLink& link) {
+        SpscRing& ring = link.ring();
+        std::vector<std::byte> message(bytes);
+        run_throughput(
+            state, bytes,
+            [&](uint64_t i) {
+              stamp(message, i);
+              auto slot = ring.loan(bytes);
+              std::memcpy(slot.data(), message.data(), bytes);
+              slot.commit();
+            },
+            [&](uint64_t count) {
+              for (uint64_t i = 0; i < count; ++i) {
+                const auto view = ring.recv_view();
+                if (!view || view->size() != bytes) return 1;
+                if (!stamped(view->data(), bytes, i)) return 2;
+              }
+              return 0;
+            });
+      });
 }
 
 void BM_PipeThroughput(benchmark::State& state) {
@@ -694,7 +914,16 @@ void ping_pong_of(benchmark::State& state, Args... args) {
 void BM_RawPipePingPong(benchmark::State& state) {
   ping_pong_of<RawPipeLink>(state);
 }
+void BM_RawPipeGrownPingPong(benchmark::State& state) {
+  ping_pong_of<RawPipeLink>(state, true);
+}
 void BM_PipePingPong(benchmark::State& state) { ping_pong_of<PipeLink>(state); }
+void BM_RawRingPingPong(benchmark::State& state) {
+  ping_pong_of<RawRingLink>(state, ring_capacity(bytes_arg(state)));
+}
+void BM_SpscRingPingPong(benchmark::State& state) {
+  ping_pong_of<SpscRingLink>(state, bytes_arg(state), state.range(1));
+}
 void BM_QueuePingPong(benchmark::State& state) {
   ping_pong_of<QueueLink>(state, bytes_arg(state), state.range(1));
 }
@@ -736,7 +965,11 @@ void ping_sizes_spins(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_MemcpyThroughput)->Apply(sizes);
 BENCHMARK(BM_RawPipeThroughput)->Apply(sizes)->UseRealTime();
+BENCHMARK(BM_RawPipeGrownThroughput)->Apply(sizes)->UseRealTime();
 BENCHMARK(BM_PipeThroughput)->Apply(sizes)->UseRealTime();
+BENCHMARK(BM_RawRingThroughput)->Apply(sizes)->UseRealTime();
+BENCHMARK(BM_SpscRingThroughput)->Apply(sizes)->UseRealTime();
+BENCHMARK(BM_SpscRingLoanThroughput)->Apply(sizes)->UseRealTime();
 BENCHMARK(BM_QueueThroughput)->Apply(sizes_spins)->UseRealTime();
 BENCHMARK(BM_ChannelThroughput)->Apply(sizes_spins)->UseRealTime();
 BENCHMARK(BM_RingChannelThroughput)->Apply(sizes_slots_spins)->UseRealTime();
@@ -755,7 +988,10 @@ BENCHMARK(BM_FloatChannel)->ArgNames({"doubles"})->Arg(100'000)->UseRealTime();
 BENCHMARK(BM_RawFutexPingPong)->UseManualTime();
 BENCHMARK(BM_RawSpinPingPong)->UseManualTime();
 BENCHMARK(BM_RawPipePingPong)->Apply(ping_sizes)->UseManualTime();
+BENCHMARK(BM_RawPipeGrownPingPong)->Apply(ping_sizes)->UseManualTime();
 BENCHMARK(BM_PipePingPong)->Apply(ping_sizes)->UseManualTime();
+BENCHMARK(BM_RawRingPingPong)->Apply(ping_sizes)->UseManualTime();
+BENCHMARK(BM_SpscRingPingPong)->Apply(ping_sizes_spins)->UseManualTime();
 BENCHMARK(BM_QueuePingPong)->Apply(ping_sizes_spins)->UseManualTime();
 BENCHMARK(BM_ChannelPingPong)->Apply(ping_sizes_spins)->UseManualTime();
 BENCHMARK(BM_BoostMqPingPong)->Apply(ping_sizes)->UseManualTime();

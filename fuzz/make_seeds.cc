@@ -7,9 +7,10 @@
 //                                         //fuzz:seeds_test target)
 //
 // Pipe streams are captured from a real Connection's send calls and codec
-// seeds come from mp::encode. Queue rings and channel slots are laid out as
-// lib/queue.cc and lib/channel.cc write them, and each is checked here by
-// reading it back through a real Queue or RingChannel.
+// seeds come from mp::encode. SpscRing images are captured from a real
+// ring's sends and read back through a real ring. Queue rings and channel slots
+// are laid out as lib/queue.cc and lib/channel.cc write them, and each is
+// checked here by reading it back through a real Queue or RingChannel.
 #include <unistd.h>
 
 #include <cstdint>
@@ -30,6 +31,8 @@
 #include "lib/error.h"
 #include "lib/pipe.h"
 #include "lib/queue.h"
+#include "lib/spsc_ring.h"
+#include "lib/spsc_ring_testing.h"
 #include "lib/testing/corrupt.h"
 
 namespace {
@@ -308,12 +311,98 @@ void channel_seeds(std::map<std::string, Bytes>& seeds) {
   }
 }
 
+// [head][tail][capacity choice][script][buffer][ring]: see
+// spsc_ring_reader_fuzz.cc. `write` sends on a real ring of 256 <<
+// `capacity_choice` bytes (and may receive, to move the cursors); the image
+// is then read back through a second real ring and must give `expect`, or be
+// refused as corrupt.
+template <typename Write>
+Bytes spsc_seed(std::uint8_t capacity_choice, std::uint8_t script,
+                std::uint16_t buffer, Write&& write,
+                const std::vector<Bytes>& expect, bool corrupt = false) {
+  using Access = mp::internal::SpscRingTestAccess;
+  mp::SpscRingOptions options;
+  options.capacity_bytes = std::size_t{256} << capacity_choice;
+  mp::SpscRing ring(options);
+  const std::uint64_t head = write(ring);
+  const std::uint64_t tail = Access::tail(ring);
+  const Bytes image(Access::bytes(ring),
+                    Access::bytes(ring) + ring.capacity_bytes());
+  mp::SpscRing check(options);
+  Access::overwrite(check, head, tail, image);
+  check.close();
+  for (const Bytes& want : expect) {
+    const auto got = check.recv_bytes();
+    require(got && *got == want, "spsc seed message");
+  }
+  bool refused = false;
+  try {
+    require(!check.recv_bytes().has_value(), "spsc seed drained");
+  } catch (const mp::PeerError&) {
+    refused = true;
+  }
+  require(refused == corrupt, "spsc seed corruption");
+  return Builder()
+      .u64(head)
+      .u64(tail)
+      .u8(capacity_choice)
+      .u8(script)
+      .u16(buffer)
+      .bytes(image)
+      .out;
+}
+
+void spsc_seeds(std::map<std::string, Bytes>& seeds) {
+  const std::string dir = "spsc_ring_reader_fuzz/";
+  const Bytes hello = str("hello"), empty, forty(40, std::byte{0x2a});
+  seeds[dir + "seed-three-messages"] = spsc_seed(0, 0b00'10'01'00, 16,
+                                                 [&](mp::SpscRing& ring) {
+                                                   ring.send_bytes(hello);
+                                                   ring.send_bytes(empty);
+                                                   ring.send_bytes(forty);
+                                                   return std::uint64_t{0};
+                                                 },
+                                                 {hello, empty, forty});
+  // A message that does not fit before the end of the ring: padding, then
+  // the message at the ring's start.
+  const Bytes hundred(100, std::byte{0x64});
+  seeds[dir + "seed-padding"] =
+      spsc_seed(0, 0b10'10'10'10, 0,
+                [&](mp::SpscRing& ring) {
+                  require(ring.try_send_bytes(Bytes(200)), "spsc seed 200");
+                  ring.try_recv_bytes();
+                  require(ring.try_send_bytes(hundred), "spsc seed padding");
+                  return std::uint64_t{208};
+                },
+                {hundred});
+  // A message streamed in pieces (over a quarter of a 1 KiB ring).
+  Bytes streamed(600);
+  for (std::size_t i = 0; i < streamed.size(); ++i)
+    streamed[i] = std::byte(i % 251);
+  seeds[dir + "seed-streamed"] = spsc_seed(2, 0b01'00'10'00, 1000,
+                                           [&](mp::SpscRing& ring) {
+                                             ring.send_bytes(streamed);
+                                             return std::uint64_t{0};
+                                           },
+                                           {streamed});
+  // The same stream cut short: only its first two pieces published.
+  seeds[dir + "seed-streamed-cut-short"] = spsc_seed(
+      2, 0, 0,
+      [&](mp::SpscRing& ring) {
+        ring.send_bytes(streamed);
+        mp::internal::SpscRingTestAccess::set_tail(ring, 512);
+        return std::uint64_t{0};
+      },
+      {}, true);
+}
+
 std::map<std::string, Bytes> all_seeds() {
   std::map<std::string, Bytes> seeds;
   pipe_seeds(seeds);
   codec_seeds(seeds);
   queue_seeds(seeds);
   channel_seeds(seeds);
+  spsc_seeds(seeds);
   return seeds;
 }
 

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -45,7 +47,30 @@ void ignore_sigpipe_if_default() {
       " bytes received)");
 }
 
+// /proc/sys/fs/pipe-max-size, read once; 0 when it cannot be read.
+std::size_t pipe_max_size() {
+  static const std::size_t size = [] {
+    std::size_t value = 0;
+    if (FILE* f = std::fopen("/proc/sys/fs/pipe-max-size", "re")) {
+      if (std::fscanf(f, "%zu", &value) != 1) value = 0;
+      std::fclose(f);
+    }
+    return value;
+  }();
+  return size;
+}
+
 }  // namespace
+
+std::size_t grow_pipe_buffer(int fd) noexcept {
+  const std::size_t want = pipe_max_size();
+  // Refusals (EPERM over the user's pipe-user-pages limits, EBUSY, a
+  // descriptor that is not a pipe) leave the pipe as it was.
+  if (want > 0 && want <= static_cast<std::size_t>(INT_MAX))
+    ::fcntl(fd, F_SETPIPE_SZ, static_cast<int>(want));
+  const int size = ::fcntl(fd, F_GETPIPE_SZ);
+  return size > 0 ? static_cast<std::size_t>(size) : 0;
+}
 
 Connection::Connection(Fd fd, bool readable, bool writable, bool is_socket)
     : fd_(std::move(fd)),
@@ -64,6 +89,7 @@ std::pair<Connection, Connection> Pipe(bool duplex) {
   }
   int fds[2];
   internal::check(::pipe2(fds, O_CLOEXEC), "pipe2");
+  grow_pipe_buffer(fds[1]);
   return {Connection(Fd(fds[0]), true, false, false),
           Connection(Fd(fds[1]), false, true, false)};
 }

@@ -143,9 +143,20 @@ class Connection {
 };
 
 // Returns (conn1, conn2). duplex: a socketpair, both ends send and receive.
-// Not duplex: conn1 only receives, conn2 only sends (a pipe). Descriptors are
-// close-on-exec. Throws mp::OsError("socketpair" / "pipe2").
+// Not duplex: conn1 only receives, conn2 only sends (a pipe), whose buffer is
+// grown with grow_pipe_buffer. Descriptors are close-on-exec. Throws
+// mp::OsError("socketpair" / "pipe2").
 std::pair<Connection, Connection> Pipe(bool duplex = true);
+
+// Grows the buffer of the pipe `fd` belongs to up to the system's limit,
+// /proc/sys/fs/pipe-max-size (1 MiB by default; the default buffer is
+// 64 KiB), with F_SETPIPE_SZ, so that a frame of up to that size never
+// straddles a full buffer (a 64 KiB message and its header would otherwise
+// take two round trips through the kernel). A refusal (the user's
+// pipe-user-pages limits without CAP_SYS_RESOURCE, a limit that cannot be
+// read) is quiet: the pipe keeps the size it had. Returns the buffer's size
+// afterwards (0 if it cannot be read). Never throws.
+std::size_t grow_pipe_buffer(int fd) noexcept;
 
 }  // namespace mp
 

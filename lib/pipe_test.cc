@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <numeric>
 #include <string>
@@ -313,6 +314,29 @@ TEST(PipeSeedTest, DuplexAdderServer) {
     EXPECT_EQ(adder.exitcode(), 0);
   }
   EXPECT_EQ(leaks.Check(), "");
+}
+
+TEST(PipeBufferTest, OneWayPipesAreGrownToTheSystemLimit) {
+  std::size_t limit = 0;
+  if (FILE* f = std::fopen("/proc/sys/fs/pipe-max-size", "r")) {
+    if (std::fscanf(f, "%zu", &limit) != 1) limit = 0;
+    std::fclose(f);
+  }
+  auto [receiver, sender] = Pipe(false);
+  const int size = ::fcntl(sender.fileno(), F_GETPIPE_SZ);
+  ASSERT_GT(size, 0);
+  // Root (CAP_SYS_RESOURCE) always gets the limit; others may be refused
+  // beyond their pipe-user-pages share and keep the default.
+  if (::geteuid() == 0 && limit > 0) {
+    EXPECT_EQ(static_cast<std::size_t>(size), limit);
+  }
+  EXPECT_EQ(grow_pipe_buffer(sender.fileno()), static_cast<std::size_t>(size));
+}
+
+TEST(PipeBufferTest, GrowingWhatIsNotAPipeIsQuiet) {
+  auto [one, two] = Pipe(true);  // a socket
+  EXPECT_EQ(grow_pipe_buffer(one.fileno()), 0u);
+  EXPECT_EQ(grow_pipe_buffer(-1), 0u);
 }
 
 }  // namespace

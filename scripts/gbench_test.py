@@ -128,14 +128,22 @@ class ReferencesTest(unittest.TestCase):
                          ["BM_ForkExitWait/rss_mib:64"])
         self.assertEqual(self.refs("BM_ProcessStartJoin/real_time"), ["BM_ForkExitWait"])
         self.assertEqual(self.refs("BM_PipeThroughput/bytes:512/real_time"),
-                         ["BM_RawPipeThroughput/bytes:512"])
+                         ["BM_RawPipeThroughput/bytes:512",
+                          "BM_RawPipeGrownThroughput/bytes:512"])
+        self.assertEqual(self.refs("BM_SpscRingThroughput/bytes:64/real_time"),
+                         ["BM_RawRingThroughput/bytes:64", "BM_MemcpyThroughput/bytes:64"])
+        self.assertEqual(self.refs("BM_SpscRingPingPong/bytes:64/spin_us:50"),
+                         ["BM_RawRingPingPong/bytes:64", "BM_RawSpinPingPong"])
+        self.assertEqual(self.refs("BM_SpscRingPingPong/bytes:64/spin_us:0"),
+                         ["BM_RawFutexPingPong"])
         self.assertEqual(self.refs("BM_RingChannelThroughput/bytes:64/slots:8/spin_us:5"),
                          ["BM_MemcpyThroughput/bytes:64", "BM_RawPipeThroughput/bytes:64"])
         self.assertEqual(self.refs("BM_QueuePingPong/bytes:8/spin_us:0/manual_time"),
                          ["BM_RawFutexPingPong"])
         self.assertEqual(self.refs("BM_ChannelPingPong/bytes:8/spin_us:20"),
                          ["BM_RawSpinPingPong"])
-        self.assertEqual(self.refs("BM_PipePingPong/bytes:64"), ["BM_RawPipePingPong/bytes:64"])
+        self.assertEqual(self.refs("BM_PipePingPong/bytes:64"),
+                         ["BM_RawPipePingPong/bytes:64", "BM_RawPipeGrownPingPong/bytes:64"])
         self.assertEqual(
             self.refs("BM_PoolImapUnordered/sha512_sent/items:100/chunksize:default/workers:4"),
             ["BM_SerialMap/sha512_sent/items:100"])

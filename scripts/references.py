@@ -79,6 +79,11 @@ def _spin(zero: bool):
     return pred
 
 
+def _ours(n: gbench.Name) -> bool:
+    # CPython's Connection does not grow its pipe: no grown row in its run.
+    return n.prefix == "BM_"
+
+
 _BYTES = ("bytes",)
 _THROUGHPUT_REFS = (
     Ref("MemcpyThroughput", _BYTES, note="memcpy of the same size"),
@@ -88,6 +93,10 @@ _PINGPONG_REFS = (
     Ref("RawFutexPingPong", (), _spin(True), note="futex round trip (block only)"),
     Ref("RawSpinPingPong", (), _spin(False), note="spin round trip (spin_us>0)"),
 )
+_RING_REFS = (
+    Ref("RawRingThroughput", _BYTES, note="raw shared-memory ring of the same size"),
+    Ref("MemcpyThroughput", _BYTES, note="memcpy of the same size"),
+)
 _SERIAL = (Ref("SerialMap", (0, "items"), note="serial map of the same workload"),)
 
 RULES: tuple[Rule, ...] = (
@@ -95,8 +104,13 @@ RULES: tuple[Rule, ...] = (
     Rule("ProcessStartJoin", (Ref("ForkExitWait", ("rss_mib",)),),
          label="mp::Process start+join / fork+_exit+waitpid"),
     # ipc family: throughput
-    Rule("PipeThroughput", (Ref("RawPipeThroughput", _BYTES),),
+    Rule("PipeThroughput", (Ref("RawPipeThroughput", _BYTES),
+                            Ref("RawPipeGrownThroughput", _BYTES, _ours,
+                                note="raw pipe grown as mp::Pipe grows its own")),
          label="mp pipe / raw pipe (throughput)"),
+    Rule("SpscRingThroughput", _RING_REFS, label="SpscRing / raw ring (throughput)"),
+    Rule("SpscRingLoanThroughput", _RING_REFS,
+         label="SpscRing loan+view / raw ring (throughput)"),
     Rule("QueueThroughput", _THROUGHPUT_REFS, label="Queue / memcpy"),
     Rule("JoinableQueueThroughput", _THROUGHPUT_REFS, label="JoinableQueue / memcpy"),
     Rule("ChannelThroughput", _THROUGHPUT_REFS, label="Channel / memcpy"),
@@ -104,8 +118,14 @@ RULES: tuple[Rule, ...] = (
     Rule("BoostMqThroughput", _THROUGHPUT_REFS, gate=False,
          label="Boost message_queue / memcpy"),
     # ipc family: latency
-    Rule("PipePingPong", (Ref("RawPipePingPong", _BYTES),),
+    Rule("PipePingPong", (Ref("RawPipePingPong", _BYTES),
+                          Ref("RawPipeGrownPingPong", _BYTES, _ours,
+                              note="raw pipe grown as mp::Pipe grows its own")),
          label="mp pipe / raw pipe (round trip)"),
+    Rule("SpscRingPingPong",
+         (Ref("RawRingPingPong", _BYTES, _spin(False),
+              note="raw spinning ring (spin_us>0)"),) + _PINGPONG_REFS,
+         label="SpscRing / raw ring, futex or spin (round trip)"),
     Rule("QueuePingPong", _PINGPONG_REFS, label="Queue / raw futex or spin (round trip)"),
     Rule("ChannelPingPong", _PINGPONG_REFS, label="Channel / raw futex or spin (round trip)"),
     Rule("BoostMqPingPong", (Ref("RawFutexPingPong", ()),), gate=False,
@@ -132,8 +152,8 @@ GATED_PREFIXES: tuple[str, ...] = ("BM_",)
 # run-to-run noise of a baseline pooled from several runs is the first line
 # of defence (see scripts/baseline.py); this is the explicit second one.
 #
-# Shared-memory throughput (Queue, JoinableQueue, Channel, RingChannel): on
-# the 2-vCPU CI VM, how fast a producer fills a shared ring against how fast
+# Shared-memory throughput (Queue, JoinableQueue, Channel, RingChannel,
+# SpscRing): on the 2-vCPU CI VM, how fast a producer fills a shared ring against how fast
 # the consumer drains it swings from one run to the next far beyond its
 # repetitions' spread (measured: JoinableQueueThroughput/bytes:4096 2.4x
 # slower, the Queue family 12-18% slower as a whole, between two
@@ -144,6 +164,9 @@ GATED_PREFIXES: tuple[str, ...] = ("BM_",)
 UNGATED_INSTANCES: tuple[str, ...] = (
     r"^BM_(Joinable)?QueueThroughput/",
     r"^BM_(Ring)?ChannelThroughput/",
+    # The same producer/consumer race, on mp::SpscRing; gated through
+    # SpscRingPingPong.
+    r"^BM_SpscRing(Loan)?Throughput/",
 )
 
 # Metrics reported but never gated: a 99th percentile of a round trip on a

@@ -64,7 +64,11 @@ def ipc_spec() -> dict:
     for n in BYTES:
         tp(f"BM_MemcpyThroughput/bytes:{n}/real_time", n, 0.05, 5)
         tp(f"BM_RawPipeThroughput/bytes:{n}/real_time", n, 0.4, 900)
+        tp(f"BM_RawPipeGrownThroughput/bytes:{n}/real_time", n, 0.38, 900)
         tp(f"BM_PipeThroughput/bytes:{n}/real_time", n, 0.42, 1000)
+        tp(f"BM_RawRingThroughput/bytes:{n}/real_time", n, 0.06, 10)
+        tp(f"BM_SpscRingThroughput/bytes:{n}/real_time", n, 0.07, 20)
+        tp(f"BM_SpscRingLoanThroughput/bytes:{n}/real_time", n, 0.05, 20)
         tp(f"BM_BoostMqThroughput/bytes:{n}/real_time", n, 0.3, 1500)
         for s in (0, 50):
             tp(f"BM_QueueThroughput/bytes:{n}/spin_us:{s}/real_time", n, 0.15, 400 - s)
@@ -80,12 +84,16 @@ def ipc_spec() -> dict:
     pp("BM_RawSpinPingPong/manual_time", 400)
     for n in BYTES[:5]:
         pp(f"BM_RawPipePingPong/bytes:{n}/manual_time", 12000 + n * 0.5)
+        pp(f"BM_RawPipeGrownPingPong/bytes:{n}/manual_time", 12000 + n * 0.45)
         pp(f"BM_PipePingPong/bytes:{n}/manual_time", 12500 + n * 0.5)
+        pp(f"BM_RawRingPingPong/bytes:{n}/manual_time", 400 + n * 0.1)
         pp(f"BM_BoostMqPingPong/bytes:{n}/manual_time", 15000 + n * 0.4)
         for s in (0, 50):
             base = 9000 if s == 0 else 600
             pp(f"BM_QueuePingPong/bytes:{n}/spin_us:{s}/manual_time", base + n * 0.2)
             pp(f"BM_ChannelPingPong/bytes:{n}/spin_us:{s}/manual_time", base * 0.9 + n * 0.2)
+            pp(f"BM_SpscRingPingPong/bytes:{n}/spin_us:{s}/manual_time",
+               base * 0.8 + n * 0.15)
     return spec
 
 
