@@ -774,6 +774,8 @@ def render_html(run, tables, charts: list[tuple[str, str, str]]) -> str:
              + ", ".join(f"<code>{e(os.path.basename(p))}</code>"
                          for p in getattr(run, "report_sources", [run.path])) + ".</p>",
              "<h2>Machine</h2>", html_table(["", ""], machine_rows(run), "machine")]
+    placed = charts_by_table(tables, [name for name, _, _ in charts])
+    by_name = {name: (title, svg) for name, title, svg in charts}
     for t in tables:
         parts.append(f'<h2 id="{e(t.key)}">{e(t.title)}</h2>')
         parts.append(html_table(t.header, t.rows, "data"))
@@ -781,13 +783,41 @@ def render_html(run, tables, charts: list[tuple[str, str, str]]) -> str:
             parts.append(f'<p class="note">{e(n)}</p>')
         if t.commands:
             parts.append("<pre>" + e("\n".join(t.commands)) + "</pre>")
-    if charts:
-        parts.append("<h2>Charts</h2>")
-        for _, title, svg in charts:
+        for name in placed.get(t.key, []):
+            parts.append(inline_svg(by_name[name][1], by_name[name][0]))
+    rest = [c for c in charts if c[0] in placed.get(None, [])]
+    if rest:
+        parts.append("<h2>More charts</h2>")
+        for _, title, svg in rest:
             parts.append(inline_svg(svg, title))
     parts.append(RENDER_CHECK)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+# Which table a chart belongs under; the rest go at the end (key None).
+CHART_PLACES = (
+    (r"^fork_rss$", "process"), (r"^throughput$", "throughput"),
+    (r"^latency", "roundtrip"), (r"^pool_speedup$", "pool_workers"),
+    (r"^pool_break_even$", "pool_speedup"),
+)
+
+
+def charts_by_table(tables, names) -> dict:
+    keys = {t.key for t in tables}
+    out: dict = {}
+    for name in names:
+        key = None
+        for pattern, k in CHART_PLACES:
+            if re.search(pattern, name):
+                key = k
+        m = re.fullmatch(r"pool_(.+)_items(\d+)", name)
+        if m:
+            key = f"pool_cost_{m.group(1)}_{m.group(2)}"
+        if key not in keys:
+            key = None
+        out.setdefault(key, []).append(name)
+    return out
 
 
 def run_id(run) -> str:
