@@ -486,6 +486,9 @@ def main(argv=None) -> int:
                 setattr(args, k, v)
         argv = state["argv"]
         log(f"resuming {pdir} ({state.get('started_utc')})")
+    elif latest_partial(results) is not None:
+        log(f"note: an interrupted run is kept in {latest_partial(results)}; "
+            "scripts/bench --resume continues it")
     bazel = bazel_command(args.bazel)
     families = FAMILIES
     if args.families:
