@@ -150,8 +150,6 @@ def fmt_ns(v: float | None) -> str:
 def fmt_ratio(v: float | None) -> str:
     if v is None:
         return DASH
-    if 0 < abs(v) < 0.01:
-        return f"{v:.1e}×"
     return f"{sig(v, 3 if abs(v) >= 1 else 2)}×"
 
 
