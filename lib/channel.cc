@@ -9,7 +9,7 @@
 #include <string>
 
 #include "lib/corrupt_for_testing.h"
-#include "lib/inject.h"
+#include "lib/slowdown.h"
 
 namespace mp::internal {
 
@@ -127,7 +127,7 @@ bool ChannelCore::closed() const {
 ChannelCore::Outcome ChannelCore::send(const void* data, std::size_t bytes,
                                        const Deadline& deadline,
                                        const char* what) {
-  const InjectedSlowdown slowdown(Primitive::kChannel);
+  [[maybe_unused]] const InjectedSlowdown<Primitive::kChannel> slowdown;
   ChannelShared& c = shared();
   if (bytes > slot_bytes_) {
     throw MessageTooLong(std::string("RingChannel::") + what + ": message of " +
@@ -178,6 +178,7 @@ ChannelCore::Outcome ChannelCore::recv(Destination destination, void* context,
                                        std::size_t* bytes,
                                        const Deadline& deadline,
                                        const char* what) {
+  [[maybe_unused]] const InjectedSlowdown<Primitive::kChannel> slowdown;
   const Outcome outcome = acquire_message(deadline, what);
   if (outcome != Outcome::kDone) return outcome;
   ChannelShared& c = shared();

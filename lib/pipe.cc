@@ -12,7 +12,7 @@
 #include <mutex>
 #include <string>
 
-#include "lib/inject.h"
+#include "lib/slowdown.h"
 
 namespace mp {
 namespace {
@@ -103,7 +103,8 @@ void Connection::throw_send_error(int error) const {
 }
 
 void Connection::send_bytes(std::span<const std::byte> message) {
-  const internal::InjectedSlowdown slowdown(internal::Primitive::kPipe);
+  [[maybe_unused]] const internal::InjectedSlowdown<internal::Primitive::kPipe>
+      slowdown;
   require_open(true, "send_bytes");
   const std::uint64_t header = message.size();
   if (message.size() <= kSmallMessage) {
@@ -254,6 +255,8 @@ void Connection::take_payload(std::uint64_t length, std::byte* out) {
 
 std::optional<std::vector<std::byte>> Connection::recv_bytes(
     std::size_t max_length) {
+  [[maybe_unused]] const internal::InjectedSlowdown<internal::Primitive::kPipe>
+      slowdown;
   const auto length = peek_length();
   if (!length) return std::nullopt;
   if (*length > max_length) {
@@ -286,6 +289,8 @@ std::optional<std::vector<std::byte>> Connection::recv_bytes(
 
 std::optional<std::size_t> Connection::recv_bytes_into(
     std::span<std::byte> buffer) {
+  [[maybe_unused]] const internal::InjectedSlowdown<internal::Primitive::kPipe>
+      slowdown;
   // Fast path, the common case for small messages: one read brought the
   // whole frame (read_hint_ asks for exactly one), so copy it out and go.
   if (fd_ && readable_ && (end_ - begin_ >= kHeaderSize || fill(kHeaderSize))) {

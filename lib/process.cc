@@ -19,7 +19,7 @@
 #include "lib/children.h"
 #include "lib/error.h"
 #include "lib/fd.h"
-#include "lib/inject.h"
+#include "lib/slowdown.h"
 
 namespace mp {
 namespace {
@@ -167,7 +167,9 @@ void Process::require_started(const char* what) const {
 }
 
 void Process::start() {
-  const internal::InjectedSlowdown slowdown(internal::Primitive::kProcess);
+  [[maybe_unused]] const internal::InjectedSlowdown<
+      internal::Primitive::kProcess>
+      slowdown;
   if (target_ == nullptr) throw std::logic_error("Process::start: no target");
   if (pid_ != 0) {
     throw std::logic_error("Process::start: cannot start a process twice (" +

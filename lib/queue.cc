@@ -8,7 +8,7 @@
 #include <string>
 
 #include "lib/corrupt_for_testing.h"
-#include "lib/inject.h"
+#include "lib/slowdown.h"
 
 namespace mp {
 namespace internal {
@@ -201,7 +201,8 @@ QueueShared& Queue::shared() const {
 
 Queue::Outcome Queue::put_impl(std::span<const std::byte> message,
                                const Deadline& deadline) {
-  const internal::InjectedSlowdown slowdown(internal::Primitive::kQueue);
+  [[maybe_unused]] const internal::InjectedSlowdown<internal::Primitive::kQueue>
+      slowdown;
   QueueShared& q = shared();
   const std::uint64_t need = internal::kRecordHeader + message.size();
   if (need > capacity_) {
@@ -258,6 +259,8 @@ Queue::Outcome Queue::put_impl(std::span<const std::byte> message,
 
 template <typename Sink>
 Queue::Outcome Queue::get_impl(const Deadline& deadline, Sink&& sink) {
+  [[maybe_unused]] const internal::InjectedSlowdown<internal::Primitive::kQueue>
+      slowdown;
   QueueShared& q = shared();
   registration_.ensure(q.peers, PeerTable::kConsumer);
   if (internal::lock(&q.get_lock, deadline) ==

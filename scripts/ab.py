@@ -7,7 +7,7 @@ tree, on the same machine in the same minutes.
 1. Exports the base revision (`git archive`) into a work directory that is
    kept between calls (so its Bazel cache is too) and builds its benchmark
    families there; builds the same families in the working tree.
-2. Runs the two sets of binaries alternately, A B A B ... (--rounds pairs),
+2. Runs the two sets of binaries alternately, A B, B A, ... (--rounds pairs),
    each time with --repetitions repetitions and random interleaving, so that
    drift of the machine during the run hits both sides alike.
 3. Pools each side's repetitions into one run file under results/ab/ and
@@ -102,6 +102,98 @@ def pool_runs(rounds: list[dict]) -> dict:
     return merged
 
 
+class Side:
+    """One side of an A/B run: its family binaries (copied out of bazel-bin,
+    so a later build cannot change them), what it was built from, and the
+    runs made with it."""
+
+    def __init__(self, label: str, bins: dict[str, Path], info: dict):
+        self.label = label
+        self.bins = bins
+        self.info = info
+        self.rounds: list[dict] = []
+
+
+def build_side(label: str, bazel: list[str], tree: Path, families: list[str],
+               dest: Path, build_flags: list[str] | None = None) -> Side:
+    """Builds //bench:<family> for each family in `tree` (with extra Bazel
+    `build_flags`, e.g. the gate's injected slowdown) and copies the binaries
+    into `dest`."""
+    bins, bazel_bin = suite.build_families(bazel, tree, families, build_flags)
+    dest.mkdir(parents=True, exist_ok=True)
+    copies = {}
+    for f, b in bins.items():
+        copies[f] = dest / f
+        shutil.copy2(b, copies[f])
+    info = machine.collect(tree, bazel, f"//bench:{families[0]}", bazel_bin)
+    return Side(label, copies, info)
+
+
+def prepare(root: Path, base_rev: str, work: Path, bazel: list[str],
+            families: list[str], tmp: Path, keep_server: bool = False,
+            head_flags: list[str] | None = None) -> tuple[Side, Side, list[str]]:
+    """Exports `base_rev` into `work`, builds the families both it and the
+    working tree `root` have, and returns (base, head, common families)."""
+    bazel_b = base_bazel(bazel)
+    export_rev(root, base_rev, work)
+    fam_b, miss_b = suite.existing_families(bazel_b, work, families)
+    fam_h, miss_h = suite.existing_families(bazel, root, families)
+    common = [f for f in fam_h if f in fam_b]
+    for f in families:
+        if f not in common:
+            log(f"WARNING: //bench:{f} missing in "
+                f"{'base' if f in miss_b else 'working tree'}: skipped")
+    if not common:
+        raise suite.SuiteError("no benchmark family exists on both sides")
+    base = build_side("base", bazel_b, work, common, tmp / "base")
+    if not keep_server:
+        subprocess.run(bazel_b + ["shutdown"], cwd=work, check=False,
+                       capture_output=True)
+    head = build_side("head", bazel, root, common, tmp / "head", head_flags)
+    return base, head, common
+
+
+def run_rounds(sides: list[Side], families: list[str], rounds: int,
+               repetitions: int, min_time: float | None,
+               filters: dict[str, str | None], extra: list[str], tmp: Path,
+               tag: str = "") -> float:
+    """Runs the sides' binaries in turn, `rounds` times, each with
+    `repetitions` repetitions (random interleaving inside a binary), and
+    appends each round's merged run to its side. The order alternates
+    A B, B A, A B, ... so that a drift of the machine during the run, and
+    whatever running second costs, hits both sides alike. Returns the
+    seconds it took."""
+    interleave = {f: suite.has_flag(sides[-1].bins[f],
+                                    "benchmark_enable_random_interleaving")
+                  for f in families}
+    t0 = time.monotonic()
+    for r in range(rounds):
+        order = sides if r % 2 == 0 else list(reversed(sides))
+        for side in order:
+            log(f"{tag}round {r + 1}/{rounds}: {side.label}")
+            parts = []
+            for f in families:
+                out = tmp / f"{tag}{side.label}-{r}-{f}.json"
+                data = suite.run_benchmark(suite.benchmark_args(
+                    side.bins[f], out, repetitions, min_time, filters.get(f),
+                    extra, interleave[f]), dict(os.environ), out)
+                parts.append((f, data))
+            side.rounds.append(suite.merge(parts))
+    return round(time.monotonic() - t0, 1)
+
+
+def write_side(side: Side, out: Path, extra_info: dict) -> Path:
+    """Pools the side's rounds into one run file at `out`."""
+    data = pool_runs(side.rounds)
+    info = dict(side.info)
+    info.update(extra_info)
+    info["suite_version"] = gbench.SUITE_VERSION
+    data["context"]["mpbench"] = info
+    suite.write_atomic(out, data)
+    log(f"wrote {out}")
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ab", description=__doc__.split("\n\n", 1)[1],
@@ -153,7 +245,6 @@ def main(argv=None) -> int:
         return 2
     root = gbench.repo_root()
     bazel = suite.bazel_command(args.bazel)
-    bazel_b = base_bazel(bazel)
     work = (gbench.user_path(args.work_dir) if args.work_dir
             else Path.home() / ".cache" / "mpbench" / "ab-base")
     out_dir = gbench.user_path(args.out_dir) if args.out_dir else root / "results" / "ab"
@@ -165,76 +256,37 @@ def main(argv=None) -> int:
     started = suite.utc_now()
     try:
         rev = resolve_rev(root, args.base)
-        head = machine.git_info(root)
+        head_git = machine.git_info(root)
         log(f"base {args.base} = {rev[:10]}; head = working tree "
-            f"({head.get('commit_short')}{'+dirty' if head.get('dirty') else ''})")
-        export_rev(root, rev, work)
-        fam_b, miss_b = suite.existing_families(bazel_b, work, families)
-        fam_h, miss_h = suite.existing_families(bazel, root, families)
-        common = [f for f in fam_h if f in fam_b]
-        for f in families:
-            if f not in common:
-                log(f"WARNING: //bench:{f} missing in "
-                    f"{'base' if f in miss_b else 'working tree'}: skipped")
-        if not common:
-            raise suite.SuiteError("no benchmark family exists on both sides")
+            f"({head_git.get('commit_short')}{'+dirty' if head_git.get('dirty') else ''})")
         with tempfile.TemporaryDirectory(prefix="mpbench-ab-") as tmp:
             tmp = Path(tmp)
-            sides = {}
-            for label, bz, tree in (("base", bazel_b, work), ("head", bazel, root)):
-                bins, bazel_bin = suite.build_families(bz, tree, common)
-                d = tmp / label
-                d.mkdir()
-                copies = {}
-                for f, b in bins.items():
-                    copies[f] = d / f
-                    shutil.copy2(b, copies[f])
-                info = machine.collect(tree, bz, f"//bench:{common[0]}", bazel_bin)
-                sides[label] = {"bins": copies, "info": info, "rounds": []}
-            if not args.keep_server:
-                subprocess.run(bazel_b + ["shutdown"], cwd=work, check=False,
-                               capture_output=True)
-            interleave = {f: suite.has_flag(sides["head"]["bins"][f],
-                                            "benchmark_enable_random_interleaving")
-                          for f in common}
-            t0 = time.monotonic()
-            for r in range(args.rounds):
-                for label in ("base", "head"):
-                    log(f"round {r + 1}/{args.rounds}: {label}")
-                    parts = []
-                    for f in common:
-                        out = tmp / f"{label}-{r}-{f}.json"
-                        data = suite.run_benchmark(suite.benchmark_args(
-                            sides[label]["bins"][f], out, args.repetitions, min_time,
-                            args.filter, args.benchmark_flags, interleave[f]),
-                            dict(os.environ), out)
-                        parts.append((f, data))
-                    sides[label]["rounds"].append(suite.merge(parts))
-            seconds = round(time.monotonic() - t0, 1)
+            base, head, common = prepare(root, rev, work, bazel, families, tmp,
+                                         args.keep_server)
+            seconds = run_rounds([base, head], common, args.rounds,
+                                 args.repetitions, min_time,
+                                 {f: args.filter for f in common},
+                                 args.benchmark_flags, tmp)
         stamp = started.strftime("%Y%m%dT%H%M%SZ")
         paths = {}
-        for label in ("base", "head"):
-            s = sides[label]
-            data = pool_runs(s["rounds"])
-            info = dict(s["info"])
-            if label == "base":
-                info.update({"commit": rev, "commit_short": rev[:10], "dirty": False})
-            info.update({
-                "suite_version": gbench.SUITE_VERSION,
+        for side in (base, head):
+            info = {
                 "started_utc": started.isoformat().replace("+00:00", "Z"),
-                "ab": {"side": label, "base": args.base, "rounds": args.rounds,
+                "ab": {"side": side.label, "base": args.base, "rounds": args.rounds,
                        "repetitions_per_round": args.repetitions,
-                       "order": "A B A B ...", "seconds": seconds},
+                       "order": "A B, B A, ...", "seconds": seconds},
                 "quick": bool(args.quick), "min_time": min_time,
                 "repetitions": args.rounds * args.repetitions,
                 "filter": args.filter, "families": [{"family": f} for f in common],
-                "inject_slowdown": os.environ.get(suite.INJECT_ENV) or None,
-            })
-            data["context"]["mpbench"] = info
-            short = (info.get("commit_short") or "x")[:7]
-            paths[label] = out_dir / f"{stamp}-{label}-{short}.json"
-            suite.write_atomic(paths[label], data)
-            log(f"wrote {paths[label]}")
+                "inject_slowdown": None,
+            }
+            if side is base:
+                info.update({"commit": rev, "commit_short": rev[:10], "dirty": False})
+            short = (side.info.get("commit_short") or "x")[:7]
+            if side is base:
+                short = rev[:7]
+            paths[side.label] = write_side(
+                side, out_dir / f"{stamp}-{side.label}-{short}.json", info)
     except suite.SuiteError as e:
         print(f"ab: error: {e}", file=sys.stderr)
         return 2

@@ -36,11 +36,15 @@ Both modes report the machine factor: the median, over all benchmarks in
 common, of new/old median time. It tells drift of the whole machine apart
 from a change in one primitive.
 
+Rows whose repetitions cannot reach --alpha (with n and m repetitions the
+smallest two-sided p the U test can give is 2/C(n+m, n), so 3 against 3
+can never reach 0.05) are reported as "too few repetitions for p < alpha"
+and the rest of the comparison proceeds: the pooled family rows usually
+still test them (N instances x 3 repetitions).
+
 Exit status: 0 nothing regressed; 1 a gated benchmark regressed or failed in
 NEW; 2 unusable input (unreadable or malformed file, no benchmark in common,
-or a gated benchmark without enough repetitions to reach --alpha: with n and
-m repetitions the smallest two-sided p the U test can give is 2/C(n+m, n),
-so 3 against 3 can never reach 0.05, and such a gate could never fail).
+or nothing at all that could be tested: every gated row underpowered).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import sys
 from dataclasses import asdict, dataclass, field
@@ -69,7 +74,7 @@ SAME = "same"
 NOISY = "noisy"  # beyond the threshold but not significant
 WITHIN_NOISE = "within run-to-run noise"  # beyond threshold, inside tolerance
 NOT_REPRODUCED = "not reproduced"  # regressed, but not in the --confirm run
-TOO_FEW = "too few reps"  # the U test cannot reach alpha with these samples
+TOO_FEW = "too few repetitions for p < alpha"  # the U test cannot reach alpha
 FAILED = "FAILED"  # error_occurred in NEW
 WAS_FAILED = "failed in old"
 INFO = "info"  # direction unknown
@@ -252,7 +257,9 @@ def _family_rows(rows: list[Row], threshold: float, alpha: float,
     sees it with many more samples than any single instance."""
     groups: dict[tuple, list[Row]] = {}
     for r in rows:
-        if r.kind == "family" or not r.samples_old or not r.samples_new:
+        # An instance with one repetition a side says nothing about its own
+        # spread (its OLD sample divided by its OLD median is exactly 1).
+        if r.kind == "family" or len(r.samples_old) < 2 or len(r.samples_new) < 2:
             continue
         n = gbench.parse_name(r.name)
         ref_family = (gbench.parse_name(r.reference).family if r.reference
@@ -322,8 +329,8 @@ def _fingerprint_warnings(old: gbench.Run, new: gbench.Run) -> list[str]:
                    f"meaning")
     for label, m in (("old", mo), ("new", mn)):
         if m.get("inject_slowdown"):
-            out.append(f"the {label} run was made with MPBENCH_INJECT_SLOWDOWN="
-                       f"{m['inject_slowdown']} (a deliberate slowdown)")
+            out.append(f"the {label} run was built with a deliberate slowdown "
+                       f"({m['inject_slowdown']})")
     return out
 
 
@@ -354,15 +361,27 @@ def compare_runs(old: gbench.Run, new: gbench.Run, mode: str = "direct",
                  allow_underpowered: bool = False, pooled: bool = True,
                  correct: bool = True,
                  noise_factor: float = DEFAULT_NOISE_FACTOR,
-                 noise: gbench.Run | None = None) -> Report:
+                 noise: gbench.Run | None = None,
+                 name_filter: str | None = None,
+                 ours_only: bool = False) -> Report:
     """Builds the comparison; raises CompareError for runs with nothing in
     common. `noise`, a baseline pooled from several runs (--noise-from),
-    supplies each row's run-to-run tolerance when OLD is a single run."""
+    supplies each row's run-to-run tolerance when OLD is a single run.
+    `name_filter` (a regex searched in each name) limits the benchmarks;
+    `ours_only` gates, in direct mode, only our own code (references.is_gated:
+    what an A/B of two builds can change), reporting the rest."""
     rep = Report(mode=mode, threshold=threshold, alpha=alpha, old=old.path,
                  new=new.path)
-    common = [n for n in new.names() if old.has(n)]
-    rep.only_old = [n for n in old.names() if not new.has(n)]
-    rep.only_new = [n for n in new.names() if not old.has(n)]
+    pattern = re.compile(name_filter) if name_filter else None
+
+    def wanted_name(n: str) -> bool:
+        return pattern is None or pattern.search(n) is not None
+
+    common = [n for n in new.names() if old.has(n) and wanted_name(n)]
+    rep.only_old = [n for n in old.names() if not new.has(n) and wanted_name(n)]
+    rep.only_new = [n for n in new.names() if not old.has(n) and wanted_name(n)]
+    if not common and pattern is not None:
+        raise CompareError(f"no benchmark in common matches --filter {name_filter!r}")
     if not common:
         raise CompareError(
             f"no benchmark in common between {old.path} ({len(old.names())} "
@@ -403,7 +422,7 @@ def compare_runs(old: gbench.Run, new: gbench.Run, mode: str = "direct",
     for name in common:
         bo, bn = old.get(name), new.get(name)
         if bn.error or bo.error:
-            gated = (references.is_gated(name) if mode == "robust" else
+            gated = (references.is_gated(name) if mode == "robust" or ours_only else
                      gbench.parse_name(name).prefix in references.GATED_PREFIXES)
             rep.rows.append(Row(name, "time", "direct", None, old.median(name),
                                 new.median(name), None, None,
@@ -413,7 +432,8 @@ def compare_runs(old: gbench.Run, new: gbench.Run, mode: str = "direct",
                 rep.warnings.append(f"{name} failed in NEW: {bn.error}")
             continue
         if mode == "direct":
-            gated = gbench.parse_name(name).prefix in references.GATED_PREFIXES
+            gated = (references.is_gated(name) if ours_only else
+                     gbench.parse_name(name).prefix in references.GATED_PREFIXES)
             wanted = metrics or (["time"] + [c for c in bn.counters()
                                              if c in bo.counters()])
             for metric in wanted:
@@ -479,7 +499,8 @@ def compare_runs(old: gbench.Run, new: gbench.Run, mode: str = "direct",
         # spread between its pooled runs, under the same settings.
         _apply_noise(rep, noise, compare_runs(
             noise, noise, mode, threshold, alpha, use_utest, metrics, True,
-            pooled, correct, noise_factor))
+            pooled, correct, noise_factor, name_filter=name_filter,
+            ours_only=ours_only))
     if use_utest:
         rep.tests = _holm(rep.rows, alpha, correct)
 
@@ -493,12 +514,20 @@ def compare_runs(old: gbench.Run, new: gbench.Run, mode: str = "direct",
         if r.n_old >= 1 and r.n_new >= 1:
             msg += (f"; the smallest p possible is "
                     f"{min_p_value(max(r.n_old, 1), max(r.n_new, 1)):.3g}")
-        msg += (f". Such a gate can never fail. Rerun with "
-                f"--benchmark_repetitions={need} or more (both runs)")
-        if allow_underpowered:
-            rep.warnings.append(msg + " [--allow-underpowered: not an error]")
+        tested = [x for x in rep.rows if x.gated and x.p is not None]
+        if tested:
+            rep.warnings.append(
+                msg + f"; they are reported as \"{TOO_FEW}\", and the "
+                f"{len(tested)} gated rows that could be tested were (pooled "
+                f"family rows among them). --benchmark_repetitions={need} or "
+                f"more on both sides tests every row")
+        elif allow_underpowered:
+            rep.warnings.append(msg + ". Nothing gated could be tested "
+                                "[--allow-underpowered: not an error]")
         else:
-            rep.errors.append(msg)
+            rep.errors.append(msg + f". Nothing gated could be tested, so "
+                              f"this gate could never fail. Rerun with "
+                              f"--benchmark_repetitions={need} or more (both runs)")
     if mode == "robust" and not any(r.gated for r in rep.rows):
         rep.warnings.append("no gated benchmark of our code with its reference "
                             "in both runs: the robust gate checked nothing")
@@ -638,7 +667,24 @@ def _summary(rep: Report) -> list[str]:
     return lines
 
 
+SIGNIFICANT = (REGRESSED, IMPROVED, FAILED)
+
+# GitHub refuses a pull-request comment over 65,536 characters; the markdown
+# stays under this whatever the size of the runs.
+MARKDOWN_LIMIT = 60_000
+
+
+def _is_change(row: Row) -> bool:
+    """A significant change: regressed, improved (gated or not) or failed."""
+    return row.verdict in SIGNIFICANT
+
+
+def _by_size(rows: list[Row]) -> list[Row]:
+    return sorted(rows, key=lambda r: -abs(r.change or 0.0))
+
+
 def format_text(rep: Report, all_rows: bool = True) -> str:
+    """The table; with all_rows False only the significant changes."""
     out = [f"OLD: {rep.old}", f"NEW: {rep.new}"]
     for w in rep.warnings:
         out.append("WARNING: " + w)
@@ -646,49 +692,98 @@ def format_text(rep: Report, all_rows: bool = True) -> str:
     rows = [header] + [
         (r.name, _metric_label(r), _fmt_value(r, r.old), _fmt_value(r, r.new),
          _fmt_change(r.change), _fmt_p(r.p_adj), _verdict_label(r))
-        for r in rep.rows if all_rows or r.verdict != SAME]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for i, row in enumerate(rows):
-        out.append("  ".join(c.ljust(w) if j < 2 or j == 6 else c.rjust(w)
-                             for j, (c, w) in enumerate(zip(row, widths))).rstrip())
-        if i == 0:
-            out.append("  ".join("-" * w for w in widths))
+        for r in rep.rows if all_rows or _is_change(r)]
+    if len(rows) == 1:
+        out.append("(no significant change)" if not all_rows else "(no rows)")
+    else:
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        for i, row in enumerate(rows):
+            out.append("  ".join(c.ljust(w) if j < 2 or j == 6 else c.rjust(w)
+                                 for j, (c, w) in enumerate(zip(row, widths))).rstrip())
+            if i == 0:
+                out.append("  ".join("-" * w for w in widths))
     out += _summary(rep)
     for e in rep.errors:
         out.append("ERROR: " + e)
     return "\n".join(out)
 
 
-def format_markdown(rep: Report) -> str:
+def _md_row(r: Row) -> str:
+    v = _verdict_label(r)
+    if r.gated and r.verdict in (REGRESSED, FAILED):
+        v = f"**{v}**"
+    return (f"| `{r.name}` | {_metric_label(r)} | {_fmt_value(r, r.old)} | "
+            f"{_fmt_value(r, r.new)} | {_fmt_change(r.change)} | "
+            f"{_fmt_p(r.p_adj)} | {v} |")
+
+
+_MD_HEADER = ["| benchmark | metric | old | new | change | p | verdict |",
+              "|---|---|---:|---:|---:|---:|---|"]
+
+
+def format_markdown(rep: Report, changes_only: bool = False,
+                    limit: int = MARKDOWN_LIMIT) -> str:
+    """A pull-request comment of at most `limit` characters: the summary,
+    regressions sorted by size, improvements sorted by size, then every
+    other row in a collapsed table (left out with changes_only). Rows that
+    do not fit are left out with a count, regressions last of all."""
     regressed = [r for r in rep.rows if r.gated and r.verdict in (REGRESSED, FAILED)]
     title = ("### :x: Benchmark regression" if regressed else
              "### :warning: Benchmark comparison unusable" if rep.errors else
              "### :white_check_mark: No benchmark regression")
-    out = [title, ""]
-    out += [f"- {line}" for line in _summary(rep)]
-    for w in rep.warnings:
-        out.append(f"- **warning:** {w}".replace("\n", "<br>"))
+    head = [title, ""] + [f"- {line}" for line in _summary(rep)]
+    for w in rep.warnings[:20]:
+        w = w if len(w) <= 600 else w[:600] + " ..."
+        head.append(f"- **warning:** {w}".replace("\n", "<br>"))
+    if len(rep.warnings) > 20:
+        head.append(f"- ... and {len(rep.warnings) - 20} more warnings")
     for e in rep.errors:
-        out.append(f"- **error:** {e}")
-
-    def table(rows):
-        t = ["| benchmark | metric | old | new | change | p | verdict |",
-             "|---|---|---:|---:|---:|---:|---|"]
+        head.append(f"- **error:** {e}")
+    other_changes = [r for r in rep.rows if _is_change(r) and r not in regressed]
+    improved = _by_size([r for r in other_changes if r.verdict == IMPROVED])
+    other_changes = _by_size([r for r in other_changes if r.verdict != IMPROVED])
+    rest = [] if changes_only else [r for r in rep.rows if not _is_change(r)]
+    sections = [
+        ("#### Regressions", _by_size(regressed), False),
+        ("#### Improvements", improved, False),
+        ("#### Other significant changes (not gated)", other_changes, False),
+        (f"all other comparisons", rest, True),
+    ]
+    # Budget: the header, then each section's rows while they fit; a final
+    # line per section says how many were left out.
+    footer_room = 400
+    used = len("\n".join(head)) + footer_room
+    body: list[str] = []
+    for title_s, rows, collapsed in sections:
+        if not rows:
+            continue
+        start = ([f"", f"<details><summary>{title_s} ({len(rows)})</summary>", ""]
+                 if collapsed else ["", f"{title_s} ({len(rows)})", ""])
+        start += _MD_HEADER
+        end = ["", "</details>"] if collapsed else []
+        cost = len("\n".join(start + end)) + 2
+        if used + cost > limit:
+            body.append(f"\n_{len(rows)} rows of '{title_s}' left out: over "
+                        f"{limit} characters (see the text or --format json output)_")
+            continue
+        lines = list(start)
+        shown = 0
         for r in rows:
-            v = _verdict_label(r)
-            if r.gated and r.verdict in (REGRESSED, FAILED):
-                v = f"**{v}**"
-            t.append(f"| `{r.name}` | {_metric_label(r)} | {_fmt_value(r, r.old)} | "
-                     f"{_fmt_value(r, r.new)} | {_fmt_change(r.change)} | "
-                     f"{_fmt_p(r.p_adj)} | {v} |")
-        return t
-
-    notable = [r for r in rep.rows if r.verdict not in (SAME, INFO)]
-    if notable:
-        out += ["", *table(notable)]
-    out += ["", f"<details><summary>all {len(rep.rows)} comparisons</summary>",
-            "", *table(rep.rows), "", "</details>"]
-    return "\n".join(out)
+            line = _md_row(r)
+            if used + cost + len(line) + 1 > limit:
+                break
+            lines.append(line)
+            cost += len(line) + 1
+            shown += 1
+        if shown < len(rows):
+            lines.append(f"\n_{len(rows) - shown} more rows left out: over "
+                         f"{limit} characters (see the text or --format json output)_")
+        body += lines + end
+        used += cost
+    if changes_only and not (regressed or improved or other_changes):
+        body += ["", "_no significant change_"]
+    text = "\n".join(head + body)
+    return text if len(text) <= limit else text[:limit - 20] + "\n_(cut)_"
 
 
 def format_json(rep: Report) -> str:
@@ -757,7 +852,12 @@ def build_parser() -> argparse.ArgumentParser:
                    default="text", help="text table (default), markdown for a "
                    "pull-request comment, or json for tools")
     p.add_argument("--changes-only", action="store_true",
-                   help="text format: leave out rows whose verdict is 'same'")
+                   help="show only significant changes (regressed, improved, "
+                   "failed: beyond the threshold with Holm-adjusted p < alpha), "
+                   "in the text and markdown formats")
+    p.add_argument("--filter", metavar="REGEX",
+                   help="compare only the benchmarks whose name matches REGEX "
+                   "(searched anywhere in the name, e.g. '^BM_Pipe')")
     p.add_argument("--output", metavar="FILE",
                    help="also write the report (in --format) to FILE")
     return p
@@ -775,16 +875,19 @@ def run_cli(args) -> int:
                                 args.alpha, not args.no_utest, args.metrics,
                                 args.allow_underpowered, not args.no_pooled,
                                 not args.no_correction, args.noise_factor,
-                                noise)
+                                noise, name_filter=args.filter)
 
         rep = judge(new)
         if args.confirm:
             confirm(rep, judge(gbench.load_run(gbench.user_path(args.confirm))))
+    except re.error as e:
+        print(f"compare: error: --filter: {e}", file=sys.stderr)
+        return 2
     except (gbench.InputError, CompareError) as e:
         print(f"compare: error: {e}", file=sys.stderr)
         return 2
     if args.format == "markdown":
-        text = format_markdown(rep)
+        text = format_markdown(rep, changes_only=args.changes_only)
     elif args.format == "json":
         text = format_json(rep)
     else:

@@ -154,16 +154,82 @@ class Scenarios(unittest.TestCase):
         self.assertEqual(regressed(rep), ["BM_PipeThroughput/bytes:8"])
         self.assertTrue(any("EMFILE" in w for w in rep.warnings))
 
-    def test_too_few_repetitions_is_an_error_not_a_pass(self):
+    def test_too_few_repetitions_everywhere_is_an_error_not_a_pass(self):
+        spec = synth.fork_spec()
+        a, b = run(1, reps=3, spec=spec), run(2, reps=3, spec=spec)
+        rep = compare.compare_runs(a, b, "robust", pooled=False)
+        self.assertEqual(rep.exit_code, 2)
+        self.assertIn("smallest p possible is 0.1", rep.errors[0])
+        rep = compare.compare_runs(a, b, "robust", allow_underpowered=True,
+                                   pooled=False)
+        self.assertEqual(rep.exit_code, 0)
+        self.assertTrue(any("never fail" in w or "Nothing gated" in w
+                            for w in rep.warnings))
+        self.assertIn(compare.TOO_FEW, {r.verdict for r in rep.rows})
+
+    def test_underpowered_rows_reported_while_the_rest_is_compared(self):
+        # 3 repetitions a row (a full run's pool family): single rows cannot
+        # reach p < 0.05, the pooled family rows can; the comparison goes on.
         spec = synth.fork_spec()
         a, b = run(1, reps=3, spec=spec), run(2, reps=3, spec=spec)
         rep = compare.compare_runs(a, b, "robust")
-        self.assertEqual(rep.exit_code, 2)
-        self.assertIn("smallest p possible is 0.1", rep.errors[0])
-        rep = compare.compare_runs(a, b, "robust", allow_underpowered=True)
-        self.assertEqual(rep.exit_code, 0)
-        self.assertTrue(any("never fail" in w for w in rep.warnings))
-        self.assertIn(compare.TOO_FEW, {r.verdict for r in rep.rows})
+        self.assertEqual(rep.exit_code, 0, rep.errors)
+        few = [r for r in rep.rows if r.verdict == compare.TOO_FEW]
+        tested = [r for r in rep.rows if r.p is not None]
+        self.assertTrue(few and tested)
+        self.assertTrue(all(r.kind == "family" for r in tested))
+        self.assertTrue(any("too few repetitions" in w for w in rep.warnings))
+        # ... and a real slowdown of the family is still caught
+        c = run(3, reps=3, spec=spec, scale={"ProcessStartJoin": 1.3})
+        rep = compare.compare_runs(a, c, "robust")
+        self.assertEqual(rep.exit_code, 1)
+
+    def test_filter_limits_the_comparison(self):
+        new = run(4, scale={"PipeThroughput": 1.3})
+        rep = compare.compare_runs(self.old, new, "direct", name_filter="^BM_Queue")
+        self.assertTrue(rep.rows)
+        self.assertTrue(all(r.name.startswith("BM_Queue") for r in rep.rows))
+        self.assertEqual(regressed(rep), [])
+        with self.assertRaises(compare.CompareError):
+            compare.compare_runs(self.old, new, "direct", name_filter="^nothing$")
+
+    def test_changes_only_lists_significant_changes_alone(self):
+        new = run(5, scale={"PipeThroughput": 1.3})
+        rep = compare.compare_runs(self.old, new, "direct")
+        text = compare.format_text(rep, all_rows=False)
+        table = [l for l in text.splitlines() if l.startswith("BM_")]
+        self.assertTrue(table)
+        for line in table:
+            self.assertRegex(line, r"(REGRESSED|improved|FAILED)")
+        md = compare.format_markdown(rep, changes_only=True)
+        self.assertIn("#### Regressions", md)
+        self.assertNotIn("all other comparisons", md)
+        self.assertNotIn("| same", md)
+
+    def test_markdown_regressions_first_by_size(self):
+        new = run(6, scale={"PipeThroughput/bytes:8": 1.2,
+                            "PipeThroughput/bytes:4096": 1.6})
+        md = compare.format_markdown(compare.compare_runs(self.old, new, "direct"))
+        first = md.index("BM_PipeThroughput/bytes:4096")
+        self.assertLess(first, md.index("BM_PipeThroughput/bytes:8`"))
+        self.assertLess(md.index("#### Regressions"), md.index("all other comparisons"))
+
+    def test_markdown_bound_on_the_largest_committed_run(self):
+        runs = sorted((Path(__file__).resolve().parent.parent / "results" / "runs")
+                      .glob("*.json"), key=lambda p: p.stat().st_size)
+        self.assertTrue(runs, "no committed run in results/runs")
+        big = gbench.load_run(runs[-1])
+        for mode in ("direct", "robust"):
+            for changes_only in (False, True):
+                with self.subTest(mode=mode, changes_only=changes_only):
+                    rep = compare.compare_runs(big, big, mode)
+                    md = compare.format_markdown(rep, changes_only=changes_only)
+                    self.assertLessEqual(len(md), compare.MARKDOWN_LIMIT)
+                    self.assertIn("No benchmark regression", md)
+        # a tiny limit still yields a bounded, well-formed comment
+        md = compare.format_markdown(rep, limit=3000)
+        self.assertLessEqual(len(md), 3000)
+        self.assertIn("left out", md)
 
     def test_min_p_value(self):
         self.assertAlmostEqual(compare.min_p_value(3, 3), 0.1)

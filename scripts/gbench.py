@@ -312,6 +312,15 @@ class Run:
                 for c in caches if isinstance(c, dict)),
         }
 
+    def machine_id(self) -> str:
+        """The id of the machine part of the fingerprint (scripts/machine.py),
+        computed from the fingerprint when the run predates the field."""
+        import machine
+        m = self.mpbench
+        if m.get("machine_id"):
+            return str(m["machine_id"])
+        return machine.machine_id(self.fingerprint())
+
     def label(self) -> str:
         """Short description: commit and date when known, else the path."""
         m = self.mpbench

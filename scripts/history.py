@@ -23,6 +23,16 @@ change. The latest run alone (one value after) is reported as "unconfirmed"
 when it lies outside the range of the W runs before it by more than the
 threshold.
 
+Lines never mix runs that cannot be compared: each series is drawn per
+group of runs made on one machine (the machine_id of the fingerprint,
+scripts/machine.py) in one mode (quick or full; a run built with an injected
+slowdown is its own mode). A new host or a quick run starts its own line,
+and the text says so.
+
+`--benchmark REGEX` adds one line per matching benchmark (its median time,
+and its ratio to its primary reference when the run has it), besides the
+family headlines.
+
 Runs are ordered by their start time (context.mpbench.started_utc, else
 Google Benchmark's date, else the file name, which starts with the UTC time).
 Unreadable files are listed and skipped.
@@ -32,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -52,12 +63,24 @@ class Step:
 
 @dataclass
 class Headline:
+    """One line of the history: a family's headline ratio, or one
+    benchmark's median time (`benchmark` set), over the runs of one group
+    (machine and mode). `values` has one entry per run of the whole list,
+    None for runs outside the group or without the series."""
     family: str
     label: str
-    reference: str
+    reference: str | None
     values: list[float | None] = field(default_factory=list)  # one per run
     counts: list[int] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
+    machine_id: str = ""
+    mode: str = ""
+    benchmark: str | None = None
+    unit: str = "ratio"
+
+    @property
+    def group(self) -> tuple[str, str]:
+        return (self.machine_id, self.mode)
 
 
 def run_order_key(path: Path, run: gbench.Run):
@@ -78,6 +101,21 @@ def list_runs(directory: Path) -> tuple[list[tuple[Path, gbench.Run]], list[str]
             problems.append(str(e))
     runs.sort(key=lambda pr: run_order_key(*pr))
     return runs, problems
+
+
+def run_mode(run: gbench.Run) -> str:
+    m = run.mpbench
+    mode = "quick" if m.get("quick") else "full"
+    if m.get("ab"):
+        mode = "ab-" + mode
+    if m.get("inject_slowdown"):
+        mode += f"+inject({m['inject_slowdown']})"
+    return mode
+
+
+def run_group(run: gbench.Run) -> tuple[str, str]:
+    """(machine id, mode): runs of one group may share a line."""
+    return (run.machine_id(), run_mode(run))
 
 
 def headline_values(run: gbench.Run, prefix: str = "BM_") -> dict[str, tuple[float, int]]:
@@ -137,19 +175,46 @@ def change_points(values: list[float | None], threshold: float = 5.0,
 
 
 def analyse(runs: list[tuple[Path, gbench.Run]], threshold: float = 5.0,
-            window: int = 3, min_side: int = 2) -> list[Headline]:
+            window: int = 3, min_side: int = 2,
+            benchmark_regex: str | None = None) -> list[Headline]:
+    """The lines of the history: for each group of runs (run_group), each
+    family's headline ratio, then each benchmark matching
+    `benchmark_regex`. Steps are found within a group only."""
+    groups: list[tuple[str, str]] = []
+    of_run = [run_group(r) for _, r in runs]
+    for g in of_run:
+        if g not in groups:
+            groups.append(g)
     per_run = [headline_values(r) for _, r in runs]
+    pattern = re.compile(benchmark_regex) if benchmark_regex else None
     heads = []
-    for rule in references.headline_families():
-        if not any(rule.family in v for v in per_run):
+    for g in groups:
+        members = [i for i, x in enumerate(of_run) if x == g]
+        for rule in references.headline_families():
+            if not any(rule.family in per_run[i] for i in members):
+                continue
+            h = Headline(rule.family, rule.label or rule.family, rule.refs[0].family,
+                         machine_id=g[0], mode=g[1])
+            for i, v in enumerate(per_run):
+                val, n = v.get(rule.family, (None, 0)) if i in members else (None, 0)
+                h.values.append(val)
+                h.counts.append(n)
+            h.steps = change_points(h.values, threshold, window, min_side)
+            heads.append(h)
+        if pattern is None:
             continue
-        h = Headline(rule.family, rule.label or rule.family, rule.refs[0].family)
-        for v in per_run:
-            val, n = v.get(rule.family, (None, 0))
-            h.values.append(val)
-            h.counts.append(n)
-        h.steps = change_points(h.values, threshold, window, min_side)
-        heads.append(h)
+        names = sorted({n for i in members for n in runs[i][1].names()
+                        if pattern.search(n)}, key=gbench.natural_key)
+        for name in names:
+            h = Headline(gbench.parse_name(name).family, name,
+                         references.primary_reference(name), machine_id=g[0],
+                         mode=g[1], benchmark=name, unit="ns")
+            for i, (_, r) in enumerate(runs):
+                val = r.median(name) if i in members and r.has(name) else None
+                h.values.append(val)
+                h.counts.append(1 if val is not None else 0)
+            h.steps = change_points(h.values, threshold, window, min_side)
+            heads.append(h)
     return heads
 
 
@@ -163,8 +228,27 @@ def run_row(path: Path, run: gbench.Run) -> dict:
         "class": m.get("machine_class"),
         "quick": m.get("quick"),
         "inject": m.get("inject_slowdown"),
+        "machine_id": run.machine_id(),
+        "mode": run_mode(run),
         "benchmarks": len(run.names()),
     }
+
+
+def _fmt(h: Headline, v: float | None) -> str:
+    if v is None:
+        return "-"
+    return gbench.format_value(v, "time") if h.unit == "ns" else f"{v:.3f}"
+
+
+def _group_title(runs, heads_of_group: list[Headline]) -> str:
+    h = heads_of_group[0]
+    idx = [i for i, v in enumerate(h.values) if v is not None]
+    model = "?"
+    for i in idx:
+        m = runs[i][1].mpbench
+        model = f"{m.get('cpu_model') or '?'}, {m.get('cores') or '?'} CPUs"
+        break
+    return f"machine {h.machine_id} ({model}), {h.mode} runs"
 
 
 def format_text(runs, heads, problems) -> str:
@@ -173,38 +257,47 @@ def format_text(runs, heads, problems) -> str:
         out.append(f"  skipped: {p}")
     if not runs:
         return "\n".join(out)
-    cols = [h.family for h in heads]
-    header = ["#", "started (UTC)", "commit", "host", "class", "mode"] + cols
+    header = ["#", "started (UTC)", "commit", "host", "machine", "mode"]
     rows = [header]
     for i, (p, r) in enumerate(runs, 1):
         rr = run_row(p, r)
-        mode = "quick" if rr["quick"] else "full"
-        if rr["inject"]:
-            mode += "+inject"
         rows.append([str(i), str(rr["started"] or "?")[:19], rr["commit"],
-                     str(rr["host"] or "?"), str(rr["class"] or "?"), mode] +
-                    [("-" if h.values[i - 1] is None else f"{h.values[i - 1]:.3f}")
-                     for h in heads])
+                     str(rr["host"] or "?"), rr["machine_id"], rr["mode"]])
     widths = [max(len(row[j]) for row in rows) for j in range(len(header))]
-    for j, row in enumerate(rows):
-        out.append("  ".join(c.rjust(w) if k >= 6 or k == 0 else c.ljust(w)
-                             for k, (c, w) in enumerate(zip(row, widths))).rstrip())
-    out.append("")
-    out.append("headline ratios (median time of our code / its raw reference in "
-               "the same run, geometric mean over the family; lower is better):")
+    for row in rows:
+        out.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    groups: list[tuple[str, str]] = []
     for h in heads:
-        vals = [v for v in h.values if v is not None]
-        trend = ""
-        if len(vals) >= 2:
-            trend = f"; first->last {vals[0]:.3f} -> {vals[-1]:.3f} ({(vals[-1] / vals[0] - 1) * 100:+.1f}%)"
-        out.append(f"  {h.family} / {h.reference}  [{h.label}]: {len(vals)} runs{trend}")
-        for s in h.steps:
-            p, r = runs[s.index]
-            rr = run_row(p, r)
-            kind = "step" if s.confirmed else "unconfirmed step (latest run only)"
-            out.append(f"    {kind} at run {s.index + 1} ({rr['commit']}, "
-                       f"{str(rr['started'])[:19]}): {s.before:.3f} -> {s.after:.3f} "
-                       f"({s.change * 100:+.1f}%)")
+        if h.group not in groups:
+            groups.append(h.group)
+    if len({g[0] for g in groups}) > 1 or len({g[1] for g in groups}) > 1:
+        out.append("")
+        out.append(f"NOTE: these runs come from {len({g[0] for g in groups})} "
+                   f"machine(s) in {len({g[1] for g in groups})} mode(s): each "
+                   f"(machine, mode) group below is its own series; numbers of "
+                   f"two groups are not comparable")
+    for g in groups:
+        gh = [h for h in heads if h.group == g]
+        out.append("")
+        out.append(_group_title(runs, gh) + ":")
+        for h in gh:
+            vals = [(i, v) for i, v in enumerate(h.values) if v is not None]
+            what = (f"{h.benchmark} (median time)" if h.benchmark else
+                    f"{h.family} / {h.reference}  [{h.label}]")
+            series = ", ".join(f"#{i + 1} {_fmt(h, v)}" for i, v in vals[-8:])
+            trend = ""
+            if len(vals) >= 2:
+                trend = (f"; first->last {_fmt(h, vals[0][1])} -> {_fmt(h, vals[-1][1])}"
+                         f" ({(vals[-1][1] / vals[0][1] - 1) * 100:+.1f}%)")
+            out.append(f"  {what}: {len(vals)} runs{trend}")
+            out.append(f"    {series}")
+            for s_ in h.steps:
+                p, r = runs[s_.index]
+                rr = run_row(p, r)
+                kind = "step" if s_.confirmed else "unconfirmed step (latest run only)"
+                out.append(f"    {kind} at run {s_.index + 1} ({rr['commit']}, "
+                           f"{str(rr['started'])[:19]}): {_fmt(h, s_.before)} -> "
+                           f"{_fmt(h, s_.after)} ({s_.change * 100:+.1f}%)")
     if not heads:
         out.append("  (no run has a benchmark of our code next to its reference)")
     return "\n".join(out)
@@ -216,6 +309,8 @@ def format_json(runs, heads, problems) -> str:
         "skipped": problems,
         "headlines": [{
             "family": h.family, "reference": h.reference, "label": h.label,
+            "benchmark": h.benchmark, "unit": h.unit,
+            "machine_id": h.machine_id, "mode": h.mode,
             "values": h.values, "counts": h.counts,
             "steps": [{"run": s.index + 1, "file": runs[s.index][0].name,
                        "before": s.before, "after": s.after, "change": s.change,
@@ -237,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs on each side of a candidate step (default 3)")
     p.add_argument("--min-side", type=int, default=2, metavar="N",
                    help="fewest runs on each side for a confirmed step (default 2)")
+    p.add_argument("--benchmark", metavar="REGEX",
+                   help="also draw one line per benchmark whose name matches "
+                   "REGEX (searched anywhere in the name), its median time")
     p.add_argument("--format", choices=("text", "json"), default="text",
                    help="text table (default) or json for tools")
     return p
@@ -253,7 +351,12 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     runs, problems = list_runs(d)
-    heads = analyse(runs, args.threshold, args.window, args.min_side)
+    try:
+        heads = analyse(runs, args.threshold, args.window, args.min_side,
+                        args.benchmark)
+    except re.error as e:
+        print(f"history: error: --benchmark: {e}", file=sys.stderr)
+        return 2
     print(format_json(runs, heads, problems) if args.format == "json"
           else format_text(runs, heads, problems))
     return 0

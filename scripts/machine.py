@@ -3,14 +3,19 @@
 
 The suite runner stores this under context["mpbench"] of every run file.
 `fingerprint` is the part that must match for two runs' absolute numbers to
-be comparable (CPU model, cores, caches, kernel, compiler, flags);
-`machine_class` names the baseline a machine is gated against:
+be comparable: the machine (CPU vendor, model name, family/model/stepping,
+the flags that change what code runs or how time is read, every cache
+level, core count, kernel, hypervisor, transparent huge pages) and the build
+(compiler, flags, compilation mode). `machine_id` is a short hash of the
+machine part: `compare` warns and `history` draws separate lines when it
+differs. Two 2-vCPU VMs of one cloud differ here (an AMD EPYC and an Intel
+Xeon host: page faults, wake-ups and memory bandwidth do not scale
+together), which is why the regression gate (scripts/gate) measures a
+change against its parent on one machine instead of against numbers from
+another.
 
-    <arch>-<N>cpu          e.g. x86_64-2cpu
-
-(`uname -m` and the number of CPUs this process may run on). It is coarse
-on purpose: a baseline is per class of CI machine, and the fingerprint
-warning in `compare` says when the exact machine differs.
+`machine_class` (`<arch>-<N>cpu`, e.g. x86_64-2cpu) is a coarse label for
+file names; it says nothing about comparability.
 
     /usr/bin/python3 scripts/machine.py            # prints the context as JSON
     /usr/bin/python3 scripts/machine.py --class    # prints the machine class
@@ -63,6 +68,55 @@ def cpu_model() -> str | None:
         if m:
             return m.group(1).strip()
     return platform.processor() or None
+
+
+def _cpuinfo_field(key: str) -> str | None:
+    m = re.search(rf"^{key}\s*:\s*(.+)$", _read("/proc/cpuinfo") or "", re.M)
+    return m.group(1).strip() if m else None
+
+
+def cpu_vendor() -> str | None:
+    return _cpuinfo_field("vendor_id") or _cpuinfo_field("CPU implementer")
+
+
+def cpu_id() -> str | None:
+    """"family/model/stepping" (x86), e.g. "6/143/8"."""
+    parts = [_cpuinfo_field(k) for k in ("cpu family", "model", "stepping")]
+    return "/".join(parts) if all(parts) else None
+
+
+# CPU flags that change which code runs (vector widths, string-copy
+# microcode, transactional memory) or how time is read (TSC behaviour).
+RELEVANT_FLAGS = ("sse4_2", "avx", "avx2", "avx512f", "avx512bw", "avx512vl",
+                  "amx_tile", "sha_ni", "erms", "fsrm", "rtm", "constant_tsc",
+                  "nonstop_tsc", "tsc_known_freq", "invpcid", "pcid", "pdpe1gb")
+
+
+def cpu_flags() -> str | None:
+    """The RELEVANT_FLAGS this CPU has, space-separated (x86 only)."""
+    flags = _cpuinfo_field("flags")
+    if flags is None:
+        return None
+    have = set(flags.split())
+    return " ".join(f for f in RELEVANT_FLAGS if f in have)
+
+
+def hypervisor() -> str | None:
+    """The hypervisor lscpu reports ("KVM"), "none" on bare metal, None when
+    unknown. systemd-detect-virt names only the innermost layer (a container
+    inside a VM reads "docker")."""
+    out = _cmd(["lscpu"])
+    if out is None:
+        return None
+    m = re.search(r"^Hypervisor vendor:\s*(.+)$", out, re.M)
+    return m.group(1).strip() if m else "none"
+
+
+def transparent_hugepages() -> str | None:
+    """The bracketed choice of /sys/kernel/mm/transparent_hugepage/enabled."""
+    text = _read("/sys/kernel/mm/transparent_hugepage/enabled") or ""
+    m = re.search(r"\[(\w+)\]", text)
+    return m.group(1) if m else None
 
 
 def caches() -> str | None:
@@ -185,7 +239,12 @@ def collect(root: Path, bazel: list[str] | None = None,
         "machine_class": machine_class(),
         "host": platform.node(),
         "arch": platform.machine(),
+        "cpu_vendor": cpu_vendor(),
         "cpu_model": cpu_model(),
+        "cpu_id": cpu_id(),
+        "cpu_flags": cpu_flags(),
+        "transparent_hugepages": transparent_hugepages(),
+        "hypervisor": hypervisor(),
         "cores": cpu_count(),
         "online_cpus": os.cpu_count(),
         "caches": caches(),
@@ -202,15 +261,28 @@ def collect(root: Path, bazel: list[str] | None = None,
         info.update(compile_flags(bazel, root, target))
     info["compilation_mode"] = compilation_mode(bazel_bin)
     info["fingerprint"] = fingerprint(info)
+    info["machine_id"] = machine_id(info["fingerprint"])
     return info
 
 
-FINGERPRINT_KEYS = ("cpu_model", "cores", "caches", "kernel", "compiler_version",
-                    "flags", "compilation_mode")
+MACHINE_KEYS = ("cpu_vendor", "cpu_model", "cpu_id", "cpu_flags", "caches",
+                "cores", "kernel", "hypervisor", "virtualization",
+                "transparent_hugepages")
+BUILD_KEYS = ("compiler_version", "flags", "compilation_mode")
+FINGERPRINT_KEYS = MACHINE_KEYS + BUILD_KEYS
 
 
 def fingerprint(info: dict) -> dict:
     return {k: info.get(k) for k in FINGERPRINT_KEYS}
+
+
+def machine_id(fp: dict) -> str:
+    """10 hex digits naming the machine part of a fingerprint. Runs written
+    before the finer fingerprint (no cpu_vendor) hash what they have, so they
+    group with each other, never with a newer run of another host."""
+    import hashlib
+    part = {k: fp.get(k) for k in MACHINE_KEYS if k in fp}
+    return hashlib.sha1(json.dumps(part, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def main(argv=None) -> int:
@@ -218,11 +290,18 @@ def main(argv=None) -> int:
         prog="machine", description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--class", dest="cls", action="store_true",
-                   help="print only the machine class (baseline name), e.g. "
-                   "x86_64-2cpu")
+                   help="print only the machine class (a coarse label used in "
+                   "file names), e.g. x86_64-2cpu")
+    p.add_argument("--fingerprint", action="store_true",
+                   help="print only the machine fingerprint and its id")
     args = p.parse_args(argv)
     if args.cls:
         print(machine_class())
+        return 0
+    if args.fingerprint:
+        info = collect(Path(__file__).resolve().parent.parent)
+        fp = {k: info.get(k) for k in MACHINE_KEYS}
+        print(json.dumps({"machine_id": info["machine_id"], **fp}, indent=2))
         return 0
     root = Path(__file__).resolve().parent.parent
     print(json.dumps(collect(root), indent=2))

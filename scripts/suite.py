@@ -32,10 +32,9 @@ missing, with the interrupted run's options, and writes the whole run.
 At the end the run is charted (results/charts/) and reported
 (results/reports/<run>/index.html, whose path is printed on stderr).
 
-The environment reaches the benchmarks unchanged, so the library's
-deliberate-slowdown switch works either way:
-    MPBENCH_INJECT_SLOWDOWN=pipe bazel run //scripts:suite -- --quick
-    bazel run //scripts:suite -- --quick --inject-slowdown=pipe
+A deliberate slowdown, for checking the gate, is compiled in (lib/slowdown.h;
+normal builds have none): `--inject pipe=1.05` builds the families with
+--define=mpbench_inject=pipe --define=mpbench_inject_factor=1.05.
 
 Set MPBENCH_BAZEL (or --bazel) to run Bazel differently, e.g.
 MPBENCH_BAZEL="bazel --output_base=/tmp/ob".
@@ -95,7 +94,8 @@ FAMILY_SETTINGS = {
 }
 
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-INJECT_ENV = "MPBENCH_INJECT_SLOWDOWN"
+# What `--inject PRIMITIVE=FACTOR` may name (lib/slowdown.h, lib/BUILD).
+INJECT_PRIMITIVES = ("pipe", "queue", "channel", "process", "pool")
 
 
 class SuiteError(Exception):
@@ -129,16 +129,36 @@ def existing_families(bazel: list[str], root: Path, families: list[str]) -> tupl
     return present, [f for f in families if f not in present]
 
 
-def build_families(bazel: list[str], root: Path, families: list[str]) -> tuple[dict[str, Path], str]:
-    """Builds //bench:<family> for each; returns {family: binary} and bazel-bin."""
-    _run(bazel + ["build"] + [f"//bench:{f}" for f in families], root,
-         "bazel build", capture=False)
+def build_families(bazel: list[str], root: Path, families: list[str],
+                   build_flags: list[str] | None = None) -> tuple[dict[str, Path], str]:
+    """Builds //bench:<family> for each (with extra Bazel `build_flags`);
+    returns {family: binary} and bazel-bin."""
+    _run(bazel + ["build"] + list(build_flags or []) + [f"//bench:{f}" for f in families],
+         root, "bazel build", capture=False)
     bazel_bin = _run(bazel + ["info", "bazel-bin"], root, "bazel info").strip()
     bins = {f: Path(bazel_bin) / "bench" / f for f in families}
     for f, b in bins.items():
         if not os.access(b, os.X_OK):
             raise SuiteError(f"built //bench:{f} but {b} is not executable")
     return bins, bazel_bin
+
+
+def inject_build_flags(spec: str | None) -> list[str]:
+    """The Bazel flags that compile the slowdown PRIMITIVE=FACTOR into the
+    library (lib/slowdown.h); [] for None. SuiteError for a malformed spec."""
+    if not spec:
+        return []
+    primitive, sep, factor = spec.partition("=")
+    try:
+        value = float(factor)
+    except ValueError:
+        value = float("nan")
+    if not sep or primitive not in INJECT_PRIMITIVES or not 1.0 < value <= 10.0:
+        raise SuiteError(f"--inject {spec!r}: expected PRIMITIVE=FACTOR with "
+                         f"PRIMITIVE one of {', '.join(INJECT_PRIMITIVES)} and "
+                         f"1 < FACTOR <= 10, e.g. pipe=1.05")
+    return [f"--define=mpbench_inject={primitive}",
+            f"--define=mpbench_inject_factor={value:g}"]
 
 
 def has_flag(binary: Path, flag: str) -> bool:
@@ -275,10 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated subset of {','.join(FAMILIES)}")
     p.add_argument("--no-python", action="store_true",
                    help="skip the Python reference (scripts/python_reference.py)")
-    p.add_argument("--inject-slowdown", metavar="PRIMITIVE",
-                   help=f"set {INJECT_ENV}=PRIMITIVE for the benchmarks: the "
-                   "library makes that primitive ~10%% slower, to check the "
-                   "gate (the variable set in the environment works too)")
+    p.add_argument("--inject", metavar="PRIMITIVE=FACTOR",
+                   help="build the families with a deliberate slowdown of one "
+                   f"primitive ({', '.join(INJECT_PRIMITIVES)}) by FACTOR, e.g. "
+                   "pipe=1.05, to check the gate (a test build: Bazel defines, "
+                   "see lib/slowdown.h)")
     p.add_argument("--out", metavar="FILE",
                    help="write the run here instead of results/runs/<UTC time>-"
                    "<short commit>-<host>.json")
@@ -505,8 +526,11 @@ def main(argv=None) -> int:
         print("suite: error: --repetitions must be at least 1", file=sys.stderr)
         return 2
     env = dict(os.environ)
-    if args.inject_slowdown:
-        env[INJECT_ENV] = args.inject_slowdown
+    try:
+        inject_flags = inject_build_flags(args.inject)
+    except SuiteError as e:
+        print(f"suite: error: {e}", file=sys.stderr)
+        return 2
     started = (dt.datetime.fromisoformat(state["started_utc"].replace("Z", "+00:00"))
                if state else utc_now())
     t0 = time.monotonic()
@@ -519,7 +543,7 @@ def main(argv=None) -> int:
             log(f"WARNING: //bench:{f} does not exist (yet): family skipped")
         if not present:
             raise SuiteError("no benchmark family to run")
-        bins, bazel_bin = build_families(bazel, root, present)
+        bins, bazel_bin = build_families(bazel, root, present, inject_flags)
         info = machine.collect(root, bazel, f"//bench:{present[0]}", bazel_bin)
         out_path = (gbench.user_path(args.out) if args.out else
                     results / "runs" / default_out(root, started, info).name)
@@ -630,7 +654,7 @@ def main(argv=None) -> int:
             "filter": args.filter,
             "benchmark_flags": args.benchmark_flags,
             "families_missing": missing,
-            "inject_slowdown": env.get(INJECT_ENV) or None,
+            "inject_slowdown": args.inject or None,
             "load_avg_after": list(os.getloadavg()),
         })
         merged = finish_run(parts, info, family_info, python_ref)
