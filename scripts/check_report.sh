@@ -21,7 +21,7 @@ shot="$(dirname "$(readlink -f "$page")")/screenshot.png"
 flags=(--headless --no-sandbox --disable-gpu --hide-scrollbars
        --virtual-time-budget=20000)
 dom=$("$chromium" "${flags[@]}" --window-size=1400,1000 --dump-dom "$url" 2>/dev/null)
-"$chromium" "${flags[@]}" --window-size=1400,6000 --screenshot="$shot" "$url" \
+"$chromium" "${flags[@]}" --window-size=1400,16000 --screenshot="$shot" "$url" \
   >/dev/null 2>&1
 declared() { sed -n "s/.*name=\"mpbench-$1\" content=\"\([0-9]*\)\".*/\1/p" "$page" | head -1; }
 drawn() { sed -n "s/.*data-rendered-$1=\"\([0-9]*\)\".*/\1/p" <<<"$dom" | head -1; }

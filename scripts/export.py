@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     for name in run.names():
         if run.error(name):
             print(f"export: left out {name}: {run.error(name)}", file=sys.stderr)
-    text = json.dumps(FORMATS[args.format](run), indent=2) + "\n"
+    text = json.dumps(FORMATS[args.format](run), indent=2, ensure_ascii=False) + "\n"
     if args.out:
         with open(gbench.user_path(args.out), "w", encoding="utf-8") as f:
             f.write(text)

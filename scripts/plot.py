@@ -219,7 +219,7 @@ def _line(ax, xs, pts, label, st):
 def _hline(ax, pt, label, st):
     st = {k: v for k, v in st.items() if k not in ("marker", "markersize")}
     ax.axhline(pt[0], label=label, **st)
-    ax.axhspan(pt[1], pt[2], color=st.get("color"), alpha=BAND_ALPHA, linewidth=0)
+    ax.axhspan(pt[1], pt[2], color=st.get("color"), alpha=BAND_ALPHA / 2, linewidth=0)
 
 
 def _subtitle(run: gbench.Run) -> str:

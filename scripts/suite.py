@@ -338,10 +338,11 @@ def mmss(seconds: float | None) -> str:
 
 
 def previous_durations(runs_dir: Path, host: str | None, machine_class: str | None,
-                       quick: bool) -> dict[str, float]:
+                       quick: bool, cpu_model: str | None = None) -> dict[str, float]:
     """family -> seconds it took in the newest earlier run of the same mode
-    on this machine (same host and machine class); the Python reference as
-    "python_reference". Runs are read newest first; unreadable ones skipped."""
+    on this machine (same host, machine class and CPU model); the Python
+    reference as "python_reference". Runs are read newest first; unreadable
+    ones skipped."""
     out: dict[str, float] = {}
     if not runs_dir.is_dir():
         return out
@@ -351,6 +352,7 @@ def previous_durations(runs_dir: Path, host: str | None, machine_class: str | No
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if (m.get("host") != host or m.get("machine_class") != machine_class
+                or m.get("cpu_model") != cpu_model
                 or bool(m.get("quick")) != quick or m.get("filter")):
             continue
         for f in m.get("families") or []:
@@ -507,6 +509,9 @@ def main(argv=None) -> int:
                 setattr(args, k, v)
         argv = state["argv"]
         log(f"resuming {pdir} ({state.get('started_utc')})")
+    elif latest_partial(results) is not None:
+        log(f"note: an interrupted run is kept in {latest_partial(results)}; "
+            "scripts/bench --resume continues it")
     bazel = bazel_command(args.bazel)
     families = FAMILIES
     if args.families:
@@ -576,7 +581,8 @@ def main(argv=None) -> int:
                     args.filter or settings.get("filter"))
 
         previous = previous_durations(results / "runs", info.get("host"),
-                                      info.get("machine_class"), bool(args.quick))
+                                      info.get("machine_class"), bool(args.quick),
+                                      info.get("cpu_model"))
         estimates: dict[str, float | None] = {}
         counts: dict[str, int | None] = {}
         rough_steps = set()
