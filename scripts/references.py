@@ -88,7 +88,21 @@ _PINGPONG_REFS = (
     Ref("RawFutexPingPong", (), _spin(True), note="futex round trip (block only)"),
     Ref("RawSpinPingPong", (), _spin(False), note="spin round trip (spin_us>0)"),
 )
-_SERIAL = (Ref("SerialMap", (0, "items"), note="serial map of the same workload"),)
+_SERIAL_REF = Ref("SerialMap", (0, "items"), note="serial map of the same workload")
+_SERIAL = (_SERIAL_REF,)
+
+
+def _raw_ring_row(n: gbench.Name) -> bool:
+    """Where //bench:pool registers BM_RawRingPoolMap (bench/pool.cc)."""
+    return (n.arg(0) == "double" and n.arg("items") in ("10000", "1000000")
+            and n.arg("chunksize") in ("1", "8", "64", "512", "4096")
+            and n.arg("workers") in ("1", "2"))
+
+
+# The pool's raw limit: its design in the barest form (forked workers over
+# SPSC rings, f inlined, output reused), as the raw pipe is Pipe's.
+_RAW_RING = Ref("RawRingPoolMap", (0, "items", "chunksize", "workers"),
+                _raw_ring_row, note="raw ring pool, same shape")
 
 RULES: tuple[Rule, ...] = (
     # fork family
@@ -111,10 +125,11 @@ RULES: tuple[Rule, ...] = (
     Rule("BoostMqPingPong", (Ref("RawFutexPingPong", ()),), gate=False,
          label="Boost message_queue / raw futex (round trip)"),
     # pool family
-    Rule("PoolMap", _SERIAL, label="Pool.map / serial"),
+    Rule("PoolMap", (_SERIAL_REF, _RAW_RING), label="Pool.map / serial"),
     Rule("PoolImapUnordered", _SERIAL, label="Pool.imap_unordered / serial"),
     Rule("ForkMap", _SERIAL, label="fork-per-chunk map / serial"),
-    Rule("ThreadPoolMap", _SERIAL, label="thread pool map / serial"),
+    # Threads against processes with one design: the same rings.
+    Rule("ThreadPoolMap", (_SERIAL_REF, _RAW_RING), label="thread pool map / serial"),
 )
 
 # Our code with no raw counterpart in the run: the noise-robust comparison
