@@ -31,9 +31,12 @@ inline void cpu_relax() noexcept {
 }
 
 // A futex word one waiter sleeps on: 1 while it announces that it sleeps.
-// The waker checks the word after publishing (a seq_cst fence between), so
-// a side that never sleeps is never sent a syscall. Process-shared futex
-// operations: works between forked processes and between threads.
+// The waker checks the word after publishing, so a side that never sleeps
+// is never sent a syscall. Announcement, cursor stores and the loads on
+// either side are seq_cst (no lost wake-up: one side sees the other); on
+// x86 that costs the publishing store's lock prefix and nothing else.
+// Process-shared futex operations: works between forked processes and between
+// threads.
 struct Sleeper {
   std::atomic<std::uint32_t> word{0};
 
@@ -47,8 +50,7 @@ struct Sleeper {
       if (ready()) return true;
       cpu_relax();
     }
-    word.store(1, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    word.store(1, std::memory_order_seq_cst);
     if (ready()) {
       word.store(0, std::memory_order_relaxed);
       return true;
@@ -61,8 +63,7 @@ struct Sleeper {
   // Wakes the waiter if it announced itself. Call after publishing what it
   // waits for; never throws (a failed wake leaves the waiter to its timeout).
   void wake() noexcept {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (word.load(std::memory_order_relaxed) != 0 &&
+    if (word.load(std::memory_order_seq_cst) != 0 &&
         word.exchange(0, std::memory_order_relaxed) != 0)
       wake_one();
   }
@@ -110,13 +111,13 @@ class Producer {
   void publish() noexcept {
     if (published_ == tail_) return;
     published_ = tail_;
-    ring_->tail.store(tail_, std::memory_order_release);
+    ring_->tail.store(tail_, std::memory_order_seq_cst);
     ring_->data_waiter->wake();
   }
 
  private:
   bool refresh() noexcept {
-    head_ = ring_->head.load(std::memory_order_acquire);
+    head_ = ring_->head.load(std::memory_order_seq_cst);
     return tail_ - head_ < Ring::kRecords;
   }
   Ring* ring_;
@@ -149,14 +150,14 @@ class Consumer {
   void release() noexcept {
     if (released_ == head_) return;
     released_ = head_;
-    ring_->head.store(head_, std::memory_order_release);
+    ring_->head.store(head_, std::memory_order_seq_cst);
     ring_->space_waiter->wake();
   }
   std::uint64_t unreleased() const noexcept { return head_ - released_; }
 
  private:
   bool refresh() noexcept {
-    tail_ = ring_->tail.load(std::memory_order_acquire);
+    tail_ = ring_->tail.load(std::memory_order_seq_cst);
     return head_ != tail_;
   }
   Ring* ring_;

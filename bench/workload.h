@@ -138,18 +138,9 @@ class WorkloadOf : public Workload {
   }
 
   void serial() override {
-    if constexpr (std::is_default_constructible_v<R>) {
-      std::vector<R> out(items_.size());
-      for (std::size_t i = 0; i < items_.size(); ++i) out[i] = Fn(items_[i]);
-      results_ = std::move(out);
-    } else {
-      results_ = mp::serial_map(Fn, std::span<const T>(items_));
-    }
+    serial_with([](const T& item) { return Fn(item); });
   }
-  void serial_pointer() override {
-    const auto fn = workload_internal::opaque<Fn>;
-    results_ = mp::serial_map(fn, std::span<const T>(items_));
-  }
+  void serial_pointer() override { serial_with(workload_internal::opaque<Fn>); }
   void serial_into() override {
     if (results_.size() != items_.size()) serial();
     for (std::size_t i = 0; i < items_.size(); ++i) results_[i] = Fn(items_[i]);
@@ -186,6 +177,19 @@ class WorkloadOf : public Workload {
   }
 
  private:
+  // The plain loop into a fresh vector; `fn` a lambda the compiler inlines
+  // or a pointer it cannot see through.
+  template <typename F>
+  void serial_with(F fn) {
+    if constexpr (std::is_default_constructible_v<R>) {
+      std::vector<R> out(items_.size());
+      for (std::size_t i = 0; i < items_.size(); ++i) out[i] = fn(items_[i]);
+      results_ = std::move(out);
+    } else {
+      results_ = mp::serial_map(fn, std::span<const T>(items_));
+    }
+  }
+
   static constexpr bool kByValue = sizeof(T) == 8 && sizeof(R) == 8 &&
                                    std::is_trivially_copyable_v<T> &&
                                    std::is_trivially_copyable_v<R>;
