@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <numeric>
@@ -62,6 +63,9 @@ TEST(RingPoolProcesses, KilledWorkerIsReportedNotAwaited) {
                    1, 1, [](std::size_t) { return std::uint64_t{0}; },
                    [](std::size_t, std::uint64_t) {}),
                RingPoolError);
+  // The dead worker was reaped when it was found: no zombie.
+  EXPECT_EQ(::waitpid(victim, nullptr, WNOHANG), -1);
+  EXPECT_EQ(errno, ECHILD);
 }
 
 TEST(RingPoolProcesses, WorkersAreReapedAtDestruction) {
