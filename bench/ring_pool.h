@@ -55,10 +55,10 @@ namespace ring_pool {
 inline constexpr std::size_t kRingRecords = 4096;
 inline constexpr std::uint64_t kStop = ~std::uint64_t{0};
 // Rounds of pause before a side sleeps (a few microseconds): longer than
-// the gap between two batches of a busy peer. Longer spins lost on this
-// 2-core host, where a parent and two workers already outnumber the cores
-// (measured: 1,024 and 8,192 rounds 1.3-10x slower than 64 at 10,000 and
-// 1,000,000 items).
+// the gap between two batches of a busy peer. Longer spins lost on the
+// shared 2-core host, where a parent and two workers already outnumber the
+// cores: in interleaved runs (4 rows, twice) 64 rounds beat 1,024 in 7 of 8
+// and 8,192 in 8 of 8.
 inline constexpr int kSpins = 64;
 inline constexpr std::chrono::milliseconds kLivenessTimeout{50};
 // Records a side writes or reads before it publishes its cursor regardless.
