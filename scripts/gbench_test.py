@@ -147,6 +147,13 @@ class ReferencesTest(unittest.TestCase):
         self.assertEqual(
             self.refs("BM_PoolImapUnordered/sha512_sent/items:100/chunksize:default/workers:4"),
             ["BM_SerialMap/sha512_sent/items:100"])
+        self.assertEqual(
+            self.refs("BM_PoolMap/double/items:10000/chunksize:64/workers:2/real_time"),
+            ["BM_SerialMap/double/items:10000",
+             "BM_RawRingPoolMap/double/items:10000/chunksize:64/workers:2"])
+        self.assertEqual(
+            self.refs("BM_ThreadPoolMap/double/items:10000/chunksize:default/workers:2"),
+            ["BM_SerialMap/double/items:10000"])
         self.assertEqual(self.refs("PyPipeThroughput/bytes:8"), ["PyRawPipeThroughput/bytes:8"])
         self.assertEqual(self.refs("BM_ForkExitWait"), [])
 

@@ -97,7 +97,21 @@ _RING_REFS = (
     Ref("RawRingThroughput", _BYTES, note="raw shared-memory ring of the same size"),
     Ref("MemcpyThroughput", _BYTES, note="memcpy of the same size"),
 )
-_SERIAL = (Ref("SerialMap", (0, "items"), note="serial map of the same workload"),)
+_SERIAL_REF = Ref("SerialMap", (0, "items"), note="serial map of the same workload")
+_SERIAL = (_SERIAL_REF,)
+
+
+def _raw_ring_row(n: gbench.Name) -> bool:
+    """Where //bench:pool registers BM_RawRingPoolMap (bench/pool.cc)."""
+    return (n.arg(0) == "double" and n.arg("items") in ("10000", "1000000")
+            and n.arg("chunksize") in ("1", "8", "64", "512", "4096")
+            and n.arg("workers") in ("1", "2"))
+
+
+# The pool's raw limit: its design in the barest form (forked workers over
+# SPSC rings, f inlined, output reused), as the raw pipe is Pipe's.
+_RAW_RING = Ref("RawRingPoolMap", (0, "items", "chunksize", "workers"),
+                _raw_ring_row, note="raw ring pool, same shape")
 
 RULES: tuple[Rule, ...] = (
     # fork family
@@ -131,10 +145,11 @@ RULES: tuple[Rule, ...] = (
     Rule("BoostMqPingPong", (Ref("RawFutexPingPong", ()),), gate=False,
          label="Boost message_queue / raw futex (round trip)"),
     # pool family
-    Rule("PoolMap", _SERIAL, label="Pool.map / serial"),
+    Rule("PoolMap", (_SERIAL_REF, _RAW_RING), label="Pool.map / serial"),
     Rule("PoolImapUnordered", _SERIAL, label="Pool.imap_unordered / serial"),
     Rule("ForkMap", _SERIAL, label="fork-per-chunk map / serial"),
-    Rule("ThreadPoolMap", _SERIAL, label="thread pool map / serial"),
+    # Threads against processes with one design: the same rings.
+    Rule("ThreadPoolMap", (_SERIAL_REF, _RAW_RING), label="thread pool map / serial"),
 )
 
 # Our code with no raw counterpart in the run: the noise-robust comparison

@@ -1,0 +1,302 @@
+// RingPool: a map over workers joined to the parent by one RecordRing per
+// direction per worker (bench/ring.h): the pool's design in its barest form.
+// The same class runs its workers as forked processes (BM_RawRingPoolMap,
+// the pool's raw limit) or as threads (BM_ThreadPoolMap), so "processes
+// against threads" compares one design.
+//
+// Wire: the parent sends a chunk as one record holding its item count, then
+// one record per item; a worker answers with one record per result, in
+// order. Both sides publish their cursors every kBatch records, and at a
+// chunk's end (the parent: at the end of its pass over the workers; a
+// worker: unless the next chunk is already in its cache), and always
+// before they wait. The parent keeps each
+// worker's chunks in flight (no chunk ids on the wire) and hands a worker a
+// new chunk while fewer than half a ring of its items are in flight, so a
+// slow worker is not handed everything. Chunks larger than a ring stream
+// through it.
+//
+// `Kernel` (copyable; `std::uint64_t operator()(std::uint64_t) const`) is
+// the work, fixed at construction so workers forked with it run it inlined.
+// The shared memory is anonymous MAP_SHARED (mp::Mapping), placed before the
+// workers start. Workers start in the constructor and stop in the
+// destructor: processes are killed (SIGKILL) and reaped, threads are sent a
+// stop record and joined; nothing is left behind. The parent notices a dead
+// worker process within a wait timeout (RingPoolError). One thread uses a
+// RingPool at a time. Forked workers never return into the caller (they end
+// with _exit) and die with the parent (PR_SET_PDEATHSIG).
+#ifndef MPBENCH_BENCH_RING_POOL_H_
+#define MPBENCH_BENCH_RING_POOL_H_
+
+#include <sys/types.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "bench/ring.h"
+#include "lib/mapping.h"
+
+namespace mp::bench {
+
+enum class WorkerKind { kProcesses, kThreads };
+
+class RingPoolError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+namespace ring_pool {
+
+inline constexpr std::size_t kRingRecords = 4096;
+inline constexpr std::uint64_t kStop = ~std::uint64_t{0};
+// Rounds of pause before a side sleeps (a few microseconds): longer than
+// the gap between two batches of a busy peer. Longer spins lost on the
+// shared 2-core host, where a parent and two workers already outnumber the
+// cores: in interleaved runs (4 rows, twice) 64 rounds beat 1,024 in 7 of 8
+// and 8,192 in 8 of 8.
+inline constexpr int kSpins = 64;
+inline constexpr std::chrono::milliseconds kLivenessTimeout{50};
+// Records a side writes or reads before it publishes its cursor regardless.
+inline constexpr std::uint64_t kBatch = kRingRecords / 16;
+
+using Ring = RecordRing<kRingRecords>;
+
+struct alignas(kCacheLine) Channel {
+  Ring tasks;                          // parent -> worker
+  Ring results;                        // worker -> parent
+  alignas(kCacheLine) Sleeper worker;  // the worker sleeps here
+};
+
+struct Shared {
+  alignas(kCacheLine) Sleeper parent;  // the parent sleeps here
+  // Channels follow, one per worker.
+};
+
+// Runs a worker until a stop record arrives or parent_alive() turns false.
+template <typename Kernel, typename Alive>
+void work(Channel& channel, const Kernel& kernel, Alive parent_alive) {
+  Consumer<Ring> tasks(&channel.tasks);
+  Producer<Ring> results(&channel.results);
+  auto idle = [&](auto ready) {
+    results.publish();
+    tasks.release();
+    while (!channel.worker.wait(ready, kSpins, kLivenessTimeout)) {
+      if (!parent_alive()) return false;
+    }
+    return true;
+  };
+  auto pop = [&](std::uint64_t& record) {
+    while (!tasks.try_pop(record)) {
+      if (!idle([&] { return tasks.ready(); })) return false;
+    }
+    return true;
+  };
+  for (;;) {
+    std::uint64_t count;
+    if (!pop(count) || count == kStop) return;
+    for (std::uint64_t i = 0; i < count; ++i) {
+      std::uint64_t item;
+      if (!pop(item)) return;
+      const std::uint64_t result = kernel(item);
+      while (!results.try_push(result)) {
+        if (!idle([&] { return !results.full(); })) return;
+      }
+      if (results.unpublished() >= kBatch) results.publish();
+    }
+    // A chunk's results go back at its end, or with the next chunk's when
+    // that one is already here (the parent sees them then at the latest:
+    // the worker publishes before it waits).
+    if (!tasks.ready_cached()) results.publish();
+    if (tasks.unreleased() >= kBatch) tasks.release();
+  }
+}
+
+// The parts that do not depend on the kernel (ring_pool.cc).
+class Base {
+ protected:
+  Base(std::size_t workers, WorkerKind kind);
+  ~Base();
+  Base(const Base&) = delete;
+  Base& operator=(const Base&) = delete;
+
+  Channel& channel(std::size_t w) const;
+  Sleeper& parent() const;
+  // Forks one worker running child() (which must not return normally:
+  // Base ends it with _exit). Throws mp::OsError("fork").
+  template <typename Child>
+  void spawn(Child child) {
+    const pid_t pid = fork_worker();
+    if (pid == 0) {
+      int code = 0;
+      try {
+        child();
+      } catch (...) {
+        code = 70;
+      }
+      exit_child(code);
+    }
+    pids_.push_back(pid);
+  }
+  pid_t fork_worker();
+  [[noreturn]] static void exit_child(int code) noexcept;
+  bool parent_alive() const noexcept;
+  // Throws RingPoolError when a worker process has exited.
+  void check_workers();
+  // Kills and reaps the processes, or stops and joins the threads.
+  void stop() noexcept;
+
+  std::size_t workers_;
+  WorkerKind kind_;
+  pid_t parent_pid_;
+  Mapping memory_;
+  std::vector<pid_t> pids_;
+  std::vector<std::thread> threads_;
+  std::atomic<bool> stopping_{false};  // threads: leave at the next check
+  bool broken_ = false;
+
+ public:
+  std::size_t workers() const noexcept { return workers_; }
+  // The worker processes (empty for threads), for fault counting.
+  const std::vector<pid_t>& pids() const noexcept { return pids_; }
+};
+
+}  // namespace ring_pool
+
+template <typename Kernel>
+class RingPool : public ring_pool::Base {
+ public:
+  // Starts `workers` workers of `kind` running `kernel`. Throws
+  // mp::OsError (mmap, fork), std::system_error (threads),
+  // std::invalid_argument for 0 workers.
+  RingPool(std::size_t workers, WorkerKind kind, Kernel kernel)
+      : Base(workers, kind), kernel_(kernel) {
+    for (std::size_t w = 0; w < workers; ++w) {
+      ring_pool::Channel& ch = channel(w);
+      if (kind == WorkerKind::kProcesses) {
+        spawn([&] {
+          ring_pool::work(ch, kernel_, [this] { return parent_alive(); });
+        });
+      } else {
+        threads_.emplace_back([&ch, this] {
+          ring_pool::work(ch, kernel_, [this] { return !stopping_.load(); });
+        });
+      }
+    }
+    for (std::size_t w = 0; w < workers; ++w) {
+      to_.emplace_back(&channel(w).tasks);
+      from_.emplace_back(&channel(w).results);
+      state_.emplace_back();
+      state_.back().chunks.resize(ring_pool::kRingRecords);
+    }
+  }
+  ~RingPool() { stop(); }
+
+  // For i in [0, n): sends item(i) (a record) through the rings in chunks
+  // of `chunksize` (>= 1) and calls sink(i, kernel's result record), in
+  // completion order per worker. Allocates nothing. Throws RingPoolError
+  // when a worker died or the pool is unusable after an earlier error,
+  // mp::OsError from futex.
+  template <typename Item, typename Sink>
+  void map(std::size_t n, std::size_t chunksize, Item item, Sink sink) {
+    using ring_pool::kRingRecords;
+    if (broken_) throw RingPoolError("ring pool: unusable after an error");
+    if (chunksize == 0) throw std::invalid_argument("chunksize 0");
+    broken_ = true;  // until this map completes
+    std::uint64_t next = 0, received = 0;
+    while (received < n) {
+      bool progress = false;
+      for (std::size_t w = 0; w < workers_; ++w) {
+        Worker& s = state_[w];
+        Producer<ring_pool::Ring>& to = to_[w];
+        bool pushed = false;
+        for (;;) {
+          if (s.send_left == 0) {
+            if (next >= n || s.in_flight >= kRingRecords / 2) break;
+            const std::uint64_t count =
+                std::min<std::uint64_t>(chunksize, n - next);
+            if (!to.try_push(count)) break;
+            s.chunks[s.chunk_tail++ % kRingRecords] = Chunk{next, count};
+            s.send_next = next;
+            s.send_left = count;
+            s.in_flight += count;
+            next += count;
+            pushed = true;
+          }
+          while (s.send_left != 0 && to.try_push(item(s.send_next))) {
+            ++s.send_next;
+            --s.send_left;
+            pushed = true;
+          }
+          if (to.unpublished() >= ring_pool::kBatch) to.publish();
+          if (s.send_left != 0) break;
+        }
+        if (pushed) {
+          to.publish();
+          progress = true;
+        }
+        Consumer<ring_pool::Ring>& from = from_[w];
+        bool popped = false;
+        std::uint64_t result;
+        while (s.in_flight != 0 && from.try_pop(result)) {
+          Chunk& chunk = s.chunks[s.chunk_head % kRingRecords];
+          sink(chunk.first + s.received_in_chunk, result);
+          if (from.unreleased() >= ring_pool::kBatch) from.release();
+          if (++s.received_in_chunk == chunk.count) {
+            ++s.chunk_head;
+            s.received_in_chunk = 0;
+          }
+          --s.in_flight;
+          ++received;
+          popped = true;
+        }
+        if (popped) {
+          from.release();
+          progress = true;
+        }
+      }
+      if (!progress) {
+        const auto ready = [&] {
+          for (std::size_t w = 0; w < workers_; ++w) {
+            const Worker& s = state_[w];
+            if (s.in_flight != 0 && from_[w].ready()) return true;
+            const bool wants = s.send_left != 0 ||
+                               (next < n && s.in_flight < kRingRecords / 2);
+            if (wants && !to_[w].full()) return true;
+          }
+          return false;
+        };
+        while (!parent().wait(ready, ring_pool::kSpins,
+                              ring_pool::kLivenessTimeout)) {
+          check_workers();
+        }
+      }
+    }
+    broken_ = false;
+  }
+
+ private:
+  struct Chunk {
+    std::uint64_t first, count;
+  };
+  struct Worker {
+    std::vector<Chunk> chunks;  // in flight, a ring of kRingRecords
+    std::uint64_t chunk_head = 0, chunk_tail = 0;
+    std::uint64_t received_in_chunk = 0;
+    std::uint64_t send_next = 0, send_left = 0;
+    std::uint64_t in_flight = 0;  // items sent, results not yet received
+  };
+
+  Kernel kernel_;
+  std::vector<Producer<ring_pool::Ring>> to_;
+  std::vector<Consumer<ring_pool::Ring>> from_;
+  std::vector<Worker> state_;
+};
+
+}  // namespace mp::bench
+
+#endif  // MPBENCH_BENCH_RING_POOL_H_
