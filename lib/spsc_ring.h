@@ -24,17 +24,18 @@
 // are not thread-safe.
 //
 // Costs: on the fast path a send is a memcpy (or the caller's own writes into
-// a loan) and one locked exchange of the tail cursor; a receive is one load
-// of the tail (only when the cached copy is used up), the copy (or none, for
-// a view) and one locked exchange of the head. A side makes a system call
-// only to wake a peer that has announced that it sleeps (lib/spsc_ring.cc
-// documents the protocol). Batching: send_bytes(m, Publish::kDeferred) and
-// Loan::commit(n, Publish::kDeferred) write without publishing; flush() (or
-// the next publishing send, a wait for room, a try_ that finds none, or
-// close()) publishes them all with one store. A message that does not fit
-// before the end of the ring waits for the consumer to pass that end (so a
-// try_ form can find no room in a ring that is nearly empty). Waits follow
-// mp::WaitPolicy: spin, then futex.
+// a loan) and one store of the tail cursor; a receive is one load of the
+// tail (only when the cached copy is used up), the copy (or none, for a
+// view) and one store of the head. No locked instruction where membarrier(2)
+// is available (one locked exchange per publication where it is not). A side
+// makes a system call only to wake a peer that has announced that it sleeps
+// (lib/spsc_ring.cc documents the protocol). Batching: send_bytes(m,
+// Publish::kDeferred) and Loan::commit(n, Publish::kDeferred) write without
+// publishing; flush() (or the next publishing send, a wait for room, a try_
+// that finds none, or close()) publishes them all with one store. A message
+// that does not fit before the end of the ring waits for the consumer to pass
+// that end (so a try_ form can find no room in a ring that is nearly empty).
+// Waits follow mp::WaitPolicy: spin, then futex.
 //
 // Messages: a message of n bytes takes n rounded up to 8, plus 8, of the
 // ring (frames never wrap: the rest of the ring's end is skipped when a frame
@@ -64,6 +65,8 @@
 // death still ends the wait).
 #ifndef MPBENCH_LIB_SPSC_RING_H_
 #define MPBENCH_LIB_SPSC_RING_H_
+
+#include <sys/types.h>
 
 #include <chrono>
 #include <cstddef>
@@ -255,6 +258,9 @@ class SpscRing {
       std::span<std::byte> buffer, const internal::Deadline& deadline);
   std::optional<View> recv_view_until(const internal::Deadline& deadline);
   [[noreturn]] void throw_corrupt(const std::string& what) const;
+  // Whether this process publishes with light fences (lib/spsc_ring.cc);
+  // registers it on first use, and again after fork. Never throws.
+  bool light_fences() noexcept;
 
   Mapping memory_;
   std::size_t capacity_ = 0;
@@ -269,6 +275,8 @@ class SpscRing {
   std::uint64_t read_ = 0;
   std::uint64_t tail_cache_ = 0;
   bool viewing_ = false;
+  bool light_ = false;
+  pid_t fences_pid_ = 0;
   internal::PeerRegistration producer_registration_;
   internal::PeerRegistration consumer_registration_;
 };
