@@ -129,13 +129,13 @@ void SpscRing::require_producer(const char* call) {
   producer_registration_.ensure(shared().peers, PeerTable::kProducer);
 }
 
-bool SpscRing::light_fences() noexcept {
+bool SpscRing::light_fences(Fences& fences) noexcept {
   const pid_t self = internal::current_pid();
-  if (fences_pid_ != self) {
-    light_ = internal::enable_light_fences();
-    fences_pid_ = self;
+  if (fences.pid != self) {
+    fences.light = internal::enable_light_fences();
+    fences.pid = self;
   }
-  return light_;
+  return fences.light;
 }
 
 namespace {
@@ -163,7 +163,7 @@ void SpscRing::publish() {
   if (write_ == published_) return;
   published_ = write_;
   SpscShared& s = shared();
-  publish_and_wake(s.tail, write_, s.data, light_fences());
+  publish_and_wake(s.tail, write_, s.data, light_fences(producer_fences_));
 }
 
 void SpscRing::flush() { publish(); }
@@ -389,7 +389,7 @@ void SpscRing::require_consumer(const char* call) {
 void SpscRing::release_frame(std::uint64_t frame_bytes) noexcept {
   read_ += frame_bytes;
   SpscShared& s = shared();
-  publish_and_wake(s.head, read_, s.space, light_fences());
+  publish_and_wake(s.head, read_, s.space, light_fences(consumer_fences_));
 }
 
 SpscRing::Outcome SpscRing::wait_for_frame(const Deadline& deadline,

@@ -259,25 +259,32 @@ class SpscRing {
   std::optional<View> recv_view_until(const internal::Deadline& deadline);
   [[noreturn]] void throw_corrupt(const std::string& what) const;
   // Whether this process publishes with light fences (lib/spsc_ring.cc);
-  // registers it on first use, and again after fork. Never throws.
-  bool light_fences() noexcept;
+  // registers it on first use, and again after fork. One per side, so that a
+  // producer thread and a consumer thread never write the same member.
+  struct Fences {
+    bool light = false;
+    pid_t pid = 0;
+  };
+  static bool light_fences(Fences& fences) noexcept;
 
   Mapping memory_;
   std::size_t capacity_ = 0;
   std::uint64_t mask_ = 0;
   WaitPolicy policy_;
   // Producer's side: next frame position, last published tail, cached head.
-  std::uint64_t write_ = 0;
+  // Each side on its own cache line: with a producer thread and a consumer
+  // thread in one process, neither writes the other's line.
+  alignas(64) std::uint64_t write_ = 0;
   std::uint64_t published_ = 0;
   std::uint64_t head_cache_ = 0;
   bool loaned_ = false;
+  Fences producer_fences_;
+  internal::PeerRegistration producer_registration_;
   // Consumer's side: next frame position, cached tail.
-  std::uint64_t read_ = 0;
+  alignas(64) std::uint64_t read_ = 0;
   std::uint64_t tail_cache_ = 0;
   bool viewing_ = false;
-  bool light_ = false;
-  pid_t fences_pid_ = 0;
-  internal::PeerRegistration producer_registration_;
+  Fences consumer_fences_;
   internal::PeerRegistration consumer_registration_;
 };
 
