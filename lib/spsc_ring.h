@@ -15,7 +15,10 @@
 //   consumer.join();
 //
 // Memory: anonymous MAP_SHARED (mp::Mapping::shared), zero-filled; create the
-// ring before forking, every child shares it; nothing in /dev/shm.
+// ring before forking, every child shares it; nothing in /dev/shm. The
+// object is move-only and unmaps on destruction (the memory lives on in
+// other processes that map it); loans and views point into it, so the ring
+// must not be moved or destroyed while one is held.
 //
 // Roles: at any time one thread of one process produces (send_bytes, loan,
 // flush, close) and one consumes (recv_*); both may be the same process.
@@ -54,10 +57,12 @@
 // either); what was published before the death is still delivered first; a
 // producer that dies mid-message (a loan not committed, a stream not
 // finished) leaves nothing half-received: the receive that would need the
-// rest throws mp::PeerError. A corrupt frame (a length or kind that the ring
-// cannot hold, written by a buggy or hostile process) throws mp::PeerError
-// ("corrupt ring") and consumes nothing: a reader never reads or writes
-// outside the ring.
+// rest throws mp::PeerError. Before any process has taken the other role, a
+// wait cannot tell a slow start from a death: timeouts bound that case. A
+// corrupt frame (a length, kind or cursor the ring cannot hold, written by a
+// buggy or hostile process) throws mp::PeerError ("corrupt ring") and leaves
+// that frame where it is (so it is refused again): a reader never reads or
+// writes outside the ring.
 //
 // Timeouts: timed forms throw mp::Full (send, loan) or mp::Empty (recv);
 // try_ forms never block. Once a streamed message has begun to arrive, a
@@ -84,7 +89,7 @@ namespace mp {
 
 struct SpscRingOptions {
   // Bytes of frames the ring holds: rounded up to a power of two, at least
-  // 64, at most 2^32.
+  // 256, at most 2^32.
   std::size_t capacity_bytes = 1 << 20;
   WaitPolicy wait = {};
 };
