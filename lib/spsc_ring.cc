@@ -13,20 +13,31 @@
 //
 // A side that finds nothing to do spins (mp::WaitPolicy), then sleeps on the
 // SharedEvent the other side signals (internal::wait_for):
-//   waiter: seen = event.sequence; event.sleepers += 1 (seq_cst RMW);
-//           check the cursor (seq_cst load); if still nothing, FUTEX_WAIT on
-//           sequence == seen.
-//   waker:  cursor.exchange(new, seq_cst) (the publication itself: an RMW,
-//           so no separate fence); if event.sleepers (seq_cst load) != 0,
-//           sequence += 1 and FUTEX_WAKE.
-// All four are in the single seq_cst order. If the waiter's check missed the
-// new cursor, the check came before the exchange, so the waiter's increment
-// of sleepers did too, and the waker sees sleepers != 0 and wakes; its
-// sequence increment makes a FUTEX_WAIT that has not started yet return at
-// once. A waker that sees sleepers == 0 knows the waiter will see its cursor.
-// A busy pair thus pays one locked instruction per publication and never
-// calls the kernel. Sleeps are bounded by WaitPolicy::liveness_check, after
-// which the sleeper checks that the other side's process is alive.
+//   sleeper: seen = event.sequence; event.sleepers += 1 (seq_cst RMW);
+//            internal::heavy_fence(); check the cursor (seq_cst load); if
+//            still nothing, FUTEX_WAIT on sequence == seen.
+//   waker:   publish the cursor; then, if event.sleepers != 0,
+//            sequence += 1 and FUTEX_WAKE.
+// The waker must not read sleepers before its cursor is visible to the
+// sleeper's check (store-load order), and there are two ways to ensure it:
+//   light (every process involved registered for membarrier(2),
+//     internal::enable_light_fences): the cursor is a plain release store and
+//     a compiler-only fence separates it from the load of sleepers; the
+//     sleeper's heavy_fence (membarrier GLOBAL_EXPEDITED) makes every CPU
+//     running a registered process execute a full barrier, so either that
+//     barrier came before the waker's load, which then sees the sleeper, or
+//     after the waker's store, which the sleeper's check then sees. The
+//     publisher pays no locked instruction.
+//   seq_cst (membarrier unavailable): the cursor is published with a seq_cst
+//     exchange and sleepers is read seq_cst. All four operations are in the
+//     single seq_cst order: if the sleeper's check missed the cursor, the
+//     check came before the exchange, and so did the sleeper's increment,
+//     which the waker's load then sees.
+// In both, the waker's sequence increment makes a FUTEX_WAIT that has not
+// started yet return at once, and a waker that sees sleepers == 0 knows the
+// sleeper will see its cursor. Sleeps are bounded by
+// WaitPolicy::liveness_check, after which the sleeper checks that the other
+// side's process is alive.
 
 namespace mp {
 namespace {
@@ -118,12 +129,41 @@ void SpscRing::require_producer(const char* call) {
   producer_registration_.ensure(shared().peers, PeerTable::kProducer);
 }
 
+bool SpscRing::light_fences(Fences& fences) noexcept {
+  const pid_t self = internal::current_pid();
+  if (fences.pid != self) {
+    fences.light = internal::enable_light_fences();
+    fences.pid = self;
+  }
+  return fences.light;
+}
+
+namespace {
+
+// Publishes `value` in `cursor` and wakes whoever sleeps on `event` (see the
+// protocol above).
+void publish_and_wake(std::atomic<std::uint64_t>& cursor, std::uint64_t value,
+                      internal::SharedEvent& event, bool light) {
+  if (light) {
+    cursor.store(value, std::memory_order_release);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    if (event.sleepers.load(std::memory_order_relaxed) != 0) event.notify_all();
+  } else {
+    cursor.exchange(value, std::memory_order_seq_cst);
+    if (event.sleepers.load(std::memory_order_seq_cst) != 0) event.notify_all();
+  }
+}
+
+// The sleeper's half of the protocol, between announcing and checking.
+void after_announcing() { internal::heavy_fence(); }
+
+}  // namespace
+
 void SpscRing::publish() {
   if (write_ == published_) return;
   published_ = write_;
   SpscShared& s = shared();
-  s.tail.exchange(write_, std::memory_order_seq_cst);
-  if (s.data.sleepers.load(std::memory_order_seq_cst) != 0) s.data.notify_all();
+  publish_and_wake(s.tail, write_, s.data, light_fences(producer_fences_));
 }
 
 void SpscRing::flush() { publish(); }
@@ -144,7 +184,8 @@ SpscRing::Outcome SpscRing::wait_for_room(std::uint64_t frame_bytes,
            capacity_;
   };
   for (;;) {
-    switch (internal::wait_for(s.space, policy_, deadline, ready)) {
+    switch (internal::wait_for(s.space, policy_, deadline, ready,
+                               after_announcing)) {
       case internal::WaitResult::kReady:
         head_cache_ = s.head.load(std::memory_order_acquire);
         return Outcome::kReady;
@@ -348,9 +389,7 @@ void SpscRing::require_consumer(const char* call) {
 void SpscRing::release_frame(std::uint64_t frame_bytes) noexcept {
   read_ += frame_bytes;
   SpscShared& s = shared();
-  s.head.exchange(read_, std::memory_order_seq_cst);
-  if (s.space.sleepers.load(std::memory_order_seq_cst) != 0)
-    s.space.notify_all();
+  publish_and_wake(s.head, read_, s.space, light_fences(consumer_fences_));
 }
 
 SpscRing::Outcome SpscRing::wait_for_frame(const Deadline& deadline,
@@ -367,7 +406,8 @@ SpscRing::Outcome SpscRing::wait_for_frame(const Deadline& deadline,
       result = ready() ? internal::WaitResult::kReady
                        : internal::WaitResult::kTimedOut;
     } else {
-      result = internal::wait_for(s.data, policy_, deadline, ready);
+      result = internal::wait_for(s.data, policy_, deadline, ready,
+                                  after_announcing);
     }
     switch (result) {
       case internal::WaitResult::kReady:

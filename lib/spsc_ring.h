@@ -15,7 +15,10 @@
 //   consumer.join();
 //
 // Memory: anonymous MAP_SHARED (mp::Mapping::shared), zero-filled; create the
-// ring before forking, every child shares it; nothing in /dev/shm.
+// ring before forking, every child shares it; nothing in /dev/shm. The
+// object is move-only and unmaps on destruction (the memory lives on in
+// other processes that map it); loans and views point into it, so the ring
+// must not be moved or destroyed while one is held.
 //
 // Roles: at any time one thread of one process produces (send_bytes, loan,
 // flush, close) and one consumes (recv_*); both may be the same process.
@@ -24,17 +27,18 @@
 // are not thread-safe.
 //
 // Costs: on the fast path a send is a memcpy (or the caller's own writes into
-// a loan) and one locked exchange of the tail cursor; a receive is one load
-// of the tail (only when the cached copy is used up), the copy (or none, for
-// a view) and one locked exchange of the head. A side makes a system call
-// only to wake a peer that has announced that it sleeps (lib/spsc_ring.cc
-// documents the protocol). Batching: send_bytes(m, Publish::kDeferred) and
-// Loan::commit(n, Publish::kDeferred) write without publishing; flush() (or
-// the next publishing send, a wait for room, a try_ that finds none, or
-// close()) publishes them all with one store. A message that does not fit
-// before the end of the ring waits for the consumer to pass that end (so a
-// try_ form can find no room in a ring that is nearly empty). Waits follow
-// mp::WaitPolicy: spin, then futex.
+// a loan) and one store of the tail cursor; a receive is one load of the
+// tail (only when the cached copy is used up), the copy (or none, for a
+// view) and one store of the head. No locked instruction where membarrier(2)
+// is available (one locked exchange per publication where it is not). A side
+// makes a system call only to wake a peer that has announced that it sleeps
+// (lib/spsc_ring.cc documents the protocol). Batching: send_bytes(m,
+// Publish::kDeferred) and Loan::commit(n, Publish::kDeferred) write without
+// publishing; flush() (or the next publishing send, a wait for room, a try_
+// that finds none, or close()) publishes them all with one store. A message
+// that does not fit before the end of the ring waits for the consumer to pass
+// that end (so a try_ form can find no room in a ring that is nearly empty).
+// Waits follow mp::WaitPolicy: spin, then futex.
 //
 // Messages: a message of n bytes takes n rounded up to 8, plus 8, of the
 // ring (frames never wrap: the rest of the ring's end is skipped when a frame
@@ -53,10 +57,12 @@
 // either); what was published before the death is still delivered first; a
 // producer that dies mid-message (a loan not committed, a stream not
 // finished) leaves nothing half-received: the receive that would need the
-// rest throws mp::PeerError. A corrupt frame (a length or kind that the ring
-// cannot hold, written by a buggy or hostile process) throws mp::PeerError
-// ("corrupt ring") and consumes nothing: a reader never reads or writes
-// outside the ring.
+// rest throws mp::PeerError. Before any process has taken the other role, a
+// wait cannot tell a slow start from a death: timeouts bound that case. A
+// corrupt frame (a length, kind or cursor the ring cannot hold, written by a
+// buggy or hostile process) throws mp::PeerError ("corrupt ring") and leaves
+// that frame where it is (so it is refused again): a reader never reads or
+// writes outside the ring.
 //
 // Timeouts: timed forms throw mp::Full (send, loan) or mp::Empty (recv);
 // try_ forms never block. Once a streamed message has begun to arrive, a
@@ -64,6 +70,8 @@
 // death still ends the wait).
 #ifndef MPBENCH_LIB_SPSC_RING_H_
 #define MPBENCH_LIB_SPSC_RING_H_
+
+#include <sys/types.h>
 
 #include <chrono>
 #include <cstddef>
@@ -81,7 +89,7 @@ namespace mp {
 
 struct SpscRingOptions {
   // Bytes of frames the ring holds: rounded up to a power of two, at least
-  // 64, at most 2^32.
+  // 256, at most 2^32.
   std::size_t capacity_bytes = 1 << 20;
   WaitPolicy wait = {};
 };
@@ -255,21 +263,33 @@ class SpscRing {
       std::span<std::byte> buffer, const internal::Deadline& deadline);
   std::optional<View> recv_view_until(const internal::Deadline& deadline);
   [[noreturn]] void throw_corrupt(const std::string& what) const;
+  // Whether this process publishes with light fences (lib/spsc_ring.cc);
+  // registers it on first use, and again after fork. One per side, so that a
+  // producer thread and a consumer thread never write the same member.
+  struct Fences {
+    bool light = false;
+    pid_t pid = 0;
+  };
+  static bool light_fences(Fences& fences) noexcept;
 
   Mapping memory_;
   std::size_t capacity_ = 0;
   std::uint64_t mask_ = 0;
   WaitPolicy policy_;
   // Producer's side: next frame position, last published tail, cached head.
-  std::uint64_t write_ = 0;
+  // Each side on its own cache line: with a producer thread and a consumer
+  // thread in one process, neither writes the other's line.
+  alignas(64) std::uint64_t write_ = 0;
   std::uint64_t published_ = 0;
   std::uint64_t head_cache_ = 0;
   bool loaned_ = false;
+  Fences producer_fences_;
+  internal::PeerRegistration producer_registration_;
   // Consumer's side: next frame position, cached tail.
-  std::uint64_t read_ = 0;
+  alignas(64) std::uint64_t read_ = 0;
   std::uint64_t tail_cache_ = 0;
   bool viewing_ = false;
-  internal::PeerRegistration producer_registration_;
+  Fences consumer_fences_;
   internal::PeerRegistration consumer_registration_;
 };
 

@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <utility>
 
 namespace mp {
 
@@ -96,6 +97,24 @@ struct alignas(64) SharedEvent {
   }
 };
 
+// Asymmetric fences (membarrier(2), MEMBARRIER_CMD_GLOBAL_EXPEDITED): a side
+// that publishes often (a ring's cursor) and must then see whether its peer
+// sleeps can pair a plain store and a compiler-only fence with a process-wide
+// fence on the rarely taken sleeping side, instead of paying a locked
+// instruction per publication. Both sides must be processes that called
+// enable_light_fences(); the heavy side calls heavy_fence() between
+// announcing that it sleeps and checking its condition again.
+//
+// Registers this process (once; again in a forked child) for the heavy
+// fences of others; returns whether its publications may use light fences.
+// False when the kernel or a sandbox refuses membarrier: then publishers use
+// seq_cst read-modify-writes. Never throws.
+bool enable_light_fences();
+// A full memory barrier on every CPU that runs a registered process, or a
+// seq_cst fence where membarrier is unavailable. Costs a system call (and
+// interprocessor interrupts): for the slow path only. Never throws.
+void heavy_fence();
+
 // Spins up to policy.spin, and never past `deadline`, until `ready()`: the
 // CPU's pause hint between checks, and every few hundred checks a
 // sched_yield(), so that a spinner hands its CPU to a runnable process that
@@ -148,13 +167,16 @@ WaitResult wait_slice(const WaitPolicy& policy, const Deadline& deadline,
 
 // Sleeps on `event` until `ready()` or until `slice` has passed; returns
 // whether `ready()` became true. `ready` must be side-effect free.
-template <typename Ready>
+// `announced()` runs after each announcement in event.sleepers, before
+// `ready()` is checked again (heavy_fence, for wakers that use light fences).
+template <typename Ready, typename Announced>
 bool sleep_until_ready(SharedEvent& event, std::chrono::nanoseconds slice,
-                       Ready&& ready) {
+                       Ready&& ready, Announced&& announced) {
   const auto end = Clock::now() + slice;
   for (;;) {
     const uint32_t seen = event.sequence.load(std::memory_order_seq_cst);
     event.sleepers.fetch_add(1, std::memory_order_seq_cst);
+    announced();
     if (ready()) {
       event.sleepers.fetch_sub(1, std::memory_order_relaxed);
       return true;
@@ -171,14 +193,28 @@ bool sleep_until_ready(SharedEvent& event, std::chrono::nanoseconds slice,
   }
 }
 
-// wait_slice on a SharedEvent: spin, then sleep on `event`.
+template <typename Ready>
+bool sleep_until_ready(SharedEvent& event, std::chrono::nanoseconds slice,
+                       Ready&& ready) {
+  return sleep_until_ready(event, slice, ready, [] {});
+}
+
+// wait_slice on a SharedEvent: spin, then sleep on `event`, calling
+// `announced()` after each announcement (see sleep_until_ready).
+template <typename Ready, typename Announced>
+WaitResult wait_for(SharedEvent& event, const WaitPolicy& policy,
+                    const Deadline& deadline, Ready&& ready,
+                    Announced&& announced) {
+  return wait_slice(policy, deadline, ready,
+                    [&](std::chrono::nanoseconds slice) {
+                      return sleep_until_ready(event, slice, ready, announced);
+                    });
+}
+
 template <typename Ready>
 WaitResult wait_for(SharedEvent& event, const WaitPolicy& policy,
                     const Deadline& deadline, Ready&& ready) {
-  return wait_slice(policy, deadline, ready,
-                    [&](std::chrono::nanoseconds slice) {
-                      return sleep_until_ready(event, slice, ready);
-                    });
+  return wait_for(event, policy, deadline, ready, [] {});
 }
 
 }  // namespace internal
