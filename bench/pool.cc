@@ -295,6 +295,20 @@ void run_map(benchmark::State& state, const SerialReference& reference,
              .count());
 }
 
+// Creates the pool (which may fail: no processes, no shared memory) and runs
+// `body` with it, reporting a failure to create it through SkipWithError.
+template <typename Body>
+void with_pool(benchmark::State& state, const PoolOptions& options, Body body) {
+  std::unique_ptr<Pool> pool;
+  try {
+    pool = std::make_unique<Pool>(options);
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
+  body(*pool);
+}
+
 // --- Registration
 // --------------------------------------------------------------
 
@@ -330,9 +344,10 @@ const bool registered = [] {
               ("BM_PoolMap/" + args).c_str(),
               [w, n, c, workers](benchmark::State& state) {
                 const SerialReference reference = prepare(*w, n);
-                Pool pool(w->pool_options(workers));
-                run_map(state, reference, n,
-                        [&] { return w->pool_map(pool, c); });
+                with_pool(state, w->pool_options(workers), [&](Pool& pool) {
+                  run_map(state, reference, n,
+                          [&] { return w->pool_map(pool, c); });
+                });
               })
               ->UseRealTime()
               ->Unit(benchmark::kMicrosecond);
@@ -340,9 +355,10 @@ const bool registered = [] {
               ("BM_PoolImapUnordered/" + args).c_str(),
               [w, n, c, workers](benchmark::State& state) {
                 const SerialReference reference = prepare(*w, n);
-                Pool pool(w->pool_options(workers));
-                run_map(state, reference, n,
-                        [&] { return w->pool_imap_unordered(pool, c); });
+                with_pool(state, w->pool_options(workers), [&](Pool& pool) {
+                  run_map(state, reference, n,
+                          [&] { return w->pool_imap_unordered(pool, c); });
+                });
               })
               ->UseRealTime()
               ->Unit(benchmark::kMicrosecond);
@@ -377,13 +393,18 @@ void BM_PoolCreate(benchmark::State& state) {
   PoolOptions options;
   options.workers = static_cast<int>(state.range(0));
   for (auto _ : state) {
-    const auto begin = std::chrono::steady_clock::now();
-    Pool pool(options);
-    state.SetIterationTime(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - begin)
-            .count());
-    pool.close();
-    pool.join();
+    try {
+      const auto begin = std::chrono::steady_clock::now();
+      Pool pool(options);
+      state.SetIterationTime(std::chrono::duration<double>(
+                                 std::chrono::steady_clock::now() - begin)
+                                 .count());
+      pool.close();
+      pool.join();
+    } catch (const std::exception& e) {
+      state.SkipWithError(e.what());
+      break;
+    }
   }
   state.SetItemsProcessed(state.iterations());
 }
@@ -392,28 +413,40 @@ void BM_PoolTeardown(benchmark::State& state) {
   PoolOptions options;
   options.workers = static_cast<int>(state.range(0));
   for (auto _ : state) {
-    Pool pool(options);
-    const auto begin = std::chrono::steady_clock::now();
-    pool.close();
-    pool.join();
-    state.SetIterationTime(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - begin)
-            .count());
+    try {
+      Pool pool(options);
+      const auto begin = std::chrono::steady_clock::now();
+      pool.close();
+      pool.join();
+      state.SetIterationTime(std::chrono::duration<double>(
+                                 std::chrono::steady_clock::now() - begin)
+                                 .count());
+    } catch (const std::exception& e) {
+      state.SkipWithError(e.what());
+      break;
+    }
   }
   state.SetItemsProcessed(state.iterations());
 }
 
 void BM_ApplyAsyncRoundTrip(benchmark::State& state) {
-  Pool pool(1);
-  std::int64_t i = 0;
-  for (auto _ : state) {
-    if (pool.apply_async(twice, i).get() != 2 * i) {
-      state.SkipWithError("wrong result");
-      break;
+  PoolOptions options;
+  options.workers = 1;
+  with_pool(state, options, [&](Pool& pool) {
+    std::int64_t i = 0;
+    try {
+      for (auto _ : state) {
+        if (pool.apply_async(twice, i).get() != 2 * i) {
+          state.SkipWithError("wrong result");
+          break;
+        }
+        ++i;
+      }
+    } catch (const std::exception& e) {
+      state.SkipWithError(e.what());
     }
-    ++i;
-  }
-  state.SetItemsProcessed(state.iterations());
+    state.SetItemsProcessed(state.iterations());
+  });
 }
 
 BENCHMARK(BM_PoolCreate)
