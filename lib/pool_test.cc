@@ -339,6 +339,9 @@ TEST_F(PoolTest, ResultsLargerThanTheResultQueueAreMessageTooLong) {
   }
   EXPECT_THROW(pool.apply_async(mebibyte, std::int64_t{1}).get(),
                MessageTooLong);
+  PoolOptions tiny = options(1);
+  tiny.result_queue_bytes = 1024;  // could not even carry the report
+  EXPECT_THROW(Pool{tiny}, std::invalid_argument);
   EXPECT_EQ(pool.workers_started(), 2u) << "no worker died";
   EXPECT_EQ(pool.map(twice, items), serial_map(twice, std::span(items)));
 }
