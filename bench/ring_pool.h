@@ -34,8 +34,10 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <span>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -157,8 +159,12 @@ class Base {
   pid_t fork_worker();
   [[noreturn]] static void exit_child(int code) noexcept;
   bool parent_alive() const noexcept;
-  // Throws RingPoolError when a worker process has exited.
+  // Throws RingPoolError when a worker process has exited or a worker
+  // thread has failed.
   void check_workers();
+  // Records the first failure of a worker thread (which then ends) for
+  // check_workers(). Never throws.
+  void thread_failed(const char* what) noexcept;
   // Kills and reaps the processes, or stops and joins the threads.
   void stop() noexcept;
 
@@ -169,6 +175,9 @@ class Base {
   std::vector<pid_t> pids_;
   std::vector<std::thread> threads_;
   std::atomic<bool> stopping_{false};  // threads: leave at the next check
+  std::atomic<bool> thread_failed_{false};
+  std::mutex failure_mutex_;
+  std::string thread_failure_;  // the first failed thread's message
   bool broken_ = false;
 
  public:
@@ -195,7 +204,13 @@ class RingPool : public ring_pool::Base {
         });
       } else {
         threads_.emplace_back([&ch, this] {
-          ring_pool::work(ch, kernel_, [this] { return !stopping_.load(); });
+          try {
+            ring_pool::work(ch, kernel_, [this] { return !stopping_.load(); });
+          } catch (const std::exception& e) {
+            thread_failed(e.what());
+          } catch (...) {
+            thread_failed("unknown exception");
+          }
         });
       }
     }
