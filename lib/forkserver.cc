@@ -1,0 +1,412 @@
+#include "lib/forkserver.h"
+
+#include <linux/futex.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "lib/children.h"
+#include "lib/error.h"
+#include "lib/fd.h"
+#include "lib/task.h"
+
+namespace mp {
+namespace {
+
+using internal::ChildTable;
+
+constexpr std::uint32_t kRequestMagic = 0x6d706673;  // "mpfs"
+constexpr std::size_t kMaxFds = kMaxTaskFds + 1;     // the task's memfd first
+
+// glibc keeps each thread's kernel id in its thread descriptor (the memory at
+// pthread_self()); fork updates it through CLONE_CHILD_SETTID, and robust and
+// priority-inheritance mutexes store it as their owner. The server's raw clone
+// must do the same for its children, so it finds the field: the offsets in
+// the descriptor that hold the thread's id, in two threads with different ids.
+constexpr std::size_t kDescriptorScan = 2048;
+constexpr int kMaxCandidates = 16;
+
+struct Candidates {
+  int count = 0;
+  std::size_t offsets[kMaxCandidates] = {};
+};
+
+Candidates tid_candidates() noexcept {
+  Candidates found;
+  const auto tid = static_cast<pid_t>(::syscall(SYS_gettid));
+  const auto* self = reinterpret_cast<const unsigned char*>(::pthread_self());
+  for (std::size_t offset = 0; offset + sizeof(pid_t) <= kDescriptorScan;
+       offset += alignof(pid_t)) {
+    pid_t value;
+    std::memcpy(&value, self + offset, sizeof value);
+    if (value == tid && found.count < kMaxCandidates)
+      found.offsets[found.count++] = offset;
+  }
+  return found;
+}
+
+// The server's own state (set once in the server, before it serves).
+pid_t* g_tid_field = nullptr;
+void* g_robust_head = nullptr;
+std::size_t g_robust_length = 0;
+
+struct Ready {
+  std::int32_t error = 0;  // 0, or an errno value
+};
+struct Request {
+  std::uint32_t magic = kRequestMagic;
+  std::uint32_t fd_count = 0;
+};
+struct Reply {
+  std::int32_t pid_or_error = 0;  // > 0 pid, else minus an errno value
+};
+
+bool send_all(int socket, const void* data, std::size_t size) noexcept {
+  const ssize_t n = internal::retry_on_eintr(
+      [&] { return ::send(socket, data, size, MSG_NOSIGNAL); });
+  return n == static_cast<ssize_t>(size);
+}
+
+pid_t clone_worker() noexcept {
+  const unsigned long flags = CLONE_PARENT | CLONE_CHILD_SETTID | SIGCHLD;
+#if defined(__x86_64__) || defined(__i386__)
+  return static_cast<pid_t>(
+      ::syscall(SYS_clone, flags, nullptr, nullptr, g_tid_field, nullptr));
+#else
+  return static_cast<pid_t>(
+      ::syscall(SYS_clone, flags, nullptr, nullptr, nullptr, g_tid_field));
+#endif
+}
+
+// Closes every descriptor above 2 except `keep`.
+void close_all_but(int keep) noexcept {
+  if (keep > 3) ::close_range(3, keep - 1, 0);
+  ::close_range(keep + 1, ~0U, 0);
+}
+
+[[noreturn]] void serve(int socket, const Candidates& parent) noexcept {
+  for (int signal_number : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGPIPE})
+    ::signal(signal_number, SIG_DFL);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  close_all_but(socket);
+
+  Ready ready;
+  const Candidates own = tid_candidates();
+  int matches = 0;
+  for (int i = 0; i < own.count; ++i) {
+    for (int j = 0; j < parent.count; ++j) {
+      if (own.offsets[i] != parent.offsets[j]) continue;
+      ++matches;
+      g_tid_field = reinterpret_cast<pid_t*>(
+          reinterpret_cast<unsigned char*>(::pthread_self()) + own.offsets[i]);
+    }
+  }
+  if (matches != 1) ready.error = ENOTSUP;
+  if (::syscall(SYS_get_robust_list, 0, &g_robust_head, &g_robust_length) !=
+      0) {
+    ready.error = errno;
+  }
+  if (!send_all(socket, &ready, sizeof ready) || ready.error != 0) _exit(1);
+
+  for (;;) {
+    Request request;
+    iovec iov{&request, sizeof request};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
+    msghdr message{};
+    message.msg_iov = &iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control;
+    message.msg_controllen = sizeof control;
+    const ssize_t n = internal::retry_on_eintr(
+        [&] { return ::recvmsg(socket, &message, MSG_CMSG_CLOEXEC); });
+    if (n == 0) _exit(0);  // every holder of the other end has closed it
+    if (n == -1) _exit(1);
+
+    int fds[kMaxFds];
+    std::size_t fd_count = 0;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&message); c != nullptr;
+         c = CMSG_NXTHDR(&message, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (std::size_t i = 0; i < count; ++i) {
+        int fd;
+        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+        if (fd_count < kMaxFds) {
+          fds[fd_count++] = fd;
+        } else {
+          ::close(fd);
+        }
+      }
+    }
+    Reply reply;
+    if (n != sizeof request || request.magic != kRequestMagic ||
+        (message.msg_flags & MSG_CTRUNC) != 0 || fd_count == 0 ||
+        request.fd_count != fd_count) {
+      reply.pid_or_error = -EPROTO;
+    } else {
+      const pid_t pid = clone_worker();
+      if (pid == 0) {
+        // The kernel starts a new task with no robust list; glibc's fork
+        // registers it again, and so must we.
+        ::syscall(SYS_set_robust_list, g_robust_head, g_robust_length);
+        internal::worker_main(fds[0],
+                              std::span<const int>(fds + 1, fd_count - 1));
+      }
+      reply.pid_or_error = pid > 0 ? pid : -errno;
+    }
+    for (std::size_t i = 0; i < fd_count; ++i) ::close(fds[i]);
+    if (!send_all(socket, &reply, sizeof reply)) _exit(1);
+  }
+}
+
+// This process's client side. Rebuilt in a forked child, which must not use
+// its parent's channel (the two would interleave requests) nor the mutex some
+// parent thread may have held at fork.
+class State {
+ public:
+  static State& instance() {
+    alignas(State) static unsigned char bytes[sizeof(State)];
+    static State* const state = new (bytes) State();  // never destroyed
+    const pid_t self = ::getpid();
+    pid_t owner = state->owner_.load(std::memory_order_acquire);
+    while (owner != self) {
+      if (owner != -self && state->owner_.compare_exchange_strong(
+                                owner, -self, std::memory_order_acquire)) {
+        new (&state->mutex) std::mutex();
+        // The inherited channel is the parent's: close our copy of it.
+        if (state->control) state->control.reset();
+        state->server = 0;
+        state->dead = false;
+        state->started = false;
+        state->owner_.store(self, std::memory_order_release);
+        break;
+      }
+      std::this_thread::yield();
+      owner = state->owner_.load(std::memory_order_acquire);
+    }
+    return *state;
+  }
+
+  std::mutex mutex;  // taken after the child table's mutex, never before
+  pid_t server = 0;
+  Fd control;
+  bool started = false;  // a server was started (and not stopped)
+  bool dead = false;     // ... and found dead
+  std::string death;     // how it died
+
+ private:
+  State() = default;
+  std::atomic<pid_t> owner_{0};
+};
+
+// With the child table's mutex held: waits for the server (which has exited
+// or been sent SIGKILL) and drops its record. Returns its exit code text.
+std::string reap_server_locked(pid_t pid) noexcept {
+  int status = 0;
+  const pid_t got =
+      internal::retry_on_eintr([&] { return ::waitpid(pid, &status, 0); });
+  ChildTable& table = ChildTable::instance();
+  if (got != pid) {
+    // A reaper collected it first and left its status in the record.
+    if (internal::ChildRecord* record = table.find(pid);
+        record != nullptr && record->reaped) {
+      status = record->status;
+    } else {
+      table.remove(pid);
+      return "status unknown";
+    }
+  }
+  table.remove(pid);
+  return "exit code " + std::to_string(internal::exit_code_from_status(status));
+}
+
+// With both mutexes held: kills (if `kill`) and reaps the server, closes the
+// channel and marks it dead.
+void bury_locked(State& state, bool kill, const std::string& why) noexcept {
+  if (kill) ::kill(state.server, SIGKILL);
+  state.control.reset();
+  const std::string code = reap_server_locked(state.server);
+  state.death = "fork server (pid " + std::to_string(state.server) + ") " +
+                why + " (" + code + ")";
+  state.dead = true;
+  state.server = 0;
+}
+
+// Waits for `socket` to be readable until the reply timeout; false on timeout.
+bool wait_readable(int socket) {
+  const auto deadline =
+      std::chrono::steady_clock::now() + ForkServer::kReplyTimeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd pfd{socket, POLLIN, 0};
+    const int ready = ::poll(&pfd, 1, static_cast<int>(left.count()) + 1);
+    if (ready > 0) return true;
+    if (ready == -1 && errno != EINTR) internal::throw_os_error("poll");
+  }
+}
+
+}  // namespace
+
+void ForkServer::start() {
+  ChildTable& table = ChildTable::instance();
+  State& state = State::instance();
+  std::lock_guard table_lock(table.mutex());
+  std::lock_guard lock(state.mutex);
+  if (state.server != 0) return;
+
+  const Candidates parent = tid_candidates();
+  int sockets[2];
+  internal::check(
+      ::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sockets),
+      "socketpair");
+  Fd ours(sockets[0]);
+  Fd theirs(sockets[1]);
+  // The server's children would write whatever is buffered again.
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = ::fork();
+  if (pid == 0) serve(theirs.get(), parent);
+  if (pid == -1) internal::throw_os_error("fork", errno, "fork server");
+  try {
+    table.add(pid, /*daemon=*/true);
+  } catch (...) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    throw;
+  }
+  theirs.reset();
+  state.server = pid;
+  state.control = std::move(ours);
+  state.started = true;
+  state.dead = false;
+
+  Ready ready;
+  ready.error = EPROTO;
+  bool answered = false;
+  if (wait_readable(state.control.get())) {
+    answered = internal::retry_on_eintr([&] {
+                 return ::recv(state.control.get(), &ready, sizeof ready, 0);
+               }) == static_cast<ssize_t>(sizeof ready);
+  }
+  if (answered && ready.error == 0) return;
+  bury_locked(state, true, "failed to start");
+  if (answered && ready.error == ENOTSUP) {
+    throw std::runtime_error(
+        "mp::ForkServer::start: cannot locate the thread id in glibc's thread "
+        "descriptor; StartMethod::forkserver is unavailable here");
+  }
+  if (answered) internal::throw_os_error("fork server start", ready.error);
+  throw PeerError(state.death);
+}
+
+bool ForkServer::running() {
+  State& state = State::instance();
+  std::lock_guard lock(state.mutex);
+  return state.server != 0;
+}
+
+pid_t ForkServer::pid() {
+  State& state = State::instance();
+  std::lock_guard lock(state.mutex);
+  return state.server;
+}
+
+void ForkServer::stop() noexcept {
+  ChildTable& table = ChildTable::instance();
+  State& state = State::instance();
+  std::lock_guard table_lock(table.mutex());
+  std::lock_guard lock(state.mutex);
+  if (state.server != 0) bury_locked(state, true, "stopped");
+  state.started = false;
+  state.dead = false;
+}
+
+namespace internal {
+
+void ensure_fork_server() {
+  {
+    State& state = State::instance();
+    std::lock_guard lock(state.mutex);
+    if (state.started) return;
+  }
+  ForkServer::start();
+}
+
+pid_t forkserver_start_worker(int task_fd, std::span<const int> fds) {
+  State& state = State::instance();
+  std::lock_guard lock(state.mutex);
+  if (state.dead) {
+    throw PeerError(state.death +
+                    "; call mp::ForkServer::start() to start another");
+  }
+  if (state.server == 0) {
+    throw std::logic_error("no fork server: call mp::ForkServer::start()");
+  }
+  if (fds.size() > kMaxTaskFds)
+    throw std::invalid_argument("mp::Task: too many fds");
+
+  Request request;
+  request.fd_count = static_cast<std::uint32_t>(fds.size() + 1);
+  iovec iov{&request, sizeof request};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)] = {};
+  msghdr message{};
+  message.msg_iov = &iov;
+  message.msg_iovlen = 1;
+  message.msg_control = control;
+  message.msg_controllen = CMSG_SPACE(sizeof(int) * request.fd_count);
+  cmsghdr* c = CMSG_FIRSTHDR(&message);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * request.fd_count);
+  std::memcpy(CMSG_DATA(c), &task_fd, sizeof task_fd);
+  if (!fds.empty())
+    std::memcpy(CMSG_DATA(c) + sizeof(int), fds.data(), fds.size_bytes());
+
+  const ssize_t sent = retry_on_eintr(
+      [&] { return ::sendmsg(state.control.get(), &message, MSG_NOSIGNAL); });
+  if (sent == -1) {
+    const int error = errno;
+    if (error == EPIPE || error == ECONNRESET) {
+      bury_locked(state, false, "has died");
+      throw PeerError(state.death);
+    }
+    throw_os_error("sendmsg", error, "fork server");
+  }
+  if (!wait_readable(state.control.get())) {
+    bury_locked(state, true, "did not answer in time and was killed");
+    throw TimeoutError(state.death);
+  }
+  Reply reply;
+  const ssize_t got = retry_on_eintr(
+      [&] { return ::recv(state.control.get(), &reply, sizeof reply, 0); });
+  if (got != static_cast<ssize_t>(sizeof reply)) {
+    bury_locked(state, got != 0, "has died");
+    throw PeerError(state.death);
+  }
+  if (reply.pid_or_error <= 0)
+    throw_os_error("clone", -reply.pid_or_error, "fork server");
+  return reply.pid_or_error;
+}
+
+}  // namespace internal
+}  // namespace mp

@@ -1,0 +1,84 @@
+// ForkServer: the server behind StartMethod::forkserver.
+//
+//   int main(int argc, char** argv) {
+//     mp::ForkServer::start();  // first thing, while single-threaded and small
+//     ...
+//   }
+//
+// The server is a child of this process, forked while the program is
+// single-threaded and small; it waits for requests and forks one child per
+// Process started with StartMethod::forkserver. Each such child is a copy of
+// the small server, not of the big, multi-threaded program, so starting it
+// costs the same whatever this process's size, and no lock another thread
+// holds is copied into it. The child becomes a child of *this* process
+// (clone with CLONE_PARENT): Process::join, exit codes, reapers, daemon and
+// exit-time joining work exactly as with fork. A daemon child's death signal
+// follows the thread that started the server (Linux ties PR_SET_PDEATHSIG to
+// the parent thread): start the server from main's thread.
+//
+// Started explicitly, the server is what the program was at that point.
+// Started lazily (the first forkserver Process starts it), it is a copy of the
+// program at that moment: as big as the program then is, and, if other
+// threads exist, with their locks copied (the server itself only makes system
+// calls and does not allocate, but the children it forks inherit that state).
+// The laziness is for convenience; call start() at the top of main.
+//
+// Reach: the server listens on nothing. Its only channel is one end of a
+// socketpair inherited from this process; requests carry the child's
+// descriptors (SCM_RIGHTS) and its task in a memfd. Another user cannot open
+// either end (no name exists; /proc/<pid>/fd is closed to other uids). Children
+// forked from this process with StartMethod::fork inherit this process's end,
+// and may use the server only through their own ForkServer::start() (an
+// inherited one is closed, not shared).
+//
+// Failure: the server dying (killed, for example) makes the next request throw
+// mp::PeerError naming it, and reaps it; a server that does not answer within
+// kReplyTimeout is killed and reaped, and the request throws
+// mp::TimeoutError. Neither hangs. start() again starts a new server.
+//
+// Linux-only; relies on glibc keeping the thread id in its thread descriptor,
+// which start() locates (std::runtime_error if it cannot).
+#ifndef MPBENCH_LIB_FORKSERVER_H_
+#define MPBENCH_LIB_FORKSERVER_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <span>
+
+namespace mp {
+
+class ForkServer {
+ public:
+  static constexpr std::chrono::seconds kReplyTimeout{10};
+
+  // Starts this process's fork server unless one runs. Thread-safe. Throws
+  // mp::OsError when a call fails, mp::PeerError / TimeoutError when the new
+  // server does not come up.
+  static void start();
+  // True while this process has a server that has not been found dead.
+  static bool running();
+  // The server's pid, or 0.
+  static pid_t pid();
+  // Closes the channel (the server exits) and reaps the server. Children it
+  // started are unaffected. Never throws.
+  static void stop() noexcept;
+};
+
+namespace internal {
+
+// Starts the server unless one was started (and not stopped) in this
+// process; a server found dead stays dead until start() (lazy start).
+void ensure_fork_server();
+
+// Has the server fork a child running the task in `task_fd`, with `fds`
+// passed along; returns the child's pid (a child of this process). The caller
+// holds the child table's mutex, so that no reaper collects the child before
+// it is registered; the server must already run (start()). Throws as
+// described above.
+pid_t forkserver_start_worker(int task_fd, std::span<const int> fds);
+
+}  // namespace internal
+}  // namespace mp
+
+#endif  // MPBENCH_LIB_FORKSERVER_H_

@@ -1,0 +1,212 @@
+// What every start method offers a Process, run under each.
+#include "lib/start_method.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdio>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "lib/error.h"
+#include "lib/fd.h"
+#include "lib/forkserver.h"
+#include "lib/process.h"
+#include "lib/task.h"
+#include "lib/test_util.h"
+
+namespace mp {
+namespace {
+
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+int parse_int(std::string_view text) {
+  int value = -1;
+  std::from_chars(text.data(), text.data() + text.size(), value);
+  return value;
+}
+
+int argument_length(std::string_view argument) {
+  return static_cast<int>(argument.size());
+}
+
+int sleep_forever(std::string_view) {
+  for (;;) ::pause();
+}
+
+int throw_runtime_error(std::string_view) {
+  throw std::runtime_error("task failed");
+}
+
+int system_exit(std::string_view argument) {
+  throw SystemExit{parse_int(argument)};
+}
+
+// Writes this child's parent pid to the descriptor named by the argument.
+int write_parent_pid(std::string_view argument) {
+  const pid_t parent = ::getppid();
+  return ::write(parse_int(argument), &parent, sizeof parent) ==
+                 static_cast<ssize_t>(sizeof parent)
+             ? 0
+             : 2;
+}
+
+// Exit code: how many descriptors the child has open (0, 1, 2 and the ones
+// it was handed), or 100 + the number if the named one is not open.
+int count_fds(std::string_view argument) {
+  const int expected = parse_int(argument);
+  if (::fcntl(expected, F_GETFD) == -1) return 100 + expected;
+  int count = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator("/proc/self/fd")) {
+    (void)entry;
+    ++count;
+  }
+  return count - 1;  // the directory iterator's own descriptor
+}
+
+class StartMethodTest : public ::testing::TestWithParam<StartMethod> {
+ protected:
+  void TearDown() override {
+    ForkServer::stop();
+    EXPECT_EQ(leaks_.Check(), "");
+  }
+
+  Process make(Task task) {
+    Process process(std::move(task));
+    process.set_start_method(GetParam());
+    return process;
+  }
+
+  testing::LeakCheck leaks_;
+};
+
+TEST_P(StartMethodTest, ReturnValueIsTheExitCode) {
+  Process p = make({argument_length, "hello"});
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 5);
+}
+
+TEST_P(StartMethodTest, ExceptionsAndSystemExitAsWithFork) {
+  Process failing = make({throw_runtime_error, ""});
+  Process exiting = make({system_exit, "4"});
+  failing.start();
+  exiting.start();
+  failing.join();
+  exiting.join();
+  EXPECT_EQ(failing.exitcode(), 1);
+  EXPECT_EQ(exiting.exitcode(), 4);
+}
+
+TEST_P(StartMethodTest, TerminateAndTimedJoin) {
+  Process p = make({sleep_forever, ""});
+  p.start();
+  EXPECT_FALSE(p.join(20ms));
+  EXPECT_TRUE(p.is_alive());
+  p.terminate();
+  p.join();
+  EXPECT_EQ(p.exitcode(), -SIGTERM);
+}
+
+TEST_P(StartMethodTest, TheChildIsAChildOfThisProcess) {
+  int ends[2];
+  ASSERT_EQ(::pipe2(ends, O_CLOEXEC), 0);
+  Fd read_end(ends[0]);
+  Fd write_end(ends[1]);
+  Process p = make(
+      {write_parent_pid, std::to_string(write_end.get()), {write_end.get()}});
+  p.start();
+  p.join();
+  ASSERT_EQ(p.exitcode(), 0);
+  pid_t parent = 0;
+  ASSERT_EQ(::read(read_end.get(), &parent, sizeof parent),
+            static_cast<ssize_t>(sizeof parent));
+  EXPECT_EQ(parent, ::getpid());
+}
+
+TEST_P(StartMethodTest, ChildHasOnlyStdioAndItsFds) {
+  if (GetParam() == StartMethod::fork) GTEST_SKIP() << "fork inherits all";
+  // Open descriptors the child must not see, one of them inheritable.
+  Fd stray(::open("/dev/null", O_RDONLY));
+  Fd handed(::memfd_create("handed", MFD_CLOEXEC));
+  ASSERT_TRUE(stray && handed);
+  Process p = make({count_fds, std::to_string(handed.get()), {handed.get()}});
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 4);
+}
+
+TEST_P(StartMethodTest, DaemonChildIsTerminatedAtExitLikeWithFork) {
+  Process p = make({sleep_forever, ""});
+  p.set_daemon(true);
+  p.start();
+  EXPECT_TRUE(p.is_alive());
+}  // destroyed running: terminated and reaped (LeakCheck)
+
+TEST_P(StartMethodTest, ClosureIsRefusedWithAClearError) {
+  Process p([] {});
+  p.set_start_method(GetParam());
+  if (GetParam() == StartMethod::fork) {
+    p.start();
+    p.join();
+    EXPECT_EQ(p.exitcode(), 0);
+    return;
+  }
+  try {
+    p.start();
+    FAIL() << "a closure started under " << to_string(GetParam());
+  } catch (const std::logic_error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("cannot run a callable"));
+    EXPECT_THAT(e.what(), HasSubstr(std::string(to_string(GetParam()))));
+  }
+  EXPECT_EQ(p.pid(), 0);
+}
+
+TEST_P(StartMethodTest, BadFdsAreRejectedBeforeAnythingStarts) {
+  if (GetParam() == StartMethod::fork) GTEST_SKIP() << "fork inherits all";
+  Process closed = make({argument_length, "", {1000}});
+  Process stdio = make({argument_length, "", {1}});
+  EXPECT_THROW(closed.start(), std::invalid_argument);
+  EXPECT_THROW(stdio.start(), std::invalid_argument);
+}
+
+TEST(StartMethod, DefaultIsForkAndCanBeChanged) {
+  EXPECT_EQ(get_start_method(), StartMethod::fork);
+  Process p(Task{argument_length, "abc"});
+  EXPECT_EQ(p.start_method(), StartMethod::fork);
+  set_start_method(StartMethod::spawn);
+  EXPECT_EQ(p.start_method(), StartMethod::spawn);
+  p.start();
+  set_start_method(StartMethod::fork);
+  p.join();
+  EXPECT_EQ(p.exitcode(), 3);
+  EXPECT_THROW(p.set_start_method(StartMethod::fork), std::logic_error);
+}
+
+TEST(StartMethod, NamesArePythons) {
+  for (StartMethod method :
+       {StartMethod::fork, StartMethod::forkserver, StartMethod::spawn}) {
+    EXPECT_EQ(start_method_from_string(to_string(method)), method);
+  }
+  EXPECT_EQ(start_method_from_string("vfork"), std::nullopt);
+}
+
+INSTANTIATE_TEST_SUITE_P(Methods, StartMethodTest,
+                         ::testing::Values(StartMethod::fork,
+                                           StartMethod::forkserver,
+                                           StartMethod::spawn),
+                         [](const ::testing::TestParamInfo<StartMethod>& info) {
+                           return std::string(to_string(info.param));
+                         });
+
+}  // namespace
+}  // namespace mp

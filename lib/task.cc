@@ -1,0 +1,297 @@
+#include "lib/task.h"
+
+#include <elf.h>
+#include <fcntl.h>
+#include <link.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+
+#include "lib/error.h"
+
+namespace mp::internal {
+namespace {
+
+constexpr std::uint32_t kMagic = 0x6d707431;  // "mpt1"
+
+// Where code lives: one loaded ELF object (the executable has the empty
+// name, as dl_iterate_phdr reports it).
+struct Object {
+  std::string name;
+  ElfW(Addr) base = 0;
+  const ElfW(Phdr) * phdr = nullptr;
+  ElfW(Half) phnum = 0;
+};
+
+std::vector<Object> loaded_objects() {
+  std::vector<Object> objects;
+  ::dl_iterate_phdr(
+      [](dl_phdr_info* info, std::size_t, void* data) {
+        static_cast<std::vector<Object>*>(data)->push_back(
+            {info->dlpi_name ? info->dlpi_name : "", info->dlpi_addr,
+             info->dlpi_phdr, info->dlpi_phnum});
+        return 0;
+      },
+      &objects);
+  return objects;
+}
+
+// The objects loaded before main (the ones a fresh run of the program loads
+// again), recorded by the initialiser below, or at first use when that comes
+// earlier.
+const std::vector<std::string>& startup_objects() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> result;
+    for (const Object& object : loaded_objects()) result.push_back(object.name);
+    return result;
+  }();
+  return names;
+}
+[[maybe_unused]] const bool g_startup_recorded = (startup_objects(), true);
+
+// True if `address` is in one of the object's executable segments.
+bool contains(const Object& object, ElfW(Addr) address) {
+  for (ElfW(Half) i = 0; i < object.phnum; ++i) {
+    const ElfW(Phdr)& ph = object.phdr[i];
+    if (ph.p_type != PT_LOAD || (ph.p_flags & PF_X) == 0) continue;
+    const ElfW(Addr) start = object.base + ph.p_vaddr;
+    if (address >= start && address < start + ph.p_memsz) return true;
+  }
+  return false;
+}
+
+// The GNU build id as hex, or the file's identity where the object has none.
+std::string identity(const Object& object) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (ElfW(Half) i = 0; i < object.phnum; ++i) {
+    const ElfW(Phdr)& ph = object.phdr[i];
+    if (ph.p_type != PT_NOTE) continue;
+    const std::size_t align = ph.p_align == 8 ? 8 : 4;
+    const auto* p = reinterpret_cast<const char*>(object.base + ph.p_vaddr);
+    const char* const end = p + ph.p_memsz;
+    while (p + sizeof(ElfW(Nhdr)) <= end) {
+      ElfW(Nhdr) note;
+      std::memcpy(&note, p, sizeof note);
+      const char* name = p + sizeof note;
+      const char* desc = name + ((note.n_namesz + align - 1) & ~(align - 1));
+      if (note.n_type == NT_GNU_BUILD_ID && note.n_namesz == 4 &&
+          std::memcmp(name, "GNU", 4) == 0 && desc + note.n_descsz <= end) {
+        std::string hex = "build-id:";
+        for (std::size_t k = 0; k < note.n_descsz; ++k) {
+          const auto byte = static_cast<unsigned char>(desc[k]);
+          hex += kHex[byte >> 4];
+          hex += kHex[byte & 15];
+        }
+        return hex;
+      }
+      p = desc + ((note.n_descsz + align - 1) & ~(align - 1));
+    }
+  }
+  const std::string path = object.name.empty() ? "/proc/self/exe" : object.name;
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return "unknown:" + path;
+  return "file:" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) +
+         ":" + std::to_string(st.st_size) + ":" +
+         std::to_string(st.st_mtim.tv_sec) + "." +
+         std::to_string(st.st_mtim.tv_nsec);
+}
+
+// A function as another run of this program can find it.
+struct CodeRef {
+  std::string object;
+  std::string identity;
+  std::uint64_t offset = 0;
+};
+
+CodeRef reference(TaskFunction function) {
+  const auto address = reinterpret_cast<ElfW(Addr)>(function);
+  for (const Object& object : loaded_objects()) {
+    if (!contains(object, address)) continue;
+    const auto& startup = startup_objects();
+    if (std::find(startup.begin(), startup.end(), object.name) ==
+        startup.end()) {
+      throw std::invalid_argument(
+          "mp::Task: the function lives in " + object.name +
+          ", loaded after program start (dlopen); a forkserver or spawn "
+          "child cannot reference it. Use StartMethod::fork, or a function "
+          "of the executable or of a library it links");
+    }
+    return {object.name, identity(object), address - object.base};
+  }
+  throw std::invalid_argument(
+      "mp::Task: the function is in the code of no loaded object (generated "
+      "code? data?); a forkserver or spawn child cannot reference it");
+}
+
+// Throws std::runtime_error naming what does not match.
+TaskFunction resolve(const CodeRef& ref) {
+  for (const Object& object : loaded_objects()) {
+    if (object.name != ref.object) continue;
+    const std::string found = identity(object);
+    if (found != ref.identity) {
+      throw std::runtime_error(
+          "the task's code is from " +
+          (ref.object.empty() ? std::string("the executable") : ref.object) +
+          " " + ref.identity + ", this process has " + found);
+    }
+    const ElfW(Addr) address = object.base + ref.offset;
+    if (!contains(object, address))
+      throw std::runtime_error("the task's function offset is out of range");
+    return reinterpret_cast<TaskFunction>(address);
+  }
+  throw std::runtime_error("this process has not loaded " + ref.object);
+}
+
+void put_u64(std::string& out, std::uint64_t value) {
+  out.append(reinterpret_cast<const char*>(&value), sizeof value);
+}
+void put_bytes(std::string& out, std::string_view bytes) {
+  put_u64(out, bytes.size());
+  out.append(bytes);
+}
+
+class Reader {
+ public:
+  explicit Reader(std::string_view data) : data_(data) {}
+  std::uint64_t u64() {
+    std::uint64_t value;
+    std::memcpy(&value, take(sizeof value).data(), sizeof value);
+    return value;
+  }
+  std::string_view bytes() { return take(u64()); }
+
+ private:
+  std::string_view take(std::uint64_t n) {
+    if (n > data_.size()) throw std::runtime_error("truncated task");
+    const std::string_view out = data_.substr(0, n);
+    data_.remove_prefix(n);
+    return out;
+  }
+  std::string_view data_;
+};
+
+void validate_fds(const std::vector<int>& fds) {
+  if (fds.size() > kMaxTaskFds) {
+    throw std::invalid_argument("mp::Task: more than " +
+                                std::to_string(kMaxTaskFds) + " fds");
+  }
+  for (std::size_t i = 0; i < fds.size(); ++i) {
+    if (fds[i] < 3 || ::fcntl(fds[i], F_GETFD) == -1) {
+      throw std::invalid_argument("mp::Task: fd " + std::to_string(fds[i]) +
+                                  " is not an open descriptor above 2");
+    }
+    if (std::find(fds.begin(), fds.begin() + i, fds[i]) != fds.begin() + i) {
+      throw std::invalid_argument("mp::Task: fd " + std::to_string(fds[i]) +
+                                  " listed twice");
+    }
+  }
+}
+
+// Closes every descriptor above 2 not in `keep`.
+void close_all_but(std::vector<int> keep) {
+  std::sort(keep.begin(), keep.end());
+  unsigned int from = 3;
+  for (int fd : keep) {
+    if (fd < static_cast<int>(from)) continue;
+    if (static_cast<unsigned int>(fd) > from) ::close_range(from, fd - 1, 0);
+    from = fd + 1;
+  }
+  ::close_range(from, ~0U, 0);
+}
+
+[[noreturn]] void fail(const char* what) noexcept {
+  std::fprintf(stderr, "mp worker (pid %d): %s\n", static_cast<int>(::getpid()),
+               what);
+  std::fflush(stderr);
+  ::_exit(1);
+}
+
+}  // namespace
+
+Fd encode_task(const Task& task, std::string_view name, bool daemon,
+               pid_t parent) {
+  if (task.function == nullptr)
+    throw std::invalid_argument("mp::Task: no function");
+  validate_fds(task.fds);
+  const CodeRef ref = reference(task.function);
+  std::string out;
+  put_u64(out, kMagic);
+  put_u64(out, static_cast<std::uint64_t>(parent));
+  put_u64(out, daemon ? 1 : 0);
+  put_bytes(out, name);
+  put_bytes(out, ref.object);
+  put_bytes(out, ref.identity);
+  put_u64(out, ref.offset);
+  put_bytes(out, task.argument);
+  put_u64(out, task.fds.size());
+  for (int fd : task.fds) put_u64(out, static_cast<std::uint64_t>(fd));
+
+  Fd fd(::memfd_create("mp-task", MFD_CLOEXEC));
+  if (!fd) throw_os_error("memfd_create");
+  std::size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t n = retry_on_eintr([&] {
+      return ::pwrite(fd.get(), out.data() + done, out.size() - done, done);
+    });
+    if (n == -1) throw_os_error("pwrite", errno, "task memfd");
+    done += static_cast<std::size_t>(n);
+  }
+  return fd;
+}
+
+void worker_main(int task_fd, std::span<const int> received) noexcept {
+  try {
+    struct stat st;
+    if (::fstat(task_fd, &st) != 0) fail("fstat of the task failed");
+    std::string data(static_cast<std::size_t>(st.st_size), '\0');
+    std::size_t done = 0;
+    while (done < data.size()) {
+      const ssize_t n = retry_on_eintr([&] {
+        return ::pread(task_fd, data.data() + done, data.size() - done, done);
+      });
+      if (n <= 0) fail("cannot read the task");
+      done += static_cast<std::size_t>(n);
+    }
+    Reader reader(data);
+    if (reader.u64() != kMagic) fail("not a task");
+    const auto parent = static_cast<pid_t>(reader.u64());
+    const bool daemon = reader.u64() != 0;
+    const std::string name(reader.bytes());
+    CodeRef ref;
+    ref.object = reader.bytes();
+    ref.identity = reader.bytes();
+    ref.offset = reader.u64();
+    const std::string_view argument = reader.bytes();
+    std::vector<int> fds(reader.u64());
+    for (int& fd : fds) fd = static_cast<int>(reader.u64());
+
+    if (!received.empty()) {
+      if (received.size() != fds.size()) fail("fd count mismatch");
+      // Move every received descriptor above all target numbers first, so
+      // that placing one never closes another not yet placed.
+      int base = task_fd;
+      for (int fd : fds) base = std::max(base, fd);
+      for (int fd : received) base = std::max(base, fd);
+      for (std::size_t i = 0; i < fds.size(); ++i) {
+        const int moved = ::fcntl(received[i], F_DUPFD_CLOEXEC, base + 1);
+        if (moved == -1) fail("fcntl(F_DUPFD) failed");
+        if (::dup2(moved, fds[i]) == -1) fail("dup2 failed");
+      }
+    }
+    // The task's descriptor goes too, unless a task fd took its number.
+    close_all_but(fds);
+    const TaskFunction function = resolve(ref);
+    // `data` (and so `argument`) lives until _exit in run_worker.
+    run_worker(function, argument, name, daemon, parent);
+  } catch (const std::exception& e) {
+    fail(e.what());
+  }
+}
+
+}  // namespace mp::internal
