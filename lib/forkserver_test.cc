@@ -99,9 +99,15 @@ TEST_F(ForkServerTest, LazyStartAtFirstUse) {
   EXPECT_EQ(p.exitcode(), 3);
 }
 
+int sleep_forever(std::string_view) {
+  for (;;) ::pause();
+}
+
 TEST_F(ForkServerTest, KilledServerIsAClearErrorAndIsReaped) {
   ForkServer::start();
   const pid_t server = ForkServer::pid();
+  Process running = forkserver_process({sleep_forever, ""});
+  running.start();
   ASSERT_EQ(::kill(server, SIGKILL), 0);
   ASSERT_TRUE(testing::wait_until_gone(server, std::chrono::seconds(5)));
   Process p = forkserver_process({argument_length, ""});
@@ -114,6 +120,11 @@ TEST_F(ForkServerTest, KilledServerIsAClearErrorAndIsReaped) {
     EXPECT_THAT(e.what(), HasSubstr("exit code -9"));
   }
   EXPECT_EQ(testing::process_state(server), 0) << "server left a zombie";
+  // Its children are ours, not orphans: they run on and are reaped by us.
+  EXPECT_TRUE(running.is_alive());
+  running.terminate();
+  running.join();
+  EXPECT_EQ(running.exitcode(), -SIGTERM);
   EXPECT_FALSE(ForkServer::running());
   // Dead stays dead (no silent restart from a now big, threaded program)...
   EXPECT_THROW(p.start(), PeerError);

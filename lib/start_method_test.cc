@@ -2,6 +2,7 @@
 #include "lib/start_method.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -71,6 +72,19 @@ int count_fds(std::string_view argument) {
     ++count;
   }
   return count - 1;  // the directory iterator's own descriptor
+}
+
+// Takes the robust mutex in the memfd named by the argument and dies holding
+// it.
+int lock_and_die(std::string_view argument) {
+  void* shared =
+      ::mmap(nullptr, sizeof(pthread_mutex_t), PROT_READ | PROT_WRITE,
+             MAP_SHARED, parse_int(argument), 0);
+  if (shared == MAP_FAILED) return 2;
+  if (::pthread_mutex_lock(static_cast<pthread_mutex_t*>(shared)) != 0)
+    return 3;
+  ::raise(SIGKILL);
+  return 4;
 }
 
 class StartMethodTest : public ::testing::TestWithParam<StartMethod> {
@@ -169,6 +183,38 @@ TEST_P(StartMethodTest, ClosureIsRefusedWithAClearError) {
     EXPECT_THAT(e.what(), HasSubstr(std::string(to_string(GetParam()))));
   }
   EXPECT_EQ(p.pid(), 0);
+}
+
+// The kernel hands a dead owner's robust mutexes on only if the owner's
+// thread id is the one glibc stored in the lock: a forkserver child must know
+// its own id (lib/forkserver.cc).
+TEST_P(StartMethodTest, RobustMutexOfADeadChildIsRecovered) {
+  Fd memory(::memfd_create("mutex", MFD_CLOEXEC));
+  ASSERT_TRUE(memory);
+  ASSERT_EQ(::ftruncate(memory.get(), sizeof(pthread_mutex_t)), 0);
+  void* shared = ::mmap(nullptr, sizeof(pthread_mutex_t),
+                        PROT_READ | PROT_WRITE, MAP_SHARED, memory.get(), 0);
+  ASSERT_NE(shared, MAP_FAILED);
+  auto* mutex = static_cast<pthread_mutex_t*>(shared);
+  pthread_mutexattr_t attributes;
+  ::pthread_mutexattr_init(&attributes);
+  ::pthread_mutexattr_setpshared(&attributes, PTHREAD_PROCESS_SHARED);
+  ::pthread_mutexattr_setrobust(&attributes, PTHREAD_MUTEX_ROBUST);
+  ASSERT_EQ(::pthread_mutex_init(mutex, &attributes), 0);
+
+  Process p =
+      make({lock_and_die, std::to_string(memory.get()), {memory.get()}});
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), -SIGKILL);
+  // Bounded: an unrecovered lock is a failure, not a hang.
+  timespec deadline;
+  ::clock_gettime(CLOCK_REALTIME, &deadline);
+  deadline.tv_sec += 5;
+  ASSERT_EQ(::pthread_mutex_timedlock(mutex, &deadline), EOWNERDEAD);
+  ::pthread_mutex_consistent(mutex);
+  ::pthread_mutex_unlock(mutex);
+  ::munmap(shared, sizeof(pthread_mutex_t));
 }
 
 TEST_P(StartMethodTest, BadFdsAreRejectedBeforeAnythingStarts) {
