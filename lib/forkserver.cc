@@ -32,7 +32,7 @@ namespace {
 using internal::ChildTable;
 
 constexpr std::uint32_t kRequestMagic = 0x6d706673;  // "mpfs"
-constexpr std::size_t kMaxFds = kMaxTaskFds + 1;     // the task's memfd first
+constexpr std::size_t kMaxFds = kMaxTaskFds + 1;     // a task's memfd first
 
 // glibc keeps each thread's kernel id in its thread descriptor (the memory at
 // pthread_self()); fork updates it through CLONE_CHILD_SETTID, and robust and
@@ -72,7 +72,14 @@ struct Ready {
 struct Request {
   std::uint32_t magic = kRequestMagic;
   std::uint32_t fd_count = 0;
+  // Bytes of task after this header; 0: the task is in the first fd.
+  std::uint64_t task_size = 0;
 };
+
+// The server receives each inline task here; a child it forks reads the task
+// from its copy, with no system call and no page fault (the page was written
+// before the fork, so its mapping is copied).
+alignas(64) char g_task[internal::kInlineTask];
 struct Reply {
   std::int32_t pid_or_error = 0;  // > 0 pid, else minus an errno value
 };
@@ -128,11 +135,11 @@ void close_all_but(int keep) noexcept {
 
   for (;;) {
     Request request;
-    iovec iov{&request, sizeof request};
+    iovec iov[2] = {{&request, sizeof request}, {g_task, sizeof g_task}};
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
     msghdr message{};
-    message.msg_iov = &iov;
-    message.msg_iovlen = 1;
+    message.msg_iov = iov;
+    message.msg_iovlen = 2;
     message.msg_control = control;
     message.msg_controllen = sizeof control;
     const ssize_t n = internal::retry_on_eintr(
@@ -157,9 +164,12 @@ void close_all_but(int keep) noexcept {
       }
     }
     Reply reply;
-    if (n != sizeof request || request.magic != kRequestMagic ||
-        (message.msg_flags & MSG_CTRUNC) != 0 || fd_count == 0 ||
-        request.fd_count != fd_count) {
+    const bool in_fd = request.task_size == 0;
+    if (n < static_cast<ssize_t>(sizeof request) ||
+        request.magic != kRequestMagic ||
+        static_cast<std::size_t>(n) != sizeof request + request.task_size ||
+        (message.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) != 0 ||
+        request.fd_count != fd_count || (in_fd && fd_count == 0)) {
       reply.pid_or_error = -EPROTO;
     } else {
       const pid_t pid = clone_worker();
@@ -167,8 +177,12 @@ void close_all_but(int keep) noexcept {
         // The kernel starts a new task with no robust list; glibc's fork
         // registers it again, and so must we.
         ::syscall(SYS_set_robust_list, g_robust_head, g_robust_length);
-        internal::worker_main(fds[0],
-                              std::span<const int>(fds + 1, fd_count - 1));
+        if (in_fd) {
+          internal::worker_main_from_fd(
+              fds[0], std::span<const int>(fds + 1, fd_count - 1));
+        }
+        internal::worker_main(std::string_view(g_task, request.task_size),
+                              std::span<const int>(fds, fd_count));
       }
       reply.pid_or_error = pid > 0 ? pid : -errno;
     }
@@ -352,7 +366,7 @@ void ensure_fork_server() {
   ForkServer::start();
 }
 
-pid_t forkserver_start_worker(int task_fd, std::span<const int> fds) {
+pid_t forkserver_start_worker(std::string_view task, std::span<const int> fds) {
   State& state = State::instance();
   std::lock_guard lock(state.mutex);
   if (state.dead) {
@@ -365,22 +379,34 @@ pid_t forkserver_start_worker(int task_fd, std::span<const int> fds) {
   if (fds.size() > kMaxTaskFds)
     throw std::invalid_argument("mp::Task: too many fds");
 
+  Fd task_fd;
+  int sent_fds[kMaxFds];
+  std::size_t count = 0;
   Request request;
-  request.fd_count = static_cast<std::uint32_t>(fds.size() + 1);
-  iovec iov{&request, sizeof request};
+  if (task.size() > kInlineTask || task.empty()) {
+    task_fd = task_memfd(task);
+    sent_fds[count++] = task_fd.get();
+  } else {
+    request.task_size = task.size();
+  }
+  for (int fd : fds) sent_fds[count++] = fd;
+  request.fd_count = static_cast<std::uint32_t>(count);
+
+  iovec iov[2] = {{&request, sizeof request},
+                  {const_cast<char*>(task.data()), request.task_size}};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)] = {};
   msghdr message{};
-  message.msg_iov = &iov;
-  message.msg_iovlen = 1;
-  message.msg_control = control;
-  message.msg_controllen = CMSG_SPACE(sizeof(int) * request.fd_count);
-  cmsghdr* c = CMSG_FIRSTHDR(&message);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int) * request.fd_count);
-  std::memcpy(CMSG_DATA(c), &task_fd, sizeof task_fd);
-  if (!fds.empty())
-    std::memcpy(CMSG_DATA(c) + sizeof(int), fds.data(), fds.size_bytes());
+  message.msg_iov = iov;
+  message.msg_iovlen = 2;
+  if (count > 0) {
+    message.msg_control = control;
+    message.msg_controllen = CMSG_SPACE(sizeof(int) * count);
+    cmsghdr* c = CMSG_FIRSTHDR(&message);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * count);
+    std::memcpy(CMSG_DATA(c), sent_fds, sizeof(int) * count);
+  }
 
   const ssize_t sent = retry_on_eintr(
       [&] { return ::sendmsg(state.control.get(), &message, MSG_NOSIGNAL); });

@@ -25,11 +25,11 @@
 //
 // Reach: the server listens on nothing. Its only channel is one end of a
 // socketpair inherited from this process; requests carry the child's
-// descriptors (SCM_RIGHTS) and its task in a memfd. Another user cannot open
-// either end (no name exists; /proc/<pid>/fd is closed to other uids). Children
-// forked from this process with StartMethod::fork inherit this process's end,
-// and may use the server only through their own ForkServer::start() (an
-// inherited one is closed, not shared).
+// descriptors (SCM_RIGHTS) and its task (inline, or in a memfd). Another user
+// cannot open either end (no name exists; /proc/<pid>/fd is closed to other
+// uids). Children forked from this process with StartMethod::fork inherit this
+// process's end, and may use the server only through their own
+// ForkServer::start() (an inherited one is closed, not shared).
 //
 // Failure: the server dying (killed, for example) makes the next request throw
 // mp::PeerError naming it, and reaps it; a server that does not answer within
@@ -44,7 +44,9 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstddef>
 #include <span>
+#include <string_view>
 
 namespace mp {
 
@@ -71,12 +73,15 @@ namespace internal {
 // process; a server found dead stays dead until start() (lazy start).
 void ensure_fork_server();
 
-// Has the server fork a child running the task in `task_fd`, with `fds`
-// passed along; returns the child's pid (a child of this process). The caller
+// Has the server fork a child running `task` (internal::encode_task), with
+// `fds` passed along; returns the child's pid (a child of this process). A
+// task up to kInlineTask bytes travels in the request itself, a larger one
+// in a memfd. The caller
 // holds the child table's mutex, so that no reaper collects the child before
 // it is registered; the server must already run (start()). Throws as
 // described above.
-pid_t forkserver_start_worker(int task_fd, std::span<const int> fds);
+inline constexpr std::size_t kInlineTask = 64 * 1024;
+pid_t forkserver_start_worker(std::string_view task, std::span<const int> fds);
 
 }  // namespace internal
 }  // namespace mp

@@ -135,6 +135,18 @@ TEST_F(ForkServerTest, KilledServerIsAClearErrorAndIsReaped) {
   EXPECT_EQ(p.exitcode(), 0);
 }
 
+int is_100000_x(std::string_view argument) {
+  return argument == std::string(100'000, 'x') ? 0 : 1;
+}
+
+TEST_F(ForkServerTest, TaskLargerThanARequestTravelsInAMemfd) {
+  static_assert(internal::kInlineTask < 100'000);
+  Process p = forkserver_process({is_100000_x, std::string(100'000, 'x')});
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
 TEST_F(ForkServerTest, ChildrenOutliveAStoppedServer) {
   Process p = forkserver_process({argument_length, "four"});
   p.start();

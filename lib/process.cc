@@ -273,14 +273,16 @@ void Process::start() {
 }
 
 pid_t Process::start_task(StartMethod method, pid_t parent) {
-  const Fd task = internal::encode_task(*task_, name(), daemon_, parent);
+  const std::string task =
+      internal::encode_task(*task_, name(), daemon_, parent);
+  const Fd task_fd =
+      method == StartMethod::spawn ? internal::task_memfd(task) : Fd();
   ChildTable& table = ChildTable::instance();
   // Held until the child is registered, as for fork.
   std::lock_guard lock(table.mutex());
-  const pid_t pid =
-      method == StartMethod::spawn
-          ? internal::spawn_worker(task.get(), task_->fds)
-          : internal::forkserver_start_worker(task.get(), task_->fds);
+  const pid_t pid = method == StartMethod::spawn
+                        ? internal::spawn_worker(task_fd.get(), task_->fds)
+                        : internal::forkserver_start_worker(task, task_->fds);
   try {
     table.add(pid, daemon_);
   } catch (...) {

@@ -32,7 +32,7 @@ namespace {
     // Not ours to run: a variable set by hand. Go on as the program.
     return false;
   }
-  worker_main(static_cast<int>(fd), {});
+  worker_main_from_fd(static_cast<int>(fd), {});
 }();
 
 class FileActions {

@@ -43,15 +43,26 @@ std::vector<Object> loaded_objects() {
 }
 
 // The objects loaded before main (the ones a fresh run of the program loads
-// again), recorded by the initialiser below, or at first use when that comes
-// earlier.
-const std::vector<std::string>& startup_objects() {
-  static const std::vector<std::string> names = [] {
-    std::vector<std::string> result;
-    for (const Object& object : loaded_objects()) result.push_back(object.name);
+// again) with their identities, recorded by the initialiser below, or at
+// first use when that comes earlier. A fork server and its children inherit
+// this table, so a child resolves its function without a system call or an
+// allocation.
+struct StartupObject {
+  std::string name;
+  std::string identity;
+  Object object;
+};
+
+std::string identity(const Object& object);
+
+const std::vector<StartupObject>& startup_objects() {
+  static const std::vector<StartupObject> objects = [] {
+    std::vector<StartupObject> result;
+    for (const Object& object : loaded_objects())
+      result.push_back({object.name, identity(object), object});
     return result;
   }();
-  return names;
+  return objects;
 }
 [[maybe_unused]] const bool g_startup_recorded = (startup_objects(), true);
 
@@ -113,39 +124,39 @@ CodeRef reference(TaskFunction function) {
   const auto address = reinterpret_cast<ElfW(Addr)>(function);
   for (const Object& object : loaded_objects()) {
     if (!contains(object, address)) continue;
-    const auto& startup = startup_objects();
-    if (std::find(startup.begin(), startup.end(), object.name) ==
-        startup.end()) {
-      throw std::invalid_argument(
-          "mp::Task: the function lives in " + object.name +
-          ", loaded after program start (dlopen); a forkserver or spawn "
-          "child cannot reference it. Use StartMethod::fork, or a function "
-          "of the executable or of a library it links");
+    for (const StartupObject& startup : startup_objects()) {
+      if (startup.name == object.name && startup.object.base == object.base)
+        return {object.name, startup.identity, address - object.base};
     }
-    return {object.name, identity(object), address - object.base};
+    throw std::invalid_argument(
+        "mp::Task: the function lives in " + object.name +
+        ", loaded after program start (dlopen); a forkserver or spawn "
+        "child cannot reference it. Use StartMethod::fork, or a function "
+        "of the executable or of a library it links");
   }
   throw std::invalid_argument(
       "mp::Task: the function is in the code of no loaded object (generated "
       "code? data?); a forkserver or spawn child cannot reference it");
 }
 
-// Throws std::runtime_error naming what does not match.
-TaskFunction resolve(const CodeRef& ref) {
-  for (const Object& object : loaded_objects()) {
-    if (object.name != ref.object) continue;
-    const std::string found = identity(object);
-    if (found != ref.identity) {
-      throw std::runtime_error(
-          "the task's code is from " +
-          (ref.object.empty() ? std::string("the executable") : ref.object) +
-          " " + ref.identity + ", this process has " + found);
+// Returns nullptr and sets `error` when the reference does not match.
+TaskFunction resolve(std::string_view object, std::string_view identity,
+                     std::uint64_t offset, const char** error) {
+  for (const StartupObject& startup : startup_objects()) {
+    if (startup.name != object) continue;
+    if (startup.identity != identity) {
+      *error = "the task's code comes from a different build of its file";
+      return nullptr;
     }
-    const ElfW(Addr) address = object.base + ref.offset;
-    if (!contains(object, address))
-      throw std::runtime_error("the task's function offset is out of range");
+    const ElfW(Addr) address = startup.object.base + offset;
+    if (!contains(startup.object, address)) {
+      *error = "the task's function offset is out of range";
+      return nullptr;
+    }
     return reinterpret_cast<TaskFunction>(address);
   }
-  throw std::runtime_error("this process has not loaded " + ref.object);
+  *error = "this process has not loaded the task's code";
+  return nullptr;
 }
 
 void put_u64(std::string& out, std::uint64_t value) {
@@ -156,24 +167,32 @@ void put_bytes(std::string& out, std::string_view bytes) {
   out.append(bytes);
 }
 
+// Reads without allocating; a read past the end sets failed() and yields
+// zeros.
 class Reader {
  public:
   explicit Reader(std::string_view data) : data_(data) {}
-  std::uint64_t u64() {
-    std::uint64_t value;
-    std::memcpy(&value, take(sizeof value).data(), sizeof value);
+  std::uint64_t u64() noexcept {
+    std::uint64_t value = 0;
+    const std::string_view bytes = take(sizeof value);
+    if (!bytes.empty()) std::memcpy(&value, bytes.data(), sizeof value);
     return value;
   }
-  std::string_view bytes() { return take(u64()); }
+  std::string_view bytes() noexcept { return take(u64()); }
+  bool failed() const noexcept { return failed_; }
 
  private:
-  std::string_view take(std::uint64_t n) {
-    if (n > data_.size()) throw std::runtime_error("truncated task");
+  std::string_view take(std::uint64_t n) noexcept {
+    if (n > data_.size()) {
+      failed_ = true;
+      return {};
+    }
     const std::string_view out = data_.substr(0, n);
     data_.remove_prefix(n);
     return out;
   }
   std::string_view data_;
+  bool failed_ = false;
 };
 
 void validate_fds(const std::vector<int>& fds) {
@@ -193,8 +212,8 @@ void validate_fds(const std::vector<int>& fds) {
   }
 }
 
-// Closes every descriptor above 2 not in `keep`.
-void close_all_but(std::vector<int> keep) {
+// Closes every descriptor above 2 not in `keep` (sorted in place).
+void close_all_but(std::span<int> keep) noexcept {
   std::sort(keep.begin(), keep.end());
   unsigned int from = 3;
   for (int fd : keep) {
@@ -214,8 +233,8 @@ void close_all_but(std::vector<int> keep) {
 
 }  // namespace
 
-Fd encode_task(const Task& task, std::string_view name, bool daemon,
-               pid_t parent) {
+std::string encode_task(const Task& task, std::string_view name, bool daemon,
+                        pid_t parent) {
   if (task.function == nullptr)
     throw std::invalid_argument("mp::Task: no function");
   validate_fds(task.fds);
@@ -231,13 +250,16 @@ Fd encode_task(const Task& task, std::string_view name, bool daemon,
   put_bytes(out, task.argument);
   put_u64(out, task.fds.size());
   for (int fd : task.fds) put_u64(out, static_cast<std::uint64_t>(fd));
+  return out;
+}
 
+Fd task_memfd(std::string_view task) {
   Fd fd(::memfd_create("mp-task", MFD_CLOEXEC));
   if (!fd) throw_os_error("memfd_create");
   std::size_t done = 0;
-  while (done < out.size()) {
+  while (done < task.size()) {
     const ssize_t n = retry_on_eintr([&] {
-      return ::pwrite(fd.get(), out.data() + done, out.size() - done, done);
+      return ::pwrite(fd.get(), task.data() + done, task.size() - done, done);
     });
     if (n == -1) throw_os_error("pwrite", errno, "task memfd");
     done += static_cast<std::size_t>(n);
@@ -245,10 +267,49 @@ Fd encode_task(const Task& task, std::string_view name, bool daemon,
   return fd;
 }
 
-void worker_main(int task_fd, std::span<const int> received) noexcept {
+void worker_main(std::string_view task,
+                 std::span<const int> received) noexcept {
+  Reader reader(task);
+  if (reader.u64() != kMagic) fail("not a task");
+  const auto parent = static_cast<pid_t>(reader.u64());
+  const bool daemon = reader.u64() != 0;
+  const std::string_view name = reader.bytes();
+  const std::string_view object = reader.bytes();
+  const std::string_view identity = reader.bytes();
+  const std::uint64_t offset = reader.u64();
+  const std::string_view argument = reader.bytes();
+  const std::uint64_t fd_count = reader.u64();
+  if (reader.failed() || fd_count > kMaxTaskFds) fail("truncated task");
+  int fds[kMaxTaskFds];
+  for (std::uint64_t i = 0; i < fd_count; ++i)
+    fds[i] = static_cast<int>(reader.u64());
+  if (reader.failed()) fail("truncated task");
+
+  if (!received.empty()) {
+    if (received.size() != fd_count) fail("fd count mismatch");
+    // Move every received descriptor above all target numbers first, so
+    // that placing one never closes another not yet placed.
+    int base = 2;
+    for (std::uint64_t i = 0; i < fd_count; ++i) base = std::max(base, fds[i]);
+    for (int fd : received) base = std::max(base, fd);
+    for (std::uint64_t i = 0; i < fd_count; ++i) {
+      const int moved = ::fcntl(received[i], F_DUPFD_CLOEXEC, base + 1);
+      if (moved == -1) fail("fcntl(F_DUPFD) failed");
+      if (::dup2(moved, fds[i]) == -1) fail("dup2 failed");
+    }
+  }
+  close_all_but(std::span<int>(fds, fd_count));
+  const char* error = nullptr;
+  const TaskFunction function = resolve(object, identity, offset, &error);
+  if (function == nullptr) fail(error);
+  run_worker(function, argument, name, daemon, parent);
+}
+
+void worker_main_from_fd(int task_fd, std::span<const int> received) noexcept {
   try {
     struct stat st;
     if (::fstat(task_fd, &st) != 0) fail("fstat of the task failed");
+    // Lives until _exit in worker_main.
     std::string data(static_cast<std::size_t>(st.st_size), '\0');
     std::size_t done = 0;
     while (done < data.size()) {
@@ -258,37 +319,7 @@ void worker_main(int task_fd, std::span<const int> received) noexcept {
       if (n <= 0) fail("cannot read the task");
       done += static_cast<std::size_t>(n);
     }
-    Reader reader(data);
-    if (reader.u64() != kMagic) fail("not a task");
-    const auto parent = static_cast<pid_t>(reader.u64());
-    const bool daemon = reader.u64() != 0;
-    const std::string name(reader.bytes());
-    CodeRef ref;
-    ref.object = reader.bytes();
-    ref.identity = reader.bytes();
-    ref.offset = reader.u64();
-    const std::string_view argument = reader.bytes();
-    std::vector<int> fds(reader.u64());
-    for (int& fd : fds) fd = static_cast<int>(reader.u64());
-
-    if (!received.empty()) {
-      if (received.size() != fds.size()) fail("fd count mismatch");
-      // Move every received descriptor above all target numbers first, so
-      // that placing one never closes another not yet placed.
-      int base = task_fd;
-      for (int fd : fds) base = std::max(base, fd);
-      for (int fd : received) base = std::max(base, fd);
-      for (std::size_t i = 0; i < fds.size(); ++i) {
-        const int moved = ::fcntl(received[i], F_DUPFD_CLOEXEC, base + 1);
-        if (moved == -1) fail("fcntl(F_DUPFD) failed");
-        if (::dup2(moved, fds[i]) == -1) fail("dup2 failed");
-      }
-    }
-    // The task's descriptor goes too, unless a task fd took its number.
-    close_all_but(fds);
-    const TaskFunction function = resolve(ref);
-    // `data` (and so `argument`) lives until _exit in run_worker.
-    run_worker(function, argument, name, daemon, parent);
+    worker_main(data, received);
   } catch (const std::exception& e) {
     fail(e.what());
   }

@@ -54,20 +54,25 @@ inline constexpr std::size_t kMaxTaskFds = 64;
 
 namespace internal {
 
-// Encodes `task` with the child's name, daemon flag and parent pid into a new
-// close-on-exec memfd, read back by worker_main. Throws std::invalid_argument
-// for a function that cannot be referenced (see above) or bad fds,
-// mp::OsError for a failed call.
-Fd encode_task(const Task& task, std::string_view name, bool daemon,
-               pid_t parent);
+// Encodes `task` with the child's name, daemon flag and parent pid, for
+// worker_main. Throws std::invalid_argument for a function that cannot be
+// referenced (see above) or bad fds.
+std::string encode_task(const Task& task, std::string_view name, bool daemon,
+                        pid_t parent);
+// A new close-on-exec memfd holding `task`. Throws mp::OsError.
+Fd task_memfd(std::string_view task);
 
-// The child's side: reads the task from `task_fd`, puts `received` (the
-// descriptors that came with it, forkserver) at the task's fd numbers, closes
-// every other descriptor above 2, resolves the function and runs it through
-// run_worker. A task that cannot be decoded or resolved is reported on stderr
-// and ends the child with exit code 1. Never returns.
-[[noreturn]] void worker_main(int task_fd,
+// The child's side: decodes `task` (without allocating), puts `received`
+// (the descriptors that came with it, forkserver) at the task's fd numbers,
+// closes every other descriptor above 2, resolves the function and runs it
+// through run_worker. A task that cannot be decoded or resolved is reported
+// on stderr and ends the child with exit code 1. Never returns.
+[[noreturn]] void worker_main(std::string_view task,
                               std::span<const int> received) noexcept;
+// The same for a task in a memfd (spawn, or a forkserver task too large to
+// travel inline); the descriptor is closed before the task runs.
+[[noreturn]] void worker_main_from_fd(int task_fd,
+                                      std::span<const int> received) noexcept;
 
 // Runs `function(argument)` as a Process child runs its callable (daemon
 // death signal, exit code, exceptions, flushing) and _exits. Defined in
