@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -205,8 +206,17 @@ class State {
       if (owner != -self && state->owner_.compare_exchange_strong(
                                 owner, -self, std::memory_order_acquire)) {
         new (&state->mutex) std::mutex();
-        // The inherited channel is the parent's: close our copy of it.
-        if (state->control) state->control.reset();
+        // The inherited channel is the parent's: close our copy of it, if the
+        // descriptor still is that socket (a forkserver child closed it at
+        // birth, and the number may now be one of its task's fds).
+        if (state->control) {
+          struct stat st;
+          const int fd = state->control.release();
+          if (::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) &&
+              st.st_ino == state->control_inode) {
+            ::close(fd);
+          }
+        }
         state->server = 0;
         state->dead = false;
         state->started = false;
@@ -222,6 +232,7 @@ class State {
   std::mutex mutex;  // taken after the child table's mutex, never before
   pid_t server = 0;
   Fd control;
+  ino_t control_inode = 0;
   bool started = false;  // a server was started (and not stopped)
   bool dead = false;     // ... and found dead
   std::string death;     // how it died
@@ -310,6 +321,9 @@ void ForkServer::start() {
   }
   theirs.reset();
   state.server = pid;
+  struct stat st;
+  internal::check(::fstat(ours.get(), &st), "fstat");
+  state.control_inode = st.st_ino;
   state.control = std::move(ours);
   state.started = true;
   state.dead = false;

@@ -1,6 +1,8 @@
 #include "lib/forkserver.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -13,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/error.h"
+#include "lib/fd.h"
 #include "lib/process.h"
 #include "lib/task.h"
 #include "lib/test_util.h"
@@ -166,6 +169,33 @@ TEST_F(ForkServerTest, AForkedChildStartsItsOwnServer) {
   p.start();
   p.join();
   EXPECT_EQ(p.exitcode(), 2);
+}
+
+// In a forked child: replaces the inherited channel (the one socket) with
+// /dev/null under the same number, starts a forkserver child, and checks the
+// number still holds /dev/null. Exit code 0 when it does.
+int reuse_channel_number_then_start() {
+  int channel = -1;
+  for (int fd = 3; fd < 64; ++fd) {
+    struct stat st;
+    if (::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) channel = fd;
+  }
+  if (channel < 0) return 2;
+  const int null = ::open("/dev/null", O_RDONLY);
+  if (null < 0 || ::dup2(null, channel) != channel) return 3;
+  ::close(null);
+  const int code = nested_forkserver_child();
+  struct stat st;
+  if (::fstat(channel, &st) != 0 || !S_ISCHR(st.st_mode)) return 4;
+  return code == 6 ? 0 : 5;
+}
+
+TEST_F(ForkServerTest, AChildsReusedChannelNumberIsLeftAlone) {
+  ForkServer::start();
+  Process child(reuse_channel_number_then_start);
+  child.start();
+  child.join();
+  EXPECT_EQ(child.exitcode(), 0);
 }
 
 TEST_F(ForkServerTest, ManyChildrenLeaveNothingBehind) {
