@@ -257,21 +257,7 @@ def bm_fork_exit_wait(state, rss_mib):
 
 
 def bm_process_start_join(state, rss_mib):
-    BALLAST.hold(rss_mib)
-    rss = vm_rss_mib()
-    bad = 0
-    state.resume()
-    for _ in range(state.iterations):
-        p = CTX.Process(target=noop)
-        p.start()
-        p.join()
-        if p.exitcode != 0:
-            bad += 1
-    state.pause()
-    state.expect(bad == 0, f"{bad} processes did not exit with 0")
-    state.items = state.iterations
-    state.check = (f"ok: {state.iterations} Process(target=noop) started, "
-                   f"joined, exitcode 0; parent VmRSS {rss:.0f} MiB")
+    bm_process_start_join_with(state, "fork", rss_mib)
 
 
 def bm_process_start_join_with(state, method, rss_mib):
@@ -741,24 +727,13 @@ POOLS = Pools()
 
 
 def bm_pool_create(state, workers):
-    bad = 0
-    for _ in range(state.iterations):
-        state.resume()
-        pool = CTX.Pool(workers)
-        state.pause()
-        if len(pool._pool) != workers:
-            bad += 1
-        pool.close()
-        pool.join()
-    state.expect(bad == 0, f"{bad} pools without {workers} workers")
-    state.items = state.iterations
-    state.check = (f"ok: {state.iterations} Pool({workers}) constructed "
-                   f"(closed and joined outside the timing)")
+    bm_pool_create_with(state, "fork", workers, release_ballast=False)
 
 
-def bm_pool_create_with(state, method, workers):
+def bm_pool_create_with(state, method, workers, release_ballast=True):
     ctx = multiprocessing.get_context(method)
-    BALLAST.hold(0)
+    if release_ballast:
+        BALLAST.hold(0)
     bad = 0
     for _ in range(state.iterations):
         state.resume()
