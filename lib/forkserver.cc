@@ -102,19 +102,14 @@ pid_t clone_worker() noexcept {
 #endif
 }
 
-// Closes every descriptor above 2 except `keep`.
-void close_all_but(int keep) noexcept {
-  if (keep > 3) ::close_range(3, keep - 1, 0);
-  ::close_range(keep + 1, ~0U, 0);
-}
-
 [[noreturn]] void serve(int socket, const Candidates& parent) noexcept {
   for (int signal_number : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGPIPE})
     ::signal(signal_number, SIG_DFL);
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  close_all_but(socket);
+  int keep = socket;
+  internal::close_fds_except(std::span<int>(&keep, 1));
 
   Ready ready;
   const Candidates own = tid_candidates();

@@ -166,6 +166,39 @@ TEST_P(StartMethodTest, DaemonChildIsTerminatedAtExitLikeWithFork) {
   EXPECT_TRUE(p.is_alive());
 }  // destroyed running: terminated and reaped (LeakCheck)
 
+// A daemon child dies with its parent (PR_SET_PDEATHSIG), and so does a fork
+// server whose program is gone: nothing is left orphaned.
+TEST_P(StartMethodTest, DaemonChildAndForkServerDieWithTheirProgram) {
+  int ends[2];
+  ASSERT_EQ(::pipe2(ends, O_CLOEXEC), 0);
+  Fd read_end(ends[0]);
+  Fd write_end(ends[1]);
+  const StartMethod method = GetParam();
+  Process program([method, fd = write_end.get()] {
+    Process child(Task{sleep_forever, ""});
+    child.set_start_method(method);
+    child.set_daemon(true);
+    child.start();
+    const pid_t pids[2] = {child.pid(), ForkServer::pid()};
+    if (::write(fd, pids, sizeof pids) != sizeof pids) return 2;
+    for (;;) ::pause();
+  });
+  program.start();
+  write_end.reset();
+  pid_t pids[2] = {0, 0};
+  ASSERT_EQ(::read(read_end.get(), pids, sizeof pids),
+            static_cast<ssize_t>(sizeof pids));
+  program.kill();
+  program.join();
+  EXPECT_TRUE(testing::wait_until_gone(pids[0], std::chrono::seconds(5)))
+      << "daemon child outlived its program";
+  if (method == StartMethod::forkserver) {
+    ASSERT_GT(pids[1], 0);
+    EXPECT_TRUE(testing::wait_until_gone(pids[1], std::chrono::seconds(5)))
+        << "fork server outlived its program";
+  }
+}
+
 TEST_P(StartMethodTest, ClosureIsRefusedWithAClearError) {
   Process p([] {});
   p.set_start_method(GetParam());

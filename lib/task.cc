@@ -212,8 +212,16 @@ void validate_fds(const std::vector<int>& fds) {
   }
 }
 
-// Closes every descriptor above 2 not in `keep` (sorted in place).
-void close_all_but(std::span<int> keep) noexcept {
+[[noreturn]] void fail(const char* what) noexcept {
+  std::fprintf(stderr, "mp worker (pid %d): %s\n", static_cast<int>(::getpid()),
+               what);
+  std::fflush(stderr);
+  ::_exit(1);
+}
+
+}  // namespace
+
+void close_fds_except(std::span<int> keep) noexcept {
   std::sort(keep.begin(), keep.end());
   unsigned int from = 3;
   for (int fd : keep) {
@@ -223,15 +231,6 @@ void close_all_but(std::span<int> keep) noexcept {
   }
   ::close_range(from, ~0U, 0);
 }
-
-[[noreturn]] void fail(const char* what) noexcept {
-  std::fprintf(stderr, "mp worker (pid %d): %s\n", static_cast<int>(::getpid()),
-               what);
-  std::fflush(stderr);
-  ::_exit(1);
-}
-
-}  // namespace
 
 std::string encode_task(const Task& task, std::string_view name, bool daemon,
                         pid_t parent) {
@@ -298,7 +297,7 @@ void worker_main(std::string_view task,
       if (::dup2(moved, fds[i]) == -1) fail("dup2 failed");
     }
   }
-  close_all_but(std::span<int>(fds, fd_count));
+  close_fds_except(std::span<int>(fds, fd_count));
   const char* error = nullptr;
   const TaskFunction function = resolve(object, identity, offset, &error);
   if (function == nullptr) fail(error);

@@ -74,6 +74,10 @@ Fd task_memfd(std::string_view task);
 [[noreturn]] void worker_main_from_fd(int task_fd,
                                       std::span<const int> received) noexcept;
 
+// Closes every descriptor above 2 that is not in `keep` (sorted in place).
+// Never throws.
+void close_fds_except(std::span<int> keep) noexcept;
+
 // Runs `function(argument)` as a Process child runs its callable (daemon
 // death signal, exit code, exceptions, flushing) and _exits. Defined in
 // process.cc. Never returns.
