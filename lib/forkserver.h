@@ -36,6 +36,11 @@
 // kReplyTimeout is killed and reaped, and the request throws
 // mp::TimeoutError. Neither hangs. start() again starts a new server.
 //
+// Blocking: a request (and start()) holds this process's child table while it
+// waits for the server, as fork holds it across fork, so that no reaper can
+// collect the new child before it is registered: reapers, other starts and
+// joins wait meanwhile, at most kReplyTimeout for a server that hangs.
+//
 // Linux-only; relies on glibc keeping the thread id in its thread descriptor,
 // which start() locates (std::runtime_error if it cannot).
 #ifndef MPBENCH_LIB_FORKSERVER_H_
