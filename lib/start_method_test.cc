@@ -20,6 +20,7 @@
 #include "lib/fd.h"
 #include "lib/forkserver.h"
 #include "lib/process.h"
+#include "lib/reaper.h"
 #include "lib/task.h"
 #include "lib/test_util.h"
 
@@ -197,6 +198,17 @@ TEST_P(StartMethodTest, DaemonChildAndForkServerDieWithTheirProgram) {
     EXPECT_TRUE(testing::wait_until_gone(pids[1], std::chrono::seconds(5)))
         << "fork server outlived its program";
   }
+}
+
+// The child is this process's own: a reaper that collects it keeps its
+// status for the Process, as with fork.
+TEST_P(StartMethodTest, ReaperKeepsTheStatusForTheProcess) {
+  Process p = make({argument_length, "abc"});
+  p.start();
+  ASSERT_TRUE(testing::wait_until_gone(p.pid(), std::chrono::seconds(10)));
+  EXPECT_TRUE(reap().empty()) << "an owned child was reported as unowned";
+  p.join();
+  EXPECT_EQ(p.exitcode(), 3);
 }
 
 TEST_P(StartMethodTest, ClosureIsRefusedWithAClearError) {
