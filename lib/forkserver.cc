@@ -105,8 +105,17 @@ pid_t clone_worker() noexcept {
 }
 
 [[noreturn]] void serve(int socket, const Candidates& parent) noexcept {
-  for (int signal_number : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGPIPE})
-    ::signal(signal_number, SIG_DFL);
+  // Handlers and ignored signals are the program's, not its children's (as
+  // under spawn).
+  for (int signal_number = 1; signal_number < NSIG; ++signal_number) {
+    if (signal_number != SIGKILL && signal_number != SIGSTOP)
+      ::signal(signal_number, SIG_DFL);
+  }
+  // A Ctrl-C in the terminal goes to the whole process group: the program
+  // decides what it means, and may still start children afterwards (as
+  // CPython's fork server, which ignores SIGINT too). Children get the
+  // default back.
+  ::signal(SIGINT, SIG_IGN);
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -175,6 +184,7 @@ pid_t clone_worker() noexcept {
         // The kernel starts a new task with no robust list; glibc's fork
         // registers it again, and so must we.
         ::syscall(SYS_set_robust_list, g_robust_head, g_robust_length);
+        ::signal(SIGINT, SIG_DFL);
         if (in_fd) {
           internal::worker_main_from_fd(
               fds[0], std::span<const int>(fds + 1, fd_count - 1));

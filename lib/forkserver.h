@@ -31,6 +31,10 @@
 // process's end, and may use the server only through their own
 // ForkServer::start() (an inherited one is closed, not shared).
 //
+// Signals: the server ignores SIGINT (a terminal's Ctrl-C reaches the whole
+// process group; the program decides what it means) and dies of SIGTERM; the
+// children it forks start with every disposition at its default.
+//
 // Failure: the server dying (killed, for example) makes the next request throw
 // mp::PeerError naming it, and reaps it; a server that does not answer within
 // kReplyTimeout is killed and reaped, and the request throws

@@ -150,6 +150,23 @@ TEST_F(ForkServerTest, TaskLargerThanARequestTravelsInAMemfd) {
   EXPECT_EQ(p.exitcode(), 0);
 }
 
+int sigint_disposition(std::string_view) {
+  struct sigaction action;
+  if (::sigaction(SIGINT, nullptr, &action) != 0) return 2;
+  return action.sa_handler == SIG_DFL ? 0 : 1;
+}
+
+TEST_F(ForkServerTest, ServerIgnoresSigintItsChildrenDoNot) {
+  ForkServer::start();
+  const pid_t server = ForkServer::pid();
+  ASSERT_EQ(::kill(server, SIGINT), 0);
+  Process p = forkserver_process({sigint_disposition, ""});
+  p.start();  // the server survived the Ctrl-C
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_EQ(ForkServer::pid(), server);
+}
+
 TEST_F(ForkServerTest, ChildrenOutliveAStoppedServer) {
   Process p = forkserver_process({argument_length, "four"});
   p.start();
