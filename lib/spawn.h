@@ -14,8 +14,11 @@
 // there and _exits, so main and the program's argument parsing never run in
 // it. Consequence: a task function must not rely on namespace-scope objects of
 // other translation units being constructed (they may not be yet; function-
-// local statics are fine), nor on anything main sets up. The variable is
-// removed from the child's environment before its task runs.
+// local statics are fine), nor on anything main sets up; and whatever the
+// static initialisers that run before this one do (those of objects linked
+// ahead of lib/spawn.cc, or of libraries loaded before it) happens in the
+// child too. The variable is removed from the child's environment before its
+// task runs.
 #ifndef MPBENCH_LIB_SPAWN_H_
 #define MPBENCH_LIB_SPAWN_H_
 
