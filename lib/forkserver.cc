@@ -282,10 +282,13 @@ void bury_locked(State& state, bool kill, const std::string& why) noexcept {
   state.server = 0;
 }
 
+std::atomic<std::int64_t> g_reply_timeout_ms{
+    ForkServer::kDefaultReplyTimeout.count()};
+
 // Waits for `socket` to be readable until the reply timeout; false on timeout.
 bool wait_readable(int socket) {
   const auto deadline =
-      std::chrono::steady_clock::now() + ForkServer::kReplyTimeout;
+      std::chrono::steady_clock::now() + ForkServer::reply_timeout();
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
@@ -298,6 +301,15 @@ bool wait_readable(int socket) {
 }
 
 }  // namespace
+
+std::chrono::milliseconds ForkServer::reply_timeout() noexcept {
+  return std::chrono::milliseconds(
+      g_reply_timeout_ms.load(std::memory_order_relaxed));
+}
+
+void ForkServer::set_reply_timeout(std::chrono::milliseconds timeout) noexcept {
+  g_reply_timeout_ms.store(timeout.count(), std::memory_order_relaxed);
+}
 
 void ForkServer::start() {
   ChildTable& table = ChildTable::instance();

@@ -37,13 +37,13 @@
 //
 // Failure: the server dying (killed, for example) makes the next request throw
 // mp::PeerError naming it, and reaps it; a server that does not answer within
-// kReplyTimeout is killed and reaped, and the request throws
+// reply_timeout() is killed and reaped, and the request throws
 // mp::TimeoutError. Neither hangs. start() again starts a new server.
 //
 // Blocking: a request (and start()) holds this process's child table while it
 // waits for the server, as fork holds it across fork, so that no reaper can
 // collect the new child before it is registered: reapers, other starts and
-// joins wait meanwhile, at most kReplyTimeout for a server that hangs.
+// joins wait meanwhile, at most reply_timeout() for a server that hangs.
 //
 // Linux-only; relies on glibc keeping the thread id in its thread descriptor,
 // which start() locates (std::runtime_error if it cannot).
@@ -61,7 +61,12 @@ namespace mp {
 
 class ForkServer {
  public:
-  static constexpr std::chrono::seconds kReplyTimeout{10};
+  static constexpr std::chrono::milliseconds kDefaultReplyTimeout{10'000};
+
+  // How long a request or start() waits for the server before it is taken
+  // for hung. Thread-safe; never throws.
+  static std::chrono::milliseconds reply_timeout() noexcept;
+  static void set_reply_timeout(std::chrono::milliseconds timeout) noexcept;
 
   // Starts this process's fork server unless one runs. Thread-safe. Throws
   // mp::OsError when a call fails, mp::PeerError / TimeoutError when the new

@@ -167,6 +167,24 @@ TEST_F(ForkServerTest, ServerIgnoresSigintItsChildrenDoNot) {
   EXPECT_EQ(ForkServer::pid(), server);
 }
 
+TEST_F(ForkServerTest, HungServerIsATimeoutNotAHang) {
+  ForkServer::start();
+  const pid_t server = ForkServer::pid();
+  ASSERT_EQ(::kill(server, SIGSTOP), 0);
+  ForkServer::set_reply_timeout(std::chrono::milliseconds(200));
+  Process p = forkserver_process({argument_length, ""});
+  try {
+    p.start();
+    FAIL() << "started through a stopped fork server";
+  } catch (const TimeoutError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("did not answer in time"));
+  }
+  ForkServer::set_reply_timeout(ForkServer::kDefaultReplyTimeout);
+  EXPECT_EQ(testing::process_state(server), 0) << "hung server not reaped";
+  EXPECT_FALSE(ForkServer::running());
+  EXPECT_EQ(p.pid(), 0);
+}
+
 TEST_F(ForkServerTest, ChildrenOutliveAStoppedServer) {
   Process p = forkserver_process({argument_length, "four"});
   p.start();
