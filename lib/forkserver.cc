@@ -104,6 +104,25 @@ pid_t clone_worker() noexcept {
 #endif
 }
 
+// Gives SIGINT its default action back in a child of the server. Through
+// syscall(), whose page the child has just run: signal() would run two more
+// pages of libc's code, each a page fault in a fresh child.
+void default_sigint() noexcept {
+#if defined(__x86_64__) || defined(__aarch64__)
+  // The kernel's struct sigaction on these: handler, flags, restorer, mask.
+  struct {
+    void* handler;
+    unsigned long flags;
+    void* restorer;
+    std::uint64_t mask;
+  } action = {nullptr, 0, nullptr, 0};  // SIG_DFL
+  static_assert(SIG_DFL == nullptr);
+  ::syscall(SYS_rt_sigaction, SIGINT, &action, nullptr, sizeof action.mask);
+#else
+  ::signal(SIGINT, SIG_DFL);
+#endif
+}
+
 [[noreturn]] void serve(int socket, const Candidates& parent) noexcept {
   // Handlers and ignored signals are the program's, not its children's (as
   // under spawn).
@@ -184,7 +203,7 @@ pid_t clone_worker() noexcept {
         // The kernel starts a new task with no robust list; glibc's fork
         // registers it again, and so must we.
         ::syscall(SYS_set_robust_list, g_robust_head, g_robust_length);
-        ::signal(SIGINT, SIG_DFL);
+        default_sigint();
         if (in_fd) {
           internal::worker_main_from_fd(
               fds[0], std::span<const int>(fds + 1, fd_count - 1));
