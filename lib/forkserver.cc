@@ -1,6 +1,5 @@
 #include "lib/forkserver.h"
 
-#include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
