@@ -1,6 +1,9 @@
 // What a process costs: fork, vfork, posix_spawn, fork+exec and mp::Process,
 // each created and fully reaped per iteration, against std::thread; and how
 // the cost grows with the parent's resident memory (rss_mib:N).
+// mp::Process is measured under each start method (start:fork|forkserver|
+// spawn); the fork server is started once, before any ballast, as a program
+// starts it at the top of main.
 //
 // Every family uses real time: CPU time would not see the children.
 
@@ -12,11 +15,17 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <vector>
 
 #include "bench/ballast.h"
+#include "bench/faults.h"
 #include "benchmark/benchmark.h"
+#include "lib/forkserver.h"
 #include "lib/process.h"
+#include "lib/start_method.h"
+#include "lib/task.h"
 
 extern char** environ;
 
@@ -24,6 +33,7 @@ namespace mp::bench {
 namespace {
 
 constexpr int64_t kRssMib[] = {0, 1, 64, 512, 2048};
+constexpr int64_t kStartRssMib[] = {0, 64, 512, 2048};
 char kTrue[] = "/bin/true";
 char* const kTrueArgv[] = {kTrue, nullptr};
 
@@ -68,6 +78,8 @@ void finish(benchmark::State& state) {
 
 void ForkExitWait(benchmark::State& state, bool with_rss) {
   if (!prepare(state, with_rss)) return;
+  mpbench::MinorFaults faults;
+  faults.start();
   for (auto _ : state) {
     const pid_t pid = ::fork();
     if (pid == 0) ::_exit(0);
@@ -77,6 +89,7 @@ void ForkExitWait(benchmark::State& state, bool with_rss) {
     }
     if (!reap_ok(state, pid)) break;
   }
+  faults.report(state);
   finish(state);
 }
 
@@ -141,11 +154,32 @@ void ThreadStartJoin(benchmark::State& state, bool with_rss) {
   finish(state);
 }
 
-void ProcessStartJoin(benchmark::State& state, bool with_rss) {
-  if (!prepare(state, with_rss)) return;
+int exit_zero(std::string_view) { return 0; }
+
+// start:fork runs a closure, as fork users do; forkserver and spawn run the
+// equivalent mp::Task, the only thing they can run.
+void ProcessStartJoin(benchmark::State& state, StartMethod method) {
+  try {
+    if (method == StartMethod::forkserver && !ForkServer::running()) {
+      hold_ballast(0);
+      ForkServer::start();
+    }
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
+  if (!prepare(state, true)) return;
+  // The server's own faults count too: it forks each child.
+  mpbench::MinorFaults faults(method == StartMethod::forkserver
+                                  ? std::vector<pid_t>{ForkServer::pid()}
+                                  : std::vector<pid_t>{});
+  faults.start();
   for (auto _ : state) {
     try {
-      Process process([] {});
+      Process process = method == StartMethod::fork
+                            ? Process([] {})
+                            : Process(Task{exit_zero, ""});
+      process.set_start_method(method);
       process.start();
       process.join();
       if (process.exitcode() != 0) {
@@ -157,6 +191,7 @@ void ProcessStartJoin(benchmark::State& state, bool with_rss) {
       break;
     }
   }
+  faults.report(state);
   finish(state);
 }
 
@@ -176,7 +211,15 @@ const bool registered = [] {
   register_family("BM_PosixSpawn", PosixSpawn, true);
   register_family("BM_ForkExec", ForkExec, false);
   register_family("BM_ThreadStartJoin", ThreadStartJoin, false);
-  register_family("BM_ProcessStartJoin", ProcessStartJoin, true);
+  for (StartMethod method :
+       {StartMethod::fork, StartMethod::forkserver, StartMethod::spawn}) {
+    const std::string name =
+        "BM_ProcessStartJoin/start:" + std::string(to_string(method));
+    auto* swept =
+        benchmark::RegisterBenchmark(name.c_str(), ProcessStartJoin, method);
+    swept->ArgName("rss_mib")->UseRealTime();
+    for (int64_t mib : kStartRssMib) swept->Arg(mib);
+  }
   return true;
 }();
 

@@ -1,6 +1,7 @@
 #include "lib/children.h"
 
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,7 +18,21 @@ ChildTable* ChildTable::storage() {
   static_assert(sizeof(ChildTable) <= 4096);
   alignas(4096) static unsigned char bytes[sizeof(ChildTable)];
   static ChildTable* const table = [] {
-    auto* t = new (bytes) ChildTable();  // never destroyed
+    // A page a forked child receives zero-filled (MADV_WIPEONFORK) instead of
+    // sharing it copy-on-write: registering the child just after fork then
+    // costs the parent no page copy. The child finds owner 0 and rebuilds.
+    // Where that cannot be had, the static page above serves, copied.
+    void* place = bytes;
+    void* page = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (page != MAP_FAILED) {
+      if (::madvise(page, 4096, MADV_WIPEONFORK) == 0) {
+        place = page;
+      } else {
+        ::munmap(page, 4096);
+      }
+    }
+    auto* t = new (place) ChildTable();  // never destroyed
     std::atexit([] { finish_children(); });
     return t;
   }();
@@ -43,16 +58,13 @@ ChildTable& ChildTable::instance() {
   return *table;
 }
 
-bool ChildTable::in_use_by_this_process() {
-  return storage()->owner_.load(std::memory_order_acquire) == ::getpid();
-}
-
 void ChildTable::reset_for(pid_t owner) {
   new (&mutex_) std::mutex();
   inline_count_ = 0;
   // The parent's overflow entries are not ours; forget them without freeing,
   // which would only write to more copied pages.
   new (&overflow_) std::vector<ChildRecord>();
+  owner_copy_.store(owner, std::memory_order_release);
   owner_.store(owner, std::memory_order_release);
 }
 

@@ -8,15 +8,17 @@
 // Cost matters here: after fork every writable page of the parent is
 // copy-on-write again, and each page the parent or the child writes while the
 // child lives costs a page fault (a few microseconds on a virtual machine).
-// So the table is one static block that holds the records themselves (the
-// parent writes that one page to register a child, and no heap), and a
-// forked child writes nothing here unless it starts children of its own: it
-// notices that the table belongs to another process (owner pid) and rebuilds
-// it lazily.
+// So the table is one page that holds the records themselves (no heap),
+// marked MADV_WIPEONFORK where the kernel allows: a forked child receives it
+// zero-filled instead of sharing it, so the parent registering the child just
+// after fork copies nothing. A forked child touches the table only if it
+// starts children of its own: it notices that the table is not its own (owner
+// pid) and rebuilds it lazily.
 #ifndef MPBENCH_LIB_CHILDREN_H_
 #define MPBENCH_LIB_CHILDREN_H_
 
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <array>
 #include <atomic>
@@ -38,7 +40,12 @@ class ChildTable {
   // destroyed, so it outlives static objects.
   static ChildTable& instance();
   // True if this process has (or had) children registered here; never writes.
-  static bool in_use_by_this_process();
+  // Reads a copy of the owner kept outside the table's page, so that a forked
+  // child checking this on its way out touches no page (and takes no page
+  // fault) that it would not touch anyway.
+  static bool in_use_by_this_process() {
+    return owner_copy_.load(std::memory_order_acquire) == ::getpid();
+  }
 
   std::mutex& mutex() { return mutex_; }
 
@@ -62,6 +69,7 @@ class ChildTable {
   void reset_for(pid_t owner);
 
   std::atomic<pid_t> owner_{0};
+  static inline std::atomic<pid_t> owner_copy_{0};
   std::mutex mutex_;
   std::size_t inline_count_ = 0;
   std::array<ChildRecord, kInline> inline_{};

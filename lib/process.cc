@@ -19,7 +19,9 @@
 #include "lib/children.h"
 #include "lib/error.h"
 #include "lib/fd.h"
+#include "lib/forkserver.h"
 #include "lib/slowdown.h"
+#include "lib/spawn.h"
 
 namespace mp {
 namespace {
@@ -35,18 +37,31 @@ std::streambuf* const g_initial_cout = std::cout.rdbuf();
 std::streambuf* const g_initial_cerr = std::cerr.rdbuf();
 std::streambuf* const g_initial_clog = std::clog.rdbuf();
 
+// Whether `stream` holds unwritten output. Reads the FILE itself rather than
+// calling __fpending: in a forked child, a call into a page of libc's code
+// that the child has not run yet costs a page fault.
+bool pending_output(FILE* stream) {
+#ifdef __GLIBC__
+  if (stream->_mode <= 0)  // byte-oriented: __fpending's own computation
+    return stream->_IO_write_ptr > stream->_IO_write_base;
+#endif
+  return ::__fpending(stream) > 0;
+}
+
 // Flushes only what holds data: in a freshly forked child every write, even
 // taking an uncontended stdio lock, copies a page.
 void flush_standard_streams() {
   if (std::cout.rdbuf() != g_initial_cout) std::cout.flush();
   if (std::cerr.rdbuf() != g_initial_cerr) std::cerr.flush();
   if (std::clog.rdbuf() != g_initial_clog) std::clog.flush();
-  if (::__fpending(stdout) > 0) std::fflush(stdout);
-  if (::__fpending(stderr) > 0) std::fflush(stderr);
+  if (pending_output(stdout)) std::fflush(stdout);
+  if (pending_output(stderr)) std::fflush(stderr);
 }
 
-[[noreturn]] void run_child(internal::Target& target, const Process& process,
-                            bool daemon, pid_t parent) noexcept {
+// `run` returns the exit code; `name` gives the child's name for messages.
+template <typename Run, typename Name>
+[[noreturn]] void run_child(Run&& run, Name&& name, bool daemon,
+                            pid_t parent) noexcept {
   int code = 1;
   try {
     if (daemon) {
@@ -55,26 +70,45 @@ void flush_standard_streams() {
       // The parent may have died before prctl took effect.
       if (::getppid() != parent) ::raise(SIGKILL);
     }
-    code = target.run();
+    code = run();
   } catch (const SystemExit& exit) {
     code = exit.code;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "Process %s (pid %d): uncaught exception: %s\n",
-                 process.name().c_str(), static_cast<int>(::getpid()),
+                 std::string(name()).c_str(), static_cast<int>(::getpid()),
                  e.what());
     code = 1;
   } catch (...) {
     std::fprintf(stderr,
                  "Process %s (pid %d): uncaught non-standard exception\n",
-                 process.name().c_str(), static_cast<int>(::getpid()));
+                 std::string(name()).c_str(), static_cast<int>(::getpid()));
     code = 1;
   }
-  internal::finish_children();
+  // Checked here, not in finish_children, which lives on a page of code
+  // this child would otherwise not touch (one page fault less).
+  if (internal::ChildTable::in_use_by_this_process())
+    internal::finish_children();
   flush_standard_streams();
   ::_exit(code);
 }
 
 }  // namespace
+
+namespace internal {
+
+void run_worker(TaskFunction function, std::string_view argument,
+                std::string_view name, bool daemon, pid_t parent) noexcept {
+  run_child([&] { return function(argument); }, [&] { return name; }, daemon,
+            parent);
+}
+
+}  // namespace internal
+
+Process::Process(Task task, std::string name)
+    : task_(std::make_unique<Task>(std::move(task))), name_(std::move(name)) {
+  if (task_->function == nullptr)
+    throw std::invalid_argument("Process: mp::Task without a function");
+}
 
 void Process::take_target(Process& other) noexcept {
   if (other.target_ == nullptr) {
@@ -98,7 +132,9 @@ void Process::destroy_target() noexcept {
 }
 
 Process::Process(Process&& other) noexcept
-    : name_(std::move(other.name_)),
+    : task_(std::move(other.task_)),
+      start_method_(other.start_method_),
+      name_(std::move(other.name_)),
       daemon_(other.daemon_),
       pid_(std::exchange(other.pid_, 0)),
       reaped_(other.reaped_),
@@ -113,6 +149,8 @@ Process& Process::operator=(Process&& other) noexcept {
     destroy();
     destroy_target();
     take_target(other);
+    task_ = std::move(other.task_);
+    start_method_ = other.start_method_;
     name_ = std::move(other.name_);
     daemon_ = other.daemon_;
     pid_ = std::exchange(other.pid_, 0);
@@ -163,6 +201,18 @@ void Process::set_daemon(bool daemon) {
   daemon_ = daemon;
 }
 
+StartMethod Process::start_method() const noexcept {
+  return start_method_.value_or(get_start_method());
+}
+
+void Process::set_start_method(StartMethod method) {
+  if (pid_ != 0) {
+    throw std::logic_error(
+        "Process::set_start_method: process already started");
+  }
+  start_method_ = method;
+}
+
 void Process::require_started(const char* what) const {
   if (pid_ == 0) {
     throw std::logic_error(std::string("Process::") + what +
@@ -174,20 +224,43 @@ void Process::start() {
   [[maybe_unused]] const internal::InjectedSlowdown<
       internal::Primitive::kProcess>
       slowdown;
-  if (target_ == nullptr) throw std::logic_error("Process::start: no target");
+  if (target_ == nullptr && task_ == nullptr)
+    throw std::logic_error("Process::start: no target");
   if (pid_ != 0) {
     throw std::logic_error("Process::start: cannot start a process twice (" +
                            pid_context(pid_) + ")");
   }
+  const StartMethod method = start_method();
+  if (method != StartMethod::fork && task_ == nullptr) {
+    throw std::logic_error(
+        "Process::start: start method " + std::string(to_string(method)) +
+        " cannot run a callable, whose state lives only in this process; "
+        "give the Process an mp::Task (a plain function and a bytes "
+        "argument), or use StartMethod::fork");
+  }
+  if (method == StartMethod::forkserver) internal::ensure_fork_server();
   flush_standard_streams();
   ChildTable& table = ChildTable::instance();
   const pid_t parent = ::getpid();
+  if (method != StartMethod::fork) {
+    pid_ = start_task(method, parent);
+    reaped_ = false;
+    status_unavailable_ = false;
+    return;
+  }
   // Held across fork so that no reaper can collect the child before it is
   // registered as ours. The child does not inherit a usable lock: it rebuilds
   // its table on first use (see children.h).
   table.mutex().lock();
   const pid_t pid = ::fork();
-  if (pid == 0) run_child(*target_, *this, daemon_, parent);
+  if (pid == 0) {
+    if (task_) {
+      run_child([this] { return task_->function(task_->argument); },
+                [this] { return name(); }, daemon_, parent);
+    }
+    run_child([this] { return target_->run(); }, [this] { return name(); },
+              daemon_, parent);
+  }
   if (pid == -1) {
     const int error = errno;
     table.mutex().unlock();
@@ -210,6 +283,29 @@ void Process::start() {
   reaped_ = false;
   status_unavailable_ = false;
   pidfd_.reset(pidfd);
+}
+
+pid_t Process::start_task(StartMethod method, pid_t parent) {
+  const std::string task =
+      internal::encode_task(*task_, name(), daemon_, parent);
+  const Fd task_fd =
+      method == StartMethod::spawn ? internal::task_memfd(task) : Fd();
+  ChildTable& table = ChildTable::instance();
+  // Held until the child is registered, as for fork.
+  std::lock_guard lock(table.mutex());
+  const pid_t pid = method == StartMethod::spawn
+                        ? internal::spawn_worker(task_fd.get(), task_->fds)
+                        : internal::forkserver_start_worker(task, task_->fds);
+  try {
+    table.add(pid, daemon_);
+  } catch (...) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    throw;
+  }
+  // As for fork: the pidfd tells the child's exit whoever reaps it.
+  pidfd_.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  return pid;
 }
 
 bool Process::collect_locked() {

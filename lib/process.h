@@ -32,6 +32,15 @@
 // the caller's to flush. The child never returns into the caller: it ends in
 // _exit.
 //
+// Start methods (lib/start_method.h): a Process starts with its own method
+// (set_start_method) or, if given none, with the process-wide default read at
+// start() (mp::set_start_method; fork unless changed). StartMethod::fork runs
+// any callable. StartMethod::forkserver and StartMethod::spawn run only an
+// mp::Task (lib/task.h): a plain function and a bytes argument; start() throws
+// std::logic_error for a callable under them, as CPython fails to pickle a
+// closure. Everything else (join, exit codes, signals, daemon, reaping) is the
+// same whatever the method: the child is always a child of this process.
+//
 // Thread safety: one Process object must not be used from two threads at
 // once; distinct Process objects may be used concurrently.
 #ifndef MPBENCH_LIB_PROCESS_H_
@@ -42,6 +51,7 @@
 #include <chrono>
 #include <concepts>
 #include <cstddef>
+#include <memory>
 #include <new>
 #include <optional>
 #include <string>
@@ -49,6 +59,8 @@
 #include <utility>
 
 #include "lib/fd.h"
+#include "lib/start_method.h"
+#include "lib/task.h"
 
 namespace mp {
 
@@ -122,6 +134,10 @@ class Process {
     }
   }
 
+  // Runs `task.function(task.argument)` in the child, under any start method.
+  // Throws std::invalid_argument for a task without a function.
+  explicit Process(Task task, std::string name = {});
+
   Process(Process&& other) noexcept;
   Process& operator=(Process&& other) noexcept;
   Process(const Process&) = delete;
@@ -129,8 +145,13 @@ class Process {
   // Terminates and reaps a running child (see above). Never throws.
   ~Process();
 
-  // Forks the child. Throws std::logic_error if already started or empty,
-  // mp::OsError("fork") when the system cannot create a process.
+  // Starts the child with start_method(). Throws std::logic_error if already
+  // started or empty, or for a callable (not a Task) under forkserver or
+  // spawn; std::invalid_argument for a Task whose function cannot be
+  // referenced (lib/task.h); mp::OsError when the system cannot create a
+  // process ("fork", "posix_spawn", "clone"); mp::PeerError /
+  // mp::TimeoutError when the fork server has died or does not answer
+  // (lib/forkserver.h). forkserver starts the fork server on first use.
   void start();
 
   // Blocks until the child exits and reaps it. Returns at once if it has
@@ -169,6 +190,10 @@ class Process {
   bool daemon() const noexcept { return daemon_; }
   // Throws std::logic_error after start().
   void set_daemon(bool daemon);
+  // The method start() uses: the one set here, else the process-wide default
+  // (as it is now). set_start_method throws std::logic_error after start().
+  StartMethod start_method() const noexcept;
+  void set_start_method(StartMethod method);
 
   // Send SIGTERM / SIGKILL / any signal to a child that has not been reaped;
   // no-op once it has been (as Python's terminate() on a finished process).
@@ -181,6 +206,8 @@ class Process {
   bool join_for(std::chrono::nanoseconds timeout);
   // waitpid(pid_, flags); returns true once the child is reaped.
   bool poll(int flags);
+  // Starts the child of a Task under forkserver or spawn and registers it.
+  pid_t start_task(StartMethod method, pid_t parent);
   // With the table locked: takes a status a reaper left for us.
   bool collect_locked();
   // Whether the pidfd reports the child has exited (reaped or not).
@@ -197,6 +224,8 @@ class Process {
   alignas(std::max_align_t) unsigned char inline_target_
       [internal::Target::kInlineSize];
   internal::Target* target_ = nullptr;
+  std::unique_ptr<Task> task_;  // instead of target_, for a Task
+  std::optional<StartMethod> start_method_;
   mutable std::string name_;
   bool daemon_ = false;
   pid_t pid_ = 0;

@@ -52,12 +52,13 @@ import suite
 
 # What the gate runs of each family, at --min-time 0.01 s a repetition: every
 # primitive of ours at a small, a page-sized and a large message, the pool's
-# quick subset, and process start at two parent sizes. The largest sizes
+# quick subset, and process start by each start method at two parent sizes. The largest sizes
 # (1 and 16 MiB, 512 and 2048 MiB parents) measure memory bandwidth and page
 # tables rather than our code and take most of a full run's time.
 GATE_FILTERS = {
     # (Google Benchmark's filters are POSIX extended regular expressions.)
-    "fork": r"^BM_(ForkExitWait|ProcessStartJoin)(/rss_mib:(0|64))?/real_time$",
+    "fork": (r"^BM_(ForkExitWait|ProcessStartJoin(/start:[a-z]+)?)"
+             r"(/rss_mib:(0|64))?/real_time$"),
     "ipc": (r"^BM_[A-Za-z]*(Pipe|Queue|Channel|Ring)[A-Za-z]*(Throughput|PingPong)"
             r"/bytes:(64|4096|65536)/|^BM_FloatChannel/"),
     "pool": suite.FAMILY_SETTINGS["pool"]["quick"]["filter"],

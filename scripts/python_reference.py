@@ -8,12 +8,15 @@ with no special case:
 
 * process cost: ``Process(target=noop).start(); join()`` and raw
   ``os.fork()``/``os._exit``/``os.waitpid``, also with 64 and 512 MiB of
-  touched parent memory (``rss_mib:N``);
+  touched parent memory (``rss_mib:N``); and the same start+join under each
+  start method (``start:fork|forkserver|spawn``, through
+  ``multiprocessing.get_context(method)``) with 0 to 2048 MiB;
 * pipes: ``Pipe(duplex=False)`` ``send_bytes``/``recv_bytes`` throughput and a
   ping-pong;
 * ``Queue`` and ``JoinableQueue`` throughput (sentinel end) and a ping-pong;
 * the seed's ``FloatChannel`` (its ``send`` bug fixed) moving 100 000 doubles
   a message;
+* ``Pool(2)`` creation under each start method (``PyPoolCreate/start:M``);
 * ``Pool.map``/``imap_unordered`` against built-in ``map`` for ``x * 2`` and
   for the SHA-512 of 64 KiB items (inherited and sent), with pool creation and
   teardown timed apart.
@@ -82,6 +85,10 @@ WORKERS = (2,)
 SLOW_IMAP_ITEMS = 1000000
 
 QUICK_RSS_MIB = (0, 64)
+# Parent memory for the per-start-method rows, as //bench:fork's
+# BM_ProcessStartJoin/start:M/rss_mib:N.
+START_RSS_MIB = (0, 64, 512, 2048)
+START_METHODS = ("fork", "forkserver", "spawn")
 QUICK_MAP_ITEMS = (100, 10000)
 QUICK_MAP_CHUNKSIZES_LARGE = (64, 512, 4096, "default")  # for 10000 items
 QUICK_SHA_ITEMS = (64,)
@@ -250,12 +257,25 @@ def bm_fork_exit_wait(state, rss_mib):
 
 
 def bm_process_start_join(state, rss_mib):
+    bm_process_start_join_with(state, "fork", rss_mib)
+
+
+def bm_process_start_join_with(state, method, rss_mib):
+    """Start+join under `method`. A forkserver's server starts (once, outside
+    the timing) before the ballast, as a program would start it early; it is
+    a fresh interpreter either way, so the ballast is not in it."""
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        BALLAST.hold(0)
+        p = ctx.Process(target=noop)
+        p.start()
+        p.join()
     BALLAST.hold(rss_mib)
     rss = vm_rss_mib()
     bad = 0
     state.resume()
     for _ in range(state.iterations):
-        p = CTX.Process(target=noop)
+        p = ctx.Process(target=noop)
         p.start()
         p.join()
         if p.exitcode != 0:
@@ -263,8 +283,8 @@ def bm_process_start_join(state, rss_mib):
     state.pause()
     state.expect(bad == 0, f"{bad} processes did not exit with 0")
     state.items = state.iterations
-    state.check = (f"ok: {state.iterations} Process(target=noop) started, "
-                   f"joined, exitcode 0; parent VmRSS {rss:.0f} MiB")
+    state.check = (f"ok: {state.iterations} {method} Process(target=noop) "
+                   f"started, joined, exitcode 0; parent VmRSS {rss:.0f} MiB")
 
 
 # --------------------------------------------------------------------------
@@ -707,10 +727,17 @@ POOLS = Pools()
 
 
 def bm_pool_create(state, workers):
+    bm_pool_create_with(state, "fork", workers, release_ballast=False)
+
+
+def bm_pool_create_with(state, method, workers, release_ballast=True):
+    ctx = multiprocessing.get_context(method)
+    if release_ballast:
+        BALLAST.hold(0)
     bad = 0
     for _ in range(state.iterations):
         state.resume()
-        pool = CTX.Pool(workers)
+        pool = ctx.Pool(workers)
         state.pause()
         if len(pool._pool) != workers:
             bad += 1
@@ -718,8 +745,8 @@ def bm_pool_create(state, workers):
         pool.join()
     state.expect(bad == 0, f"{bad} pools without {workers} workers")
     state.items = state.iterations
-    state.check = (f"ok: {state.iterations} Pool({workers}) constructed "
-                   f"(closed and joined outside the timing)")
+    state.check = (f"ok: {state.iterations} {method} Pool({workers}) "
+                   f"constructed (closed and joined outside the timing)")
 
 
 def bm_pool_teardown(state, workers):
@@ -851,6 +878,20 @@ def registry(quick, slow=False):
                                f"(MADV_NOHUGEPAGE)",
                  "per_iteration": per})
 
+    for method in START_METHODS:
+        what = (f"get_context({method!r}).Process(target=noop).start(); "
+                f"join()")
+        for mib in (QUICK_RSS_MIB if quick else START_RSS_MIB):
+            add(f"PyProcessStartJoin/start:{method}/rss_mib:{mib}",
+                (lambda state, rss_mib, method=method:
+                 bm_process_start_join_with(state, method, rss_mib)),
+                {"rss_mib": mib}, "us",
+                {"definition": f"{what}; parent holds {mib} MiB of extra "
+                               f"private memory, every 4 KiB page written "
+                               f"(MADV_NOHUGEPAGE)",
+                 "per_iteration": {"processes": 1}},
+                max_iterations=3 if quick else None)
+
     for size in PIPE_THROUGHPUT_BYTES:
         add(f"PyPipeThroughput/bytes:{size}", bm_pipe_throughput,
             {"size": size}, "ns",
@@ -934,6 +975,16 @@ def registry(quick, slow=False):
                            f"outside the timing",
              "per_iteration": {"pools": 1, "workers": w}},
             max_iterations=5 if quick else None)
+        for method in START_METHODS:
+            add(f"PyPoolCreate/start:{method}/workers:{w}",
+                (lambda state, workers, method=method:
+                 bm_pool_create_with(state, method, workers)),
+                {"workers": w}, "us",
+                {"definition": f"get_context({method!r}).Pool({w}) "
+                               f"constructor; close()+join() outside the "
+                               f"timing",
+                 "per_iteration": {"pools": 1, "workers": w}},
+                max_iterations=3 if quick else None)
         add(f"PyPoolTeardown/workers:{w}", bm_pool_teardown, {"workers": w},
             "us",
             {"definition": f"Pool({w}).close(); join() after one warm-up map; "
