@@ -18,6 +18,10 @@ void QueueTestAccess::overwrite(Queue& queue, std::uint64_t head_word,
               std::min<std::size_t>(bytes.size(), ring.size));
   queue.shared().head.store(head_word);
   queue.shared().tail.store(tail_word);
+  // Each side's cached copy of the other's cursor, as a side that had just
+  // read them would hold it.
+  queue.shared().put_side.peer_cache.store(head_word);
+  queue.shared().get_side.peer_cache.store(tail_word);
 }
 
 std::size_t QueueTestAccess::ring_size(const Queue& queue) {
