@@ -154,26 +154,15 @@ class SideLock {
   bool locked_ = false;
 };
 
-// After publishing a cursor: wakes the other side's sleepers, if any. The
-// fence pairs with the one a sleeper makes after announcing itself
-// (sleepy_wait): either it sees the new cursor or this sees it sleeping.
+// After publishing a cursor: wakes the other side's sleepers, if any. A
+// read-modify-write, not a load: a sleeper announces itself with one on the
+// same word before it checks the cursor again (sleep_until_ready), so either
+// that one reads after this and sees the new cursor, or this reads after it
+// and wakes it. The word is written by the waking side only, so its line
+// stays with that side while nobody sleeps.
 void wake_sleepers(SharedEvent& event) {
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (event.sleepers.load(std::memory_order_relaxed) != 0) event.notify_all();
-}
-
-// wait_on_event with the fence that pairs with wake_sleepers'.
-template <typename Ready, typename What>
-bool sleepy_wait(SharedEvent& event, const WaitPolicy& policy,
-                 const Deadline& deadline, Ready&& ready,
-                 const PeerTable& peers, PeerTable::Role role, What&& what) {
-  return wait_while_peers_live(
-      [&] {
-        return wait_for(event, policy, deadline, ready, [] {
-          std::atomic_thread_fence(std::memory_order_seq_cst);
-        });
-      },
-      peers, role, what);
+  if (event.sleepers.fetch_add(0, std::memory_order_seq_cst) != 0)
+    event.notify_all();
 }
 
 }  // namespace
@@ -266,7 +255,7 @@ Outcome Queue::put_impl(std::span<const std::byte> message,
       return fits(internal::load(q.head), internal::load(q.tail)) ||
              q.closed.load(std::memory_order_acquire) != 0;
     };
-    if (!internal::sleepy_wait(
+    if (!internal::wait_on_event(
             q.not_full, policy_, deadline, ready, q.peers, PeerTable::kConsumer,
             [] {
               return "Queue::put: the queue is full and no process that could "
@@ -332,7 +321,7 @@ Outcome Queue::get_impl(const Deadline& deadline, Sink&& sink) {
       return q.tail.load(std::memory_order_acquire) != head_word ||
              q.closed.load(std::memory_order_acquire) != 0;
     };
-    if (!internal::sleepy_wait(
+    if (!internal::wait_on_event(
             q.not_empty, policy_, deadline, ready, q.peers,
             PeerTable::kProducer, [] {
               return "Queue::get: the queue is empty, not closed, and no "

@@ -24,6 +24,12 @@ void QueueTestAccess::overwrite(Queue& queue, std::uint64_t head_word,
   queue.shared().get_side.peer_cache.store(tail_word);
 }
 
+void QueueTestAccess::hold_lock(Queue& queue, bool consumers, pid_t pid) {
+  QueueSide& side =
+      consumers ? queue.shared().get_side : queue.shared().put_side;
+  side.owner.store((std::uint64_t{static_cast<std::uint32_t>(pid)} << 32) | 1);
+}
+
 std::size_t QueueTestAccess::ring_size(const Queue& queue) {
   return queue.ring().size;
 }
