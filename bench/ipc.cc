@@ -19,10 +19,14 @@
 //   BM_SpscRingLoanThroughput  mp::SpscRing loan (filled with one memcpy) /
 //                              recv_view (read in place, no copy out)
 //   BM_QueueThroughput         mp::Queue put_bytes / get_bytes_into
+//   BM_QueueMpmcThroughput     mp::Queue with P producer and C consumer
+//                              processes (batches of 4096 messages)
 //   BM_JoinableQueueThroughput mp::JoinableQueue: task_done per message, join
 //                              at the end
 //   BM_ChannelThroughput       mp::SemaphoreChannel (one slot, as in the seed)
 //   BM_RingChannelThroughput   mp::RingChannel with `slots` slots
+//   BM_RingChannelLoanThroughput  mp::RingChannel loan (filled with one
+//                              memcpy) / recv_view (read in place)
 //   BM_BoostMqThroughput       boost::interprocess::message_queue
 //   BM_FloatChannel            the seed's experiment: 100 000 doubles a message
 // Typed messages (one process, no peer: the CPU cost of the typed path):
@@ -748,6 +752,176 @@ void BM_RingChannelThroughput(benchmark::State& state) {
       });
 }
 
+// --- Queue with several producers and consumers (issue 12) ------------------
+// P producer and C consumer processes, started once per run outside the
+// timed loop (unpinned: with P + C > 2 they share the CPUs). One iteration
+// is one batch of kMpmcBatch messages: the producers put kMpmcBatch / P each
+// (released through their control pipes), and the iteration ends when every
+// producer has put its share and the queue is empty again (qsize() counts a
+// message until a consumer has copied it out). The pipes cost a few
+// microseconds a batch, well under 1% of it. Untimed batches first lap the
+// ring twice (its pages' first touches are set-up). A message carries its
+// producer's number and sequence number; each consumer checks that it sees
+// every producer's messages in order, and after the run the consumers'
+// counts must add up to what was put. items_per_second is messages.
+constexpr int64_t kMpmcBatch = 4096;
+
+void BM_QueueMpmcThroughput(benchmark::State& state) {
+  const std::size_t bytes = bytes_arg(state);
+  const auto producers = static_cast<int>(state.range(1));
+  const auto consumers = static_cast<int>(state.range(2));
+  const int64_t share = kMpmcBatch / producers;
+  try {
+    Queue queue(queue_options(bytes, 50));
+    std::vector<Control> controls(
+        static_cast<std::size_t>(producers + consumers));
+    std::vector<Process> workers;
+    for (int p = 0; p < producers; ++p) {
+      Control& control = controls[static_cast<std::size_t>(p)];
+      workers.emplace_back([&, p]() -> int {
+        std::vector<std::byte> message(std::max<std::size_t>(bytes, 16));
+        uint64_t sequence = 0;
+        const auto id = static_cast<uint64_t>(p);
+        // 1: put a share; 0 (or a closed pipe): stop. Every worker holds
+        // every pipe's ends (forked), so a close alone would not be seen.
+        for (;;) {
+          const auto go = control.to_peer_read.recv<uint64_t>();
+          if (!go || *go == 0) break;
+          for (int64_t i = 0; i < share; ++i, ++sequence) {
+            std::memcpy(message.data(), &id, sizeof id);
+            if (bytes >= 16)
+              std::memcpy(message.data() + 8, &sequence, sizeof sequence);
+            queue.put_bytes(std::span(message).first(bytes));
+          }
+          control.from_peer_write.send(0);
+        }
+        return 0;
+      });
+    }
+    for (int c = 0; c < consumers; ++c) {
+      Control& control = controls[static_cast<std::size_t>(producers + c)];
+      workers.emplace_back([&, producers]() -> int {
+        std::vector<std::byte> buffer(bytes);
+        std::vector<uint64_t> next(static_cast<std::size_t>(producers), 0);
+        uint64_t count = 0;
+        while (auto n = queue.get_bytes_into(buffer)) {
+          if (*n != bytes) return 1;
+          ++count;
+          if (bytes < 16) continue;
+          uint64_t id, sequence;
+          std::memcpy(&id, buffer.data(), sizeof id);
+          std::memcpy(&sequence, buffer.data() + 8, sizeof sequence);
+          if (id >= next.size() || sequence < next[id]) return 2;
+          next[id] = sequence + 1;
+        }
+        control.from_peer_write.send(count);
+        return 0;
+      });
+    }
+    for (Process& worker : workers) {
+      worker.set_daemon(true);
+      worker.start();
+    }
+    const auto batch = [&] {
+      for (int p = 0; p < producers; ++p)
+        controls[static_cast<std::size_t>(p)].to_peer_write.send(uint64_t{1});
+      for (int p = 0; p < producers; ++p) {
+        if (!controls[static_cast<std::size_t>(p)].from_peer_read.recv<int>())
+          throw PeerError("a producer died");
+      }
+      while (queue.qsize() != 0) internal::cpu_relax();
+    };
+    // Untimed: two laps of the ring, so that every process has touched its
+    // pages (first touches are set-up; minor_faults then shows the steady
+    // state).
+    const std::size_t lap = static_cast<std::size_t>(kMpmcBatch) * (bytes + 4);
+    int64_t warm_up = 0;
+    for (std::size_t moved = 0; moved < 2 * queue.capacity_bytes();
+         moved += lap, ++warm_up)
+      batch();
+    std::vector<pid_t> pids;
+    for (Process& worker : workers) pids.push_back(worker.pid());
+    MinorFaults faults(pids);
+    faults.start();
+    for (auto _ : state) batch();
+    faults.report(state);
+    for (int p = 0; p < producers; ++p)
+      controls[static_cast<std::size_t>(p)].to_peer_write.send(uint64_t{0});
+    queue.close();
+    uint64_t received = 0;
+    for (int c = 0; c < consumers; ++c) {
+      const auto count = controls[static_cast<std::size_t>(producers + c)]
+                             .from_peer_read.recv<uint64_t>();
+      if (!count) throw PeerError("a consumer saw a wrong message");
+      received += *count;
+    }
+    for (Process& worker : workers) {
+      if (!worker.join(std::chrono::seconds(30))) {
+        worker.kill();
+        worker.join();
+      }
+      if (worker.exitcode() != 0)
+        throw PeerError("a worker exited with " +
+                        std::to_string(worker.exitcode().value_or(-1)));
+    }
+    const uint64_t put =
+        static_cast<uint64_t>(state.iterations() + warm_up) * share * producers;
+    if (received != put)
+      throw PeerError(std::to_string(received) + " messages received of " +
+                      std::to_string(put));
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
+  const int64_t messages = state.iterations() * share * producers;
+  state.SetItemsProcessed(messages);
+  state.SetBytesProcessed(messages * static_cast<int64_t>(bytes));
+}
+
+// --- Zero-copy channel (issue 12) ------------------------------------------
+// The producer fills a loaned slot with one memcpy (a producer that builds
+// its message in place would not even pay that); the consumer reads the
+// message in its slot (checks the stamp) and gives it back: one copy in all,
+// against BM_MemcpyThroughput of the same size.
+void BM_RingChannelLoanThroughput(benchmark::State& state) {
+  const std::size_t bytes = bytes_arg(state);
+  using Channel = RingChannel<std::byte>;
+  with_links(
+      state,
+      [&] {
+        return std::make_unique<Channel>(
+            bytes, static_cast<std::size_t>(state.range(1)),
+            policy_for(state.range(2)));
+      },
+      [&](Channel& channel) {
+        // One lap through every slot before the peer is forked, outside the
+        // timed loop: the slots' first touches (a fresh mapping, hundreds of
+        // page faults a megabyte) are set-up, not the steady state measured.
+        for (std::size_t s = 0; s < channel.slots(); ++s) {
+          auto slot = channel.loan(bytes);
+          std::memset(slot.data(), 0, bytes);
+          slot.send();
+        }
+        for (std::size_t s = 0; s < channel.slots(); ++s) channel.recv_view();
+        std::vector<std::byte> message(bytes);
+        run_throughput(
+            state, bytes,
+            [&](uint64_t i) {
+              stamp(message, i);
+              auto slot = channel.loan(bytes);
+              std::memcpy(slot.data(), message.data(), bytes);
+              slot.send();
+            },
+            [&](uint64_t count) {
+              for (uint64_t i = 0; i < count; ++i) {
+                const auto view = channel.recv_view();
+                if (!view || view->size() != bytes) return 1;
+                if (!stamped(view->data(), bytes, i)) return 2;
+              }
+              return 0;
+            });
+      });
+}
+
 // The seeds' JoinableQueue pattern: the consumer marks every message done,
 // and the producer's last iteration waits in join() until all are.
 void BM_JoinableQueueThroughput(benchmark::State& state) {
@@ -984,6 +1158,15 @@ BENCHMARK(BM_SpscRingLoanThroughput)->Apply(sizes)->UseRealTime();
 BENCHMARK(BM_QueueThroughput)->Apply(sizes_spins)->UseRealTime();
 BENCHMARK(BM_ChannelThroughput)->Apply(sizes_spins)->UseRealTime();
 BENCHMARK(BM_RingChannelThroughput)->Apply(sizes_slots_spins)->UseRealTime();
+BENCHMARK(BM_QueueMpmcThroughput)
+    ->ArgNames({"bytes", "producers", "consumers"})
+    ->ArgsProduct({{64, 4096}, {1, 2}, {1, 2}})
+    ->UseRealTime();
+BENCHMARK(BM_RingChannelLoanThroughput)
+    ->ArgNames({"bytes", "slots", "spin_us"})
+    ->Args({1 << 20, 2, 50})
+    ->Args({16 << 20, 2, 50})
+    ->UseRealTime();
 BENCHMARK(BM_JoinableQueueThroughput)->Apply(sizes)->UseRealTime();
 BENCHMARK(BM_BoostMqThroughput)->Apply(sizes)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_QueueTypedRoundTrip, 8)

@@ -1,11 +1,12 @@
 // Fuzzes the RingChannel reader against slots written by a buggy or hostile
 // peer: fuzz bytes are written into slots (length word and data) with
 // mp::internal::ChannelTestAccess::overwrite_and_post, interleaved with the
-// real readers, try_recv and recv_into, on a RingChannel<std::byte> or a
-// RingChannel<int>. Acceptable outcomes: messages, nullopt (nothing there,
-// or end of stream), mp::MessageTooLong (recv_into's buffer too small;
-// nothing taken) and mp::PeerError (corrupt slot; nothing taken). Each is
-// checked against a model of the slots; ASan catches copies out of bounds.
+// real readers, try_recv, try_recv_view and recv_into, on a
+// RingChannel<std::byte> or a RingChannel<int>. Acceptable outcomes: messages,
+// nullopt (nothing there, or end of stream), mp::MessageTooLong (recv_into's
+// buffer too small; nothing taken) and mp::PeerError (corrupt slot; nothing
+// taken). Each is checked against a model of the slots; ASan catches copies out
+// of bounds.
 //
 // Input: [flags][capacity][buffer][commands...]
 //   flags bit 0: RingChannel<int> (else std::byte); bits 1-2: slots - 1;
@@ -13,7 +14,8 @@
 //   capacity: 1 + value % 64 values a message; buffer: recv_into's buffer,
 //     value % (capacity + 3) values.
 //   command: even byte: post [slot index][n][n bytes]; odd: receive, with
-//     recv_into if bit 1 is set and a message is known to be there.
+//     recv_into if bit 1 is set and a message is known to be there, else
+//     with try_recv_view (read in place) if bit 2 is set.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -50,7 +52,7 @@ class Harness {
   }
 
   // One receive; false once nothing more will come (or the channel refuses).
-  bool receive(bool want_into) {
+  bool receive(bool want_into, bool view = false) {
     const bool into = want_into && (pending_ > 0 || closed_);
     const std::vector<std::byte>& slot = model_[taken_ % model_.size()];
     std::uint64_t length = 0;
@@ -64,6 +66,16 @@ class Harness {
       if (into) {
         got_values = channel_.recv_into(buffer_);
         got = buffer_.data();
+      } else if (view) {
+        // Read in place, compared while held, then given back.
+        auto in_place = channel_.try_recv_view();
+        if (in_place) {
+          message.emplace(in_place->values().begin(), in_place->values().end());
+          got_values = in_place->size();
+          FUZZ_CHECK(length == 0 || std::memcmp(in_place->data(),
+                                                slot.data() + 8, length) == 0);
+          got = message->data();
+        }
       } else {
         message = channel_.try_recv();
         if (message) {
@@ -119,7 +131,7 @@ void run(FuzzInput& in, std::uint8_t flags, std::size_t capacity,
       const std::uint8_t n = in.byte();
       harness.post(index, in.bytes(n));
     } else {
-      harness.receive((command & 2) != 0);
+      harness.receive((command & 2) != 0, (command & 4) != 0);
     }
   }
   if (flags & 8) harness.close();

@@ -72,9 +72,8 @@ bool ChannelCore::closed() const {
   return shared().closed.load(std::memory_order_acquire) != 0;
 }
 
-Outcome ChannelCore::send(const void* data, std::size_t bytes,
-                          const Deadline& deadline, const char* what) {
-  [[maybe_unused]] const InjectedSlowdown<Primitive::kChannel> slowdown;
+Outcome ChannelCore::acquire_slot(std::size_t bytes, const Deadline& deadline,
+                                  const char* what) {
   ChannelShared& c = shared();
   if (bytes > slot_bytes_) {
     throw MessageTooLong(std::string("RingChannel::") + what + ": message of " +
@@ -92,15 +91,59 @@ Outcome ChannelCore::send(const void* data, std::size_t bytes,
                what)) {
     return Outcome::kTimedOut;
   }
+  return Outcome::kDone;
+}
+
+void ChannelCore::publish_slot(std::size_t bytes) noexcept {
+  ChannelShared& c = shared();
   const std::uint64_t index = c.written.load(std::memory_order_relaxed);
-  std::byte* target = slot(index);
   const std::uint64_t length = bytes;
-  std::memcpy(target, &length, sizeof length);
-  // An empty message may come with a null pointer, which memcpy must not get.
-  if (bytes != 0) std::memcpy(target + sizeof length, data, bytes);
+  std::memcpy(slot(index), &length, sizeof length);
   c.written.store(index + 1, std::memory_order_release);
   c.full.post();
+}
+
+Outcome ChannelCore::send(const void* data, std::size_t bytes,
+                          const Deadline& deadline, const char* what) {
+  [[maybe_unused]] const InjectedSlowdown<Primitive::kChannel> slowdown;
+  const Outcome outcome = acquire_slot(bytes, deadline, what);
+  if (outcome != Outcome::kDone) return outcome;
+  if (loaned_.held.load(std::memory_order_acquire)) {
+    shared().empty.post();  // the loan's slot: give the token back
+    throw std::logic_error(std::string("RingChannel::") + what +
+                           ": this process holds a loan; send it first");
+  }
+  // An empty message may come with a null pointer, which memcpy must not get.
+  if (bytes != 0)
+    std::memcpy(slot(shared().written.load(std::memory_order_relaxed)) +
+                    sizeof(std::uint64_t),
+                data, bytes);
+  publish_slot(bytes);
   return Outcome::kDone;
+}
+
+Outcome ChannelCore::loan_slot(std::size_t bytes, const Deadline& deadline,
+                               const char* what, std::byte** data) {
+  const Outcome outcome = acquire_slot(bytes, deadline, what);
+  if (outcome != Outcome::kDone) return outcome;
+  if (loaned_.held.exchange(true, std::memory_order_acquire)) {
+    shared().empty.post();  // not ours to use: give it back
+    throw std::logic_error(std::string("RingChannel::") + what +
+                           ": this process already holds a loan");
+  }
+  *data = slot(shared().written.load(std::memory_order_relaxed)) +
+          sizeof(std::uint64_t);
+  return Outcome::kDone;
+}
+
+void ChannelCore::commit_slot(std::size_t bytes) noexcept {
+  publish_slot(bytes);
+  loaned_.held.store(false, std::memory_order_release);
+}
+
+void ChannelCore::abandon_slot() noexcept {
+  loaned_.held.store(false, std::memory_order_release);
+  shared().empty.post();
 }
 
 Outcome ChannelCore::acquire_message(const Deadline& deadline,
@@ -121,38 +164,79 @@ Outcome ChannelCore::acquire_message(const Deadline& deadline,
   return Outcome::kDone;
 }
 
-Outcome ChannelCore::recv(Destination destination, void* context,
-                          std::size_t* bytes, const Deadline& deadline,
-                          const char* what) {
-  [[maybe_unused]] const InjectedSlowdown<Primitive::kChannel> slowdown;
+Outcome ChannelCore::take_message(const Deadline& deadline, const char* what,
+                                  std::size_t unit, const std::byte** data,
+                                  std::size_t* bytes) {
   const Outcome outcome = acquire_message(deadline, what);
   if (outcome != Outcome::kDone) return outcome;
   ChannelShared& c = shared();
-  const std::uint64_t index = c.taken.load(std::memory_order_relaxed);
-  const std::byte* source = slot(index);
+  const std::byte* source = slot(c.taken.load(std::memory_order_relaxed));
   std::uint64_t length;
   std::memcpy(&length, source, sizeof length);
-  if (length > slot_bytes_) {
+  if (length > slot_bytes_ || length % unit != 0) {
     c.full.post();  // leave the channel as it was
     throw PeerError(std::string("RingChannel::") + what +
                     ": corrupt channel: a message of " +
                     std::to_string(length) + " bytes in a " +
-                    std::to_string(slot_bytes_) +
-                    "-byte slot (shared memory overwritten by a peer?)");
+                    std::to_string(slot_bytes_) + "-byte slot of " +
+                    std::to_string(unit) +
+                    "-byte values (shared memory overwritten by a peer?)");
+  }
+  *data = source + sizeof length;
+  *bytes = static_cast<std::size_t>(length);
+  return Outcome::kDone;
+}
+
+void ChannelCore::finish_message() noexcept {
+  ChannelShared& c = shared();
+  c.taken.store(c.taken.load(std::memory_order_relaxed) + 1,
+                std::memory_order_release);
+  c.empty.post();
+}
+
+Outcome ChannelCore::recv(Destination destination, void* context,
+                          std::size_t* bytes, const Deadline& deadline,
+                          const char* what) {
+  [[maybe_unused]] const InjectedSlowdown<Primitive::kChannel> slowdown;
+  const std::byte* source = nullptr;
+  std::size_t length = 0;
+  const Outcome outcome = take_message(deadline, what, 1, &source, &length);
+  if (outcome != Outcome::kDone) return outcome;
+  if (viewing_.held.load(std::memory_order_acquire)) {
+    shared().full.post();  // the view's message: it stays
+    throw std::logic_error(std::string("RingChannel::") + what +
+                           ": this process holds a view; release it first");
   }
   void* out;
   try {
-    out = destination(static_cast<std::size_t>(length), context);
+    out = destination(length, context);
   } catch (...) {
-    c.full.post();  // the message stays for the next recv
+    shared().full.post();  // the message stays for the next recv
     throw;
   }
   if (length != 0)  // an empty destination may be a null pointer
-    std::memcpy(out, source + sizeof length, static_cast<std::size_t>(length));
-  c.taken.store(index + 1, std::memory_order_release);
-  c.empty.post();
-  *bytes = static_cast<std::size_t>(length);
+    std::memcpy(out, source, length);
+  finish_message();
+  *bytes = length;
   return Outcome::kDone;
+}
+
+Outcome ChannelCore::view_slot(const Deadline& deadline, const char* what,
+                               std::size_t unit, const std::byte** data,
+                               std::size_t* bytes) {
+  const Outcome outcome = take_message(deadline, what, unit, data, bytes);
+  if (outcome != Outcome::kDone) return outcome;
+  if (viewing_.held.exchange(true, std::memory_order_acquire)) {
+    shared().full.post();  // not ours to read: the message stays
+    throw std::logic_error(std::string("RingChannel::") + what +
+                           ": this process already holds a view");
+  }
+  return Outcome::kDone;
+}
+
+void ChannelCore::release_view() noexcept {
+  finish_message();
+  viewing_.held.store(false, std::memory_order_release);
 }
 
 void ChannelCore::close() {

@@ -252,6 +252,101 @@ TEST_F(ChannelTest, SlotLengthNotAWholeNumberOfValuesIsRefused) {
   EXPECT_EQ(channel.try_recv(), std::vector<int>(2, 0x11111111));
 }
 
+// Zero copy across processes: the sender fills loaned slots in place (some
+// messages shorter than the loan), the receiver reads them in place; order,
+// lengths and contents arrive intact, then the end of the stream.
+TEST_F(ChannelTest, LoansAndViewsCarryMessagesAcrossProcesses) {
+  constexpr int kMessages = 200;
+  RingChannel<int> channel(1000, 3, fast_checks());
+  Process receiver([&] {
+    for (int m = 0; m < kMessages; ++m) {
+      auto view = channel.recv_view();
+      if (!view) return 2;
+      const std::size_t expected = m % 2 ? 1000 : static_cast<std::size_t>(m);
+      if (view->size() != expected) return 3;
+      for (std::size_t i = 0; i < view->size(); ++i)
+        if (view->values()[i] != m + static_cast<int>(i)) return 4;
+    }
+    return channel.recv_view().has_value() ? 5 : 0;
+  });
+  receiver.start();
+  for (int m = 0; m < kMessages; ++m) {
+    auto slot = channel.loan(1000);
+    ASSERT_EQ(slot.size(), 1000u);
+    for (std::size_t i = 0; i < slot.size(); ++i)
+      slot.values()[i] = m + static_cast<int>(i);
+    if (m % 2) {
+      slot.send();
+    } else {
+      slot.send(static_cast<std::size_t>(m));
+    }
+  }
+  channel.close();
+  ASSERT_TRUE(receiver.join(20s));
+  EXPECT_EQ(receiver.exitcode(), 0);
+}
+
+// A loan dropped unsent gives its slot back with nothing sent; a view keeps
+// its slot until destroyed; misuse is a clear error that loses nothing.
+TEST_F(ChannelTest, LoanAndViewLifetimesAndMisuse) {
+  RingChannel<int> channel(4, 2, fast_checks());
+  EXPECT_THROW(channel.loan(5), MessageTooLong);
+  { auto dropped = channel.loan(4); }  // abandoned
+  EXPECT_FALSE(channel.try_recv_view());
+  {
+    auto slot = channel.loan(4);
+    EXPECT_THROW(channel.loan(1), std::logic_error);  // one loan at a time
+    const std::vector<int> copy = {9};
+    EXPECT_THROW(channel.send(copy), std::logic_error);
+    slot.values()[0] = 7;
+    slot.send(1);
+    EXPECT_THROW(slot.send(), std::logic_error);  // already sent
+  }
+  channel.send(std::vector<int>{8, 8});
+  // Both slots are full now.
+  EXPECT_FALSE(channel.try_loan(1));
+  EXPECT_THROW(channel.loan(1, 10ms), Full);
+  {
+    auto view = channel.recv_view();
+    ASSERT_TRUE(view);
+    EXPECT_EQ(std::vector<int>(view->values().begin(), view->values().end()),
+              std::vector<int>{7});
+    EXPECT_THROW(channel.try_recv_view(), std::logic_error);
+    EXPECT_THROW(channel.try_recv(), std::logic_error);
+    EXPECT_FALSE(channel.try_loan(1));  // its slot is still held
+  }
+  EXPECT_TRUE(channel.try_loan(1));  // given back (and abandoned again)
+  EXPECT_EQ(channel.try_recv(), (std::vector<int>{8, 8}));  // nothing lost
+  EXPECT_THROW(channel.recv_view(10ms), Empty);
+  channel.close();
+  EXPECT_FALSE(channel.recv_view());
+  EXPECT_THROW(channel.loan(1), ClosedError);
+}
+
+TEST_F(ChannelTest, ViewRefusesACorruptSlotAndLeavesIt) {
+  RingChannel<int> channel(4, 2, fast_checks());
+  std::vector<std::byte> slot(8 + 13, std::byte{0x11});
+  const std::uint64_t length = 13;
+  std::memcpy(slot.data(), &length, sizeof length);
+  internal::ChannelTestAccess::overwrite_and_post(
+      internal::ChannelTestAccess::core(channel), 0, slot);
+  EXPECT_THROW(channel.try_recv_view(), PeerError);
+  EXPECT_THROW(channel.try_recv_view(), PeerError);  // still there
+}
+
+TEST_F(ChannelTest, DeadReceiverDoesNotHangALoan) {
+  RingChannel<int> channel(4, 1, fast_checks());
+  Process receiver([&] {
+    channel.recv_view();  // registers, takes one message, then dies
+    return 0;
+  });
+  receiver.start();
+  channel.loan(1).send();
+  ASSERT_TRUE(receiver.join(20s));
+  channel.loan(1).send();  // fills the one slot
+  EXPECT_THROW(channel.loan(1), PeerError);
+}
+
 TEST_F(ChannelTest, ZeroSizesAreRefused) {
   EXPECT_THROW(RingChannel<int>(0, 2), std::invalid_argument);
   EXPECT_THROW(RingChannel<int>(4, 0), std::invalid_argument);

@@ -1,11 +1,12 @@
 #include "lib/queue.h"
 
-#include <pthread.h>
+#include <sched.h>
 
 #include <bit>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "lib/queue_layout.h"
 #include "lib/slowdown.h"
@@ -47,16 +48,6 @@ Cursor load(const std::atomic<std::uint64_t>& word) {
   return Cursor::unpack(word.load(std::memory_order_acquire));
 }
 
-void init_robust_mutex(pthread_mutex_t* mutex) {
-  pthread_mutexattr_t attr;
-  ::pthread_mutexattr_init(&attr);
-  ::pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-  ::pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-  const int error = ::pthread_mutex_init(mutex, &attr);
-  ::pthread_mutexattr_destroy(&attr);
-  if (error != 0) throw_os_error("pthread_mutex_init", error);
-}
-
 // An empty message may come with (or go to) a null pointer, which memcpy must
 // not get even for zero bytes.
 void copy_in(const Ring& ring, std::uint64_t position, const void* data,
@@ -84,44 +75,95 @@ std::uint32_t record_length(const Ring& ring, std::uint64_t position) {
   return length;
 }
 
-enum class LockResult { kLocked, kTimedOut };
-
-// Locks a robust mutex, waiting at most until `deadline`. A lock whose owner
-// died is simply made consistent: cursors make every state it can have left
-// a valid one.
-LockResult lock(pthread_mutex_t* mutex, const Deadline& deadline) {
-  int error;
-  if (deadline.never()) {
-    error = ::pthread_mutex_lock(mutex);
-  } else {
-    const auto left = deadline.remaining(std::chrono::hours(24 * 365));
-    timespec now;
-    ::clock_gettime(CLOCK_MONOTONIC, &now);
-    const auto until = std::chrono::seconds(now.tv_sec) +
-                       std::chrono::nanoseconds(now.tv_nsec) + left;
-    const timespec abs{static_cast<time_t>(until.count() / 1'000'000'000),
-                       static_cast<long>(until.count() % 1'000'000'000)};
-    error = ::pthread_mutex_clocklock(mutex, CLOCK_MONOTONIC, &abs);
-  }
-  if (error == ETIMEDOUT) return LockResult::kTimedOut;
-  if (error == EOWNERDEAD) {
-    ::pthread_mutex_consistent(mutex);
-    return LockResult::kLocked;
-  }
-  if (error != 0) throw_os_error("pthread_mutex_lock", error);
-  return LockResult::kLocked;
+// This thread's lock-owner word: its pid (a forked child gets its own) and
+// a number unique among the threads of the process.
+std::uint64_t owner_word() {
+  static std::atomic<std::uint32_t> threads{0};
+  thread_local const std::uint32_t thread =
+      threads.fetch_add(1, std::memory_order_relaxed) + 1;
+  return (std::uint64_t{static_cast<std::uint32_t>(current_pid())} << 32) |
+         thread;
 }
 
-class Unlock {
+// A side's light lock (QueueSide), released on destruction. It is held for
+// one copy only, so a waiter spins (pause, then sched_yield) and, past the
+// policy's spin budget, naps in short sleeps; every liveness_check it checks
+// whether the owner's process is still alive and, if not, takes the lock
+// over. Waits at most until `deadline`, but always a few hundred pauses
+// first, so that a try_ form is not refused for another's copy in progress.
+class SideLock {
  public:
-  explicit Unlock(pthread_mutex_t* mutex) : mutex_(mutex) {}
-  ~Unlock() { ::pthread_mutex_unlock(mutex_); }
-  Unlock(const Unlock&) = delete;
-  Unlock& operator=(const Unlock&) = delete;
+  SideLock(QueueSide& side, const WaitPolicy& policy, const Deadline& deadline)
+      : side_(side), self_(owner_word()) {
+    std::uint64_t seen = 0;
+    if (side_.owner.compare_exchange_strong(
+            seen, self_, std::memory_order_acquire)) [[likely]] {
+      locked_ = true;
+      return;
+    }
+    locked_ = acquire_slowly(policy, deadline);
+  }
+  ~SideLock() { unlock(); }
+  SideLock(const SideLock&) = delete;
+  SideLock& operator=(const SideLock&) = delete;
+
+  bool locked() const { return locked_; }
+  void unlock() {
+    if (locked_) side_.owner.store(0, std::memory_order_release);
+    locked_ = false;
+  }
 
  private:
-  pthread_mutex_t* mutex_;
+  bool try_take(std::uint64_t& seen) {
+    return seen == 0 && side_.owner.compare_exchange_strong(
+                            seen, self_, std::memory_order_acquire);
+  }
+  bool acquire_slowly(const WaitPolicy& policy, const Deadline& deadline) {
+    const auto start = Clock::now();
+    auto next_check = start + policy.liveness_check;
+    for (unsigned i = 1;; ++i) {
+      std::uint64_t seen = side_.owner.load(std::memory_order_relaxed);
+      if (try_take(seen)) return true;
+      if (i < 512) {
+        cpu_relax();
+        if ((i & 63) == 0) sched_yield();
+        continue;
+      }
+      const auto now = Clock::now();
+      if (deadline.passed()) return false;
+      if (now >= next_check) {
+        next_check = now + policy.liveness_check;
+        const auto pid = static_cast<pid_t>(seen >> 32);
+        if (seen != 0 && pid != current_pid() && !process_alive(pid) &&
+            side_.owner.compare_exchange_strong(seen, self_,
+                                                std::memory_order_acquire)) {
+          return true;  // its owner died holding it
+        }
+      }
+      if (now - start < policy.spin) {
+        cpu_relax();
+        if ((i & 63) == 0) sched_yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
+      }
+    }
+  }
+
+  QueueSide& side_;
+  const std::uint64_t self_;
+  bool locked_ = false;
 };
+
+// After publishing a cursor: wakes the other side's sleepers, if any. A
+// read-modify-write, not a load: a sleeper announces itself with one on the
+// same word before it checks the cursor again (sleep_until_ready), so either
+// that one reads after this and sees the new cursor, or this reads after it
+// and wakes it. The word is written by the waking side only, so its line
+// stays with that side while nobody sleeps.
+void wake_sleepers(SharedEvent& event) {
+  if (event.sleepers.fetch_add(0, std::memory_order_seq_cst) != 0)
+    event.notify_all();
+}
 
 }  // namespace
 }  // namespace internal
@@ -150,8 +192,6 @@ Queue::Queue(QueueOptions options) : policy_(options.wait) {
   ring_size_ = ring_size;
   max_items_ =
       options.max_items == 0 ? internal::kCountMask : options.max_items;
-  internal::init_robust_mutex(&q->put_lock);
-  internal::init_robust_mutex(&q->get_lock);
   q->peers.set_creator(internal::current_pid());
 }
 
@@ -177,42 +217,52 @@ Outcome Queue::put_impl(std::span<const std::byte> message,
             " per message)",
         message.size(), capacity_ - internal::kRecordHeader);
   }
-  if (q.closed.load(std::memory_order_acquire))
-    throw ClosedError("Queue::put: queue is closed");
   registration_.ensure(q.peers, PeerTable::kProducer);
-
-  if (internal::lock(&q.put_lock, deadline) ==
-      internal::LockResult::kTimedOut) {
-    return Outcome::kTimedOut;
-  }
-  internal::Unlock unlock(&q.put_lock);
-  const internal::Cursor tail = internal::load(q.tail);
-  auto room = [&] {
-    const internal::Cursor head = internal::load(q.head);
+  auto fits = [&](const internal::Cursor& head, const internal::Cursor& tail) {
     return internal::bytes_between(head, tail) + need <= capacity_ &&
            internal::messages_between(head, tail) < max_items_;
   };
-  auto ready = [&] {
-    return room() || q.closed.load(std::memory_order_acquire) != 0;
-  };
-  if (!internal::wait_on_event(
-          q.not_full, policy_, deadline, ready, q.peers, PeerTable::kConsumer,
-          [] {
-            return "Queue::put: the queue is full and no process that could "
-                   "take from it is alive";
-          }))
-    return Outcome::kTimedOut;
-  if (q.closed.load(std::memory_order_acquire))
-    throw ClosedError("Queue::put: queue is closed");
-
-  const auto length = static_cast<std::uint32_t>(message.size());
-  internal::copy_in(ring(), tail.position, &length, sizeof length);
-  internal::copy_in(ring(), tail.position + internal::kRecordHeader,
-                    message.data(), message.size());
-  q.tail.store(tail.advanced(need).pack(),
-               std::memory_order_release);  // publish
-  q.not_empty.notify_all();
-  return Outcome::kDone;
+  for (;;) {
+    if (q.closed.load(std::memory_order_acquire))
+      throw ClosedError("Queue::put: queue is closed");
+    internal::SideLock lock(q.put_side, policy_, deadline);
+    if (!lock.locked()) return Outcome::kTimedOut;
+    const internal::Cursor tail = internal::load(q.tail);
+    // The cached head first: the consumers' line is read only when it
+    // shows no room.
+    internal::Cursor head = internal::Cursor::unpack(
+        q.put_side.peer_cache.load(std::memory_order_relaxed));
+    if (!fits(head, tail)) {
+      const std::uint64_t head_word = q.head.load(std::memory_order_acquire);
+      q.put_side.peer_cache.store(head_word, std::memory_order_relaxed);
+      head = internal::Cursor::unpack(head_word);
+    }
+    if (fits(head, tail)) {
+      const auto length = static_cast<std::uint32_t>(message.size());
+      internal::copy_in(ring(), tail.position, &length, sizeof length);
+      internal::copy_in(ring(), tail.position + internal::kRecordHeader,
+                        message.data(), message.size());
+      q.tail.store(tail.advanced(need).pack(),
+                   std::memory_order_release);  // publish
+      lock.unlock();
+      internal::wake_sleepers(q.not_empty);
+      return Outcome::kDone;
+    }
+    lock.unlock();
+    // Full: wait for room without the lock, so other producers' try_ forms
+    // and timeouts are not held up, then try again.
+    auto ready = [&] {
+      return fits(internal::load(q.head), internal::load(q.tail)) ||
+             q.closed.load(std::memory_order_acquire) != 0;
+    };
+    if (!internal::wait_on_event(
+            q.not_full, policy_, deadline, ready, q.peers, PeerTable::kConsumer,
+            [] {
+              return "Queue::put: the queue is full and no process that could "
+                     "take from it is alive";
+            }))
+      return Outcome::kTimedOut;
+  }
 }
 
 template <typename Sink>
@@ -221,46 +271,64 @@ Outcome Queue::get_impl(const Deadline& deadline, Sink&& sink) {
       slowdown;
   QueueShared& q = shared();
   registration_.ensure(q.peers, PeerTable::kConsumer);
-  if (internal::lock(&q.get_lock, deadline) ==
-      internal::LockResult::kTimedOut) {
-    return Outcome::kTimedOut;
+  for (;;) {
+    internal::SideLock lock(q.get_side, policy_, deadline);
+    if (!lock.locked()) return Outcome::kTimedOut;
+    const std::uint64_t head_word = q.head.load(std::memory_order_relaxed);
+    const internal::Cursor head = internal::Cursor::unpack(head_word);
+    // The cached tail first: the producers' line is read only when the
+    // cache shows nothing more.
+    std::uint64_t tail_word =
+        q.get_side.peer_cache.load(std::memory_order_relaxed);
+    if (tail_word == head_word) {
+      tail_word = q.tail.load(std::memory_order_acquire);
+      q.get_side.peer_cache.store(tail_word, std::memory_order_relaxed);
+    }
+    if (tail_word != head_word) {
+      const std::uint32_t length =
+          internal::record_length(ring(), head.position);
+      // The ring is shared with other processes: never trust a length that
+      // the published bytes cannot hold.
+      const std::uint64_t published =
+          internal::bytes_between(head, internal::Cursor::unpack(tail_word));
+      if (published > capacity_ ||
+          internal::kRecordHeader + std::uint64_t{length} > published) {
+        throw PeerError(
+            "Queue::get: corrupt queue: a record of " + std::to_string(length) +
+            " bytes with " + std::to_string(published) +
+            " bytes published (shared memory overwritten by a peer?)");
+      }
+      std::byte* destination = sink(length);  // may throw: nothing consumed
+      internal::copy_out(ring(), head.position + internal::kRecordHeader,
+                         destination, length);
+      q.head.store(head.advanced(internal::kRecordHeader + length).pack(),
+                   std::memory_order_release);  // take
+      lock.unlock();
+      internal::wake_sleepers(q.not_full);
+      return Outcome::kDone;
+    }
+    lock.unlock();
+    if (q.closed.load(std::memory_order_acquire)) {
+      // Closed: a put still in progress when close() came may publish
+      // after it; look once more before ending the stream.
+      if (q.tail.load(std::memory_order_acquire) == head_word)
+        return Outcome::kEndOfStream;
+      continue;
+    }
+    // Empty: wait without the lock (other consumers' try_ forms and
+    // timeouts are not held up), then try again.
+    auto ready = [&] {
+      return q.tail.load(std::memory_order_acquire) != head_word ||
+             q.closed.load(std::memory_order_acquire) != 0;
+    };
+    if (!internal::wait_on_event(
+            q.not_empty, policy_, deadline, ready, q.peers,
+            PeerTable::kProducer, [] {
+              return "Queue::get: the queue is empty, not closed, and no "
+                     "process that could put into it is alive";
+            }))
+      return Outcome::kTimedOut;
   }
-  internal::Unlock unlock(&q.get_lock);
-  const std::uint64_t head_word = q.head.load(std::memory_order_relaxed);
-  const internal::Cursor head = internal::Cursor::unpack(head_word);
-  auto ready = [&] {
-    return q.tail.load(std::memory_order_acquire) != head_word ||
-           q.closed.load(std::memory_order_acquire) != 0;
-  };
-  if (!internal::wait_on_event(
-          q.not_empty, policy_, deadline, ready, q.peers, PeerTable::kProducer,
-          [] {
-            return "Queue::get: the queue is empty, not closed, and no process "
-                   "that could put into it is alive";
-          }))
-    return Outcome::kTimedOut;
-  if (q.tail.load(std::memory_order_acquire) == head_word)
-    return Outcome::kEndOfStream;
-
-  const std::uint32_t length = internal::record_length(ring(), head.position);
-  // The ring is shared with other processes: never trust a length that the
-  // published bytes cannot hold.
-  const std::uint64_t published =
-      internal::bytes_between(head, internal::load(q.tail));
-  if (published > capacity_ ||
-      internal::kRecordHeader + std::uint64_t{length} > published) {
-    throw PeerError("Queue::get: corrupt queue: a record of " +
-                    std::to_string(length) + " bytes with " +
-                    std::to_string(published) +
-                    " bytes published (shared memory overwritten by a peer?)");
-  }
-  std::byte* destination = sink(length);  // may throw: nothing consumed yet
-  internal::copy_out(ring(), head.position + internal::kRecordHeader,
-                     destination, length);
-  q.head.store(head.advanced(internal::kRecordHeader + length).pack(),
-               std::memory_order_release);  // take
-  q.not_full.notify_all();
-  return Outcome::kDone;
 }
 
 void Queue::put_bytes(std::span<const std::byte> message) {

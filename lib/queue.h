@@ -14,13 +14,19 @@
 //   q.close();            // consumers drain what is left, then see the end
 //   consumer.join();
 //
-// Design: a byte ring with one robust process-shared mutex per side, so a
-// producer copying in and a consumer copying out overlap; a message is
-// published only when completely written (a producer killed mid-copy leaves
-// nothing half-written), and taken only when completely read (a consumer
-// killed mid-copy leaves the message for the next consumer). Waits follow
-// mp::WaitPolicy (spin, then futex). A message of n bytes occupies n + 4
-// bytes of capacity; a queue holds at most 2^24 - 1 messages at once.
+// Design: a byte ring in shared memory with one cursor per side (producers
+// publish `tail`, consumers `head`), each side serialised by a light lock
+// held only for one record's copy (one compare-and-swap on a line that stays
+// with the side that uses it; never held while waiting), and each side
+// keeping a cached copy of the other's cursor, so a busy 1x1 pair touches
+// the other side's line only when its cache runs out. A message is published
+// only when completely written (a producer killed mid-copy leaves nothing
+// half-written), and taken only when completely read (a consumer killed
+// mid-copy leaves the message for the next consumer). A wait for room or
+// messages spins, then sleeps on a futex that the other side wakes only when
+// a sleeper has announced itself (mp::WaitPolicy), so a busy pair makes no
+// system call. A message of n bytes occupies n + 4 bytes of capacity; a
+// queue holds at most 2^24 - 1 messages at once.
 //
 // Ending a stream: close() (consumers drain, then get() returns nullopt), or
 // the seeds' sentinel pattern (put a value the consumer recognises, once per
@@ -30,7 +36,9 @@
 // mp::PeerError once no process that could end the wait is alive (see
 // lib/peers.h: the processes that have taken that role, and the queue's
 // creator), instead of hanging forever. A process killed while holding a
-// side's lock is detected through the robust mutex and the queue repaired.
+// side's lock (in the middle of a copy) is found dead by the next process
+// that waits for that lock (within WaitPolicy::liveness_check), which takes
+// the lock over; the cursors make whatever the dead one left a valid state.
 //
 // Thread safety: all calls may be made concurrently from any thread of any
 // process sharing the queue. The Queue object itself may be moved but not

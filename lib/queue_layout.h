@@ -3,8 +3,6 @@
 #ifndef MPBENCH_LIB_QUEUE_LAYOUT_H_
 #define MPBENCH_LIB_QUEUE_LAYOUT_H_
 
-#include <pthread.h>
-
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -14,21 +12,34 @@
 
 namespace mp::internal {
 
+// One side of the queue (producers or consumers): a light lock, held only
+// while one record is copied in or out (never while waiting), and that
+// side's cached copy of the other side's cursor, valid under the lock.
+// `owner` is 0 when free, else (pid << 32) | a per-thread number, so a
+// waiter can tell a dead owner (its pid gone) and take the lock over: the
+// cursors leave every state the owner can have died in a valid one. The
+// cached cursor is always a value the other side really published, so a
+// stale one is conservative (less room, fewer messages than there are).
+struct QueueSide {
+  alignas(64) std::atomic<std::uint64_t> owner{0};
+  std::atomic<std::uint64_t> peer_cache{0};
+};
+
 // The queue's shared state. Each side publishes its position in the ring and
 // its message count in one atomic word (a cursor), so a process killed at any
 // instant leaves both consistent: a put is either fully published or not at
 // all, likewise a get. Positions are bytes modulo 2^40 and counts messages
 // modulo 2^24, which bounds capacity at 2^39 bytes and a queue at 2^24 - 1
 // messages (differences stay exact). Producers write `tail`, consumers
-// `head`; each sits on its own cache line.
+// `head`; each sits on its own cache line, as does each side's lock.
 struct QueueShared {
-  alignas(64) pthread_mutex_t put_lock;
-  alignas(64) pthread_mutex_t get_lock;
+  QueueSide put_side;  // producers: owner, cached head
+  QueueSide get_side;  // consumers: owner, cached tail
 
-  alignas(64) std::atomic<std::uint64_t> tail;  // producers' cursor
-  alignas(64) std::atomic<std::uint64_t> head;  // consumers' cursor
-  alignas(64) std::atomic<std::uint32_t> closed;
-  alignas(64) std::atomic<std::uint32_t> done;  // task_done calls, modulo 2^24
+  alignas(64) std::atomic<std::uint64_t> tail{0};  // producers' cursor
+  alignas(64) std::atomic<std::uint64_t> head{0};  // consumers' cursor
+  alignas(64) std::atomic<std::uint32_t> closed{0};
+  alignas(64) std::atomic<std::uint32_t> done{0};  // task_done calls, mod 2^24
 
   SharedEvent not_empty;
   SharedEvent not_full;

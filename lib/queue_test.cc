@@ -282,6 +282,30 @@ TEST_F(QueueTest, ConsumerKilledWhileHoldingTheLockIsRecovered) {
   EXPECT_EQ(next.exitcode(), 5);
 }
 
+// A process killed in the middle of a copy leaves its side's lock held by a
+// dead pid: the next caller on that side takes it over (after a liveness
+// check) instead of waiting forever, and nothing is lost. A lock held by a
+// live process is waited for: a try_ form gives up, as when full or empty.
+TEST_F(QueueTest, LockOfAProcessKilledMidCopyIsTakenOver) {
+  Queue q(options());
+  q.put(1);
+  Process gone([] { return 0; });
+  gone.start();
+  gone.join();
+  internal::QueueTestAccess::hold_lock(q, /*consumers=*/false, gone.pid());
+  internal::QueueTestAccess::hold_lock(q, /*consumers=*/true, gone.pid());
+  q.put(2, 10s);
+  EXPECT_EQ(q.get<int>(10s), 1);
+  EXPECT_EQ(q.get<int>(10s), 2);
+
+  internal::QueueTestAccess::hold_lock(q, /*consumers=*/false, ::getpid());
+  internal::QueueTestAccess::hold_lock(q, /*consumers=*/true, ::getpid());
+  EXPECT_FALSE(q.try_put(3));
+  EXPECT_THROW(q.put(3, 30ms), Full);
+  EXPECT_FALSE(q.try_get<int>());
+  EXPECT_THROW(q.get<int>(30ms), Empty);
+}
+
 TEST_F(QueueTest, WorksWithBlockOnlyAndSpinPolicies) {
   for (auto policy :
        {WaitPolicy::block_only(), WaitPolicy::spin_then_block(200us)}) {

@@ -129,6 +129,13 @@ RULES: tuple[Rule, ...] = (
     Rule("JoinableQueueThroughput", _THROUGHPUT_REFS, label="JoinableQueue / memcpy"),
     Rule("ChannelThroughput", _THROUGHPUT_REFS, label="Channel / memcpy"),
     Rule("RingChannelThroughput", _THROUGHPUT_REFS, label="RingChannel / memcpy"),
+    # Several producer and consumer processes against the single-pair
+    # limits of the same message size.
+    Rule("QueueMpmcThroughput", _RING_REFS[:1] + _THROUGHPUT_REFS[1:],
+         label="Queue PxC / raw ring (throughput)"),
+    # One copy at most (the producer filling the slot): memcpy is the limit.
+    Rule("RingChannelLoanThroughput", _RING_REFS[1:],
+         label="RingChannel loan+view / memcpy"),
     Rule("BoostMqThroughput", _THROUGHPUT_REFS, gate=False,
          label="Boost message_queue / memcpy"),
     # ipc family: latency
@@ -182,6 +189,10 @@ UNGATED_INSTANCES: tuple[str, ...] = (
     # The same producer/consumer race, on mp::SpscRing; gated through
     # SpscRingPingPong.
     r"^BM_SpscRing(Loan)?Throughput/",
+    # The same race, several processes a side (Queue), or large slots
+    # handed over (RingChannel loans).
+    r"^BM_QueueMpmcThroughput/",
+    r"^BM_RingChannelLoanThroughput/",
 )
 
 # Metrics reported but never gated: a 99th percentile of a round trip on a

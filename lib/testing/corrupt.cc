@@ -18,6 +18,16 @@ void QueueTestAccess::overwrite(Queue& queue, std::uint64_t head_word,
               std::min<std::size_t>(bytes.size(), ring.size));
   queue.shared().head.store(head_word);
   queue.shared().tail.store(tail_word);
+  // Each side's cached copy of the other's cursor, as a side that had just
+  // read them would hold it.
+  queue.shared().put_side.peer_cache.store(head_word);
+  queue.shared().get_side.peer_cache.store(tail_word);
+}
+
+void QueueTestAccess::hold_lock(Queue& queue, bool consumers, pid_t pid) {
+  QueueSide& side =
+      consumers ? queue.shared().get_side : queue.shared().put_side;
+  side.owner.store((std::uint64_t{static_cast<std::uint32_t>(pid)} << 32) | 1);
 }
 
 std::size_t QueueTestAccess::ring_size(const Queue& queue) {

@@ -5,6 +5,8 @@
 #ifndef MPBENCH_LIB_TESTING_CORRUPT_H_
 #define MPBENCH_LIB_TESTING_CORRUPT_H_
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -26,6 +28,9 @@ struct QueueTestAccess {
                         std::uint64_t tail_word,
                         std::span<const std::byte> bytes);
   static std::size_t ring_size(const Queue& queue);
+  // Marks the producers' or consumers' lock as held by `pid`, as if that
+  // process had been killed in the middle of a copy.
+  static void hold_lock(Queue& queue, bool consumers, pid_t pid);
 };
 
 struct ChannelTestAccess {
