@@ -130,6 +130,9 @@ struct Job {
   std::uint64_t in_flight = 0;
   std::map<std::uint64_t, ChunkResult> ready;
   std::exception_ptr failure;
+  // map_into: results go straight into the caller's buffer.
+  ResultSink sink = nullptr;
+  void* out = nullptr;
   // A chunk built but not yet accepted by a worker queue. The buffer keeps
   // its capacity from chunk to chunk.
   bool staged = false;
@@ -156,7 +159,7 @@ class PoolCore {
   ~PoolCore() { terminate(); }
   std::uint64_t start_job(void* fn, Invoker invoker,
                           std::unique_ptr<ChunkSource> source, bool ordered,
-                          bool unbounded);
+                          bool unbounded, ResultSink sink, void* out);
   std::optional<ChunkResult> next_chunk(std::uint64_t job,
                                         const Deadline& deadline);
   void forget_job(std::uint64_t job) noexcept;
@@ -322,7 +325,8 @@ PoolCore::PoolCore(PoolOptions opts) {
 
 std::uint64_t PoolCore::start_job(void* fn, Invoker invoker,
                                   std::unique_ptr<ChunkSource> source,
-                                  bool ordered, bool unbounded) {
+                                  bool ordered, bool unbounded, ResultSink sink,
+                                  void* out) {
   if (terminated) throw PoolError("Pool: the pool was terminated");
   if (closed) throw PoolError("Pool: the pool is closed");
   if (!broken.empty()) throw PoolError("Pool: " + broken);
@@ -334,6 +338,8 @@ std::uint64_t PoolCore::start_job(void* fn, Invoker invoker,
   job.source = std::move(source);
   job.ordered = ordered;
   job.unbounded = unbounded;
+  job.sink = sink;
+  job.out = out;
   dispatch();
   return id;
 }
@@ -508,6 +514,14 @@ void PoolCore::handle_result(std::span<const std::byte> message) {
                 std::string(reinterpret_cast<const char*>(payload.data()),
                             payload.size()),
             item)));
+    return;
+  }
+  if (job.sink != nullptr) {
+    try {
+      job.sink(job.out, task.first_item, task.count, payload);
+    } catch (...) {
+      fail_job(job, std::current_exception());
+    }
     return;
   }
   ChunkResult result;
@@ -704,8 +718,10 @@ std::size_t Pool::chunksize_or_default(std::size_t chunksize,
 
 std::uint64_t Pool::start(void* fn, internal::Invoker invoker,
                           std::unique_ptr<internal::ChunkSource> source,
-                          bool ordered, bool unbounded) {
-  return core_->start_job(fn, invoker, std::move(source), ordered, unbounded);
+                          bool ordered, bool unbounded,
+                          internal::ResultSink sink, void* out) {
+  return core_->start_job(fn, invoker, std::move(source), ordered, unbounded,
+                          sink, out);
 }
 
 void Pool::close() { core_->closed = true; }
@@ -732,6 +748,17 @@ std::optional<ChunkResult> next_chunk(PoolCore& core, std::uint64_t job,
 }
 
 void forget_job(PoolCore& core, std::uint64_t job) noexcept {
+  core.forget_job(job);
+}
+
+void finish_job(PoolCore& core, std::uint64_t job) {
+  try {
+    while (core.next_chunk(job, Deadline())) {
+    }
+  } catch (...) {
+    core.forget_job(job);
+    throw;
+  }
   core.forget_job(job);
 }
 

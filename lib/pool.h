@@ -65,6 +65,7 @@
 #include <optional>
 #include <span>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -205,6 +206,58 @@ class Pool {
   template <typename T, typename F>
   auto map(F fn, std::span<const T> items, std::size_t chunksize = 0) {
     using R = internal::result_of<F, T>;
+    if constexpr (std::is_default_constructible_v<R> &&
+                  std::is_move_assignable_v<R>) {
+      std::vector<R> out(items.size());
+      map_into(fn, items, std::span<R>(out), chunksize);
+      return out;
+    } else {
+      return map_collect<R>(fn, items, chunksize);
+    }
+  }
+  template <typename T, typename F>
+  auto map(F fn, const std::vector<T>& items, std::size_t chunksize = 0) {
+    return map(fn, std::span<const T>(items), chunksize);
+  }
+
+  // map() into the caller's buffer: out[i] = fn(items[i]), each result
+  // decoded straight from the worker's message into `out` (no result vector
+  // is made, so a buffer reused from call to call touches no new page). R
+  // is fn's result type, default-constructible and move-assignable. Throws
+  // std::invalid_argument unless out.size() == items.size(), and what map()
+  // throws; on an error, `out` holds some results and is otherwise
+  // untouched, and nothing writes into it once map_into has returned.
+  template <typename T, typename F, typename R>
+  void map_into(F fn, std::span<const T> items, std::span<R> out,
+                std::size_t chunksize = 0) {
+    static_assert(std::is_same_v<R, internal::result_of<F, T>>,
+                  "map_into: out must be a span of fn's result type");
+    if (out.size() != items.size()) {
+      throw std::invalid_argument(
+          "Pool::map_into: " + std::to_string(items.size()) + " items but " +
+          std::to_string(out.size()) + " places for results");
+    }
+    const std::uint64_t job = start(
+        function_pointer<T>(fn), &internal::invoke_chunk<decltype(+fn), T>,
+        std::make_unique<internal::SpanSource<T>>(
+            items, chunksize_or_default(chunksize, items.size())),
+        /*ordered=*/false, /*unbounded=*/true, &internal::decode_into<R>,
+        out.data());
+    internal::finish_job(*core_, job);
+  }
+  // The same for vectors: `out` is resized to items.size() (its capacity
+  // reused).
+  template <typename T, typename F, typename R>
+  void map_into(F fn, const std::vector<T>& items, std::vector<R>& out,
+                std::size_t chunksize = 0) {
+    out.resize(items.size());
+    map_into(fn, std::span<const T>(items), std::span<R>(out), chunksize);
+  }
+
+ private:
+  template <typename R, typename T, typename F>
+  std::vector<R> map_collect(F fn, std::span<const T> items,
+                             std::size_t chunksize) {
     MapIterator<R> results = imap_impl<R, T>(
         fn, items, chunksize_or_default(chunksize, items.size()),
         /*ordered=*/true, /*unbounded=*/true);
@@ -213,11 +266,8 @@ class Pool {
     while (auto r = results.next()) out.push_back(std::move(*r));
     return out;
   }
-  template <typename T, typename F>
-  auto map(F fn, const std::vector<T>& items, std::size_t chunksize = 0) {
-    return map(fn, std::span<const T>(items), chunksize);
-  }
 
+ public:
   // Ordered results, computed ahead of the consumer by a bounded number of
   // chunks. Python's default chunksize for imap is 1.
   template <typename T, typename F>
@@ -287,7 +337,8 @@ class Pool {
                                    std::size_t items) const;
   std::uint64_t start(void* fn, internal::Invoker invoker,
                       std::unique_ptr<internal::ChunkSource> source,
-                      bool ordered, bool unbounded);
+                      bool ordered, bool unbounded,
+                      internal::ResultSink sink = nullptr, void* out = nullptr);
 
   template <typename R, typename T, typename F>
   MapIterator<R> imap_impl(F fn, std::span<const T> items,

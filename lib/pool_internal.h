@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -107,6 +108,30 @@ class SpanSource final : public ChunkSource {
   std::size_t position_ = 0;
 };
 
+// Decodes a chunk's `count` encoded results from `payload` into
+// out[first .. first + count) of the caller's buffer (Pool::map_into).
+// Throws mp::DecodeError when the payload does not hold exactly that.
+using ResultSink = void (*)(void* out, std::uint64_t first, std::uint64_t count,
+                            std::span<const std::byte> payload);
+
+template <typename R>
+void decode_into(void* out, std::uint64_t first, std::uint64_t count,
+                 std::span<const std::byte> payload) {
+  R* to = static_cast<R*>(out) + first;
+  if constexpr (std::is_trivially_copyable_v<R> && !std::is_same_v<R, bool>) {
+    if (payload.size() != count * sizeof(R)) {
+      throw DecodeError("Pool: a chunk of " + std::to_string(count) +
+                        " results in " + std::to_string(payload.size()) +
+                        " bytes");
+    }
+    if (count != 0) std::memcpy(to, payload.data(), payload.size());
+  } else {
+    Reader reader(payload);
+    for (std::uint64_t i = 0; i < count; ++i) to[i] = Codec<R>::decode(reader);
+    reader.expect_end();
+  }
+}
+
 struct ChunkResult {
   std::uint64_t first_item = 0;
   std::uint64_t count = 0;
@@ -125,6 +150,9 @@ class PoolCore;
 // `deadline` passes first.
 std::optional<ChunkResult> next_chunk(PoolCore& core, std::uint64_t job,
                                       const Deadline& deadline);
+// Waits until every chunk of a job started with a ResultSink has been
+// delivered to it, then forgets the job; throws the job's error.
+void finish_job(PoolCore& core, std::uint64_t job);
 // Drops a job whose results are no longer wanted.
 void forget_job(PoolCore& core, std::uint64_t job) noexcept;
 
