@@ -1,9 +1,11 @@
-// Pool: multiprocessing.Pool for C++ — persistent forked workers fed through
-// mp::Queue, with map, imap, imap_unordered and apply_async.
+// Pool: multiprocessing.Pool for C++ — persistent forked workers, each fed
+// through a pair of lock-free shared-memory rings (mp::SpscRing), with map,
+// map_into, imap, imap_unordered and apply_async.
 //
 //   int64_t twice(const int64_t& x) { return 2 * x; }
 //   mp::Pool pool(mp::PoolOptions{.workers = 4});
 //   std::vector<int64_t> out = pool.map(twice, std::span(items));   // in order
+//   pool.map_into(twice, std::span(items), std::span(out));  // reuses `out`
 //   for (int64_t r : pool.imap_unordered(twice, std::span(items), 64)) use(r);
 //   auto handle = pool.apply_async(twice, int64_t{21});
 //   int64_t answer = handle.get();
@@ -19,7 +21,12 @@
 // initializer, which runs once in each worker as it starts.
 //
 // Data: each chunk of `chunksize` items travels as one message to a worker
-// (encoded with mp::Codec) and its results come back as one message. A pool
+// (encoded with mp::Codec, written in place into that worker's task ring)
+// and its results come back as one message in the worker's result ring,
+// read in place. The rings are reused lap after lap: a busy pool makes no
+// system call and, once the rings have been round once, touches no new
+// page (map_into also writes into the caller's buffer; map makes a fresh
+// vector, as Python's does). A pool
 // created before its data is honest about the cost of moving it;
 // mp::fork_map forks workers for one call instead, so inputs are inherited
 // copy-on-write and only results travel.
@@ -27,11 +34,12 @@
 // Failures: an exception thrown by `fn` (of any type, `throw 42;` included)
 // fails that call with mp::TaskError, which names the one item whose call
 // threw and the message; the pool stays usable. A chunk's results that do
-// not fit one message of the result queue fail the call with
+// not fit one message of the worker's result ring fail the call with
 // mp::MessageTooLong naming the chunk (the worker lives on). A
 // worker that dies (killed, crashed) fails the call whose chunk it was
 // running with mp::WorkerLost, which names the chunk; the worker is replaced
-// and tasks queued for it are run by its replacement. Every chunk is either
+// and tasks queued for it are run by its replacement (which gets fresh
+// rings). Every chunk is either
 // delivered exactly once or reported failed. With max_tasks_per_child,
 // workers retire after that many chunks and are replaced without losing any.
 //
@@ -87,11 +95,13 @@ struct PoolOptions {
   std::size_t max_tasks_per_child = 0;
   // Chunks queued for each worker ahead of the one it runs.
   std::size_t prefetch = 4;
-  // Capacity of each worker's task queue and of the result queue; one chunk
-  // (or its results) must fit in one message (mp::MessageTooLong otherwise).
-  // The result queue takes at least 4096 bytes (std::invalid_argument).
+  // Capacity of each worker's task ring and of each worker's result ring
+  // (rounded up to a power of two; shared memory, touched as it is used);
+  // one chunk (or its results) must fit in one message (mp::MessageTooLong
+  // otherwise). The result ring takes at least 4096 bytes
+  // (std::invalid_argument).
   std::size_t task_queue_bytes = 8 << 20;
-  std::size_t result_queue_bytes = 32 << 20;
+  std::size_t result_queue_bytes = 8 << 20;
   // How the pool and its workers wait for each other.
   WaitPolicy wait = WaitPolicy::spin_then_block(std::chrono::microseconds(20));
 };
