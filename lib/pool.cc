@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -37,6 +38,10 @@ using Clock = std::chrono::steady_clock;
 
 // How often a waiting call checks that the workers still live.
 constexpr auto kHealthInterval = std::chrono::milliseconds(20);
+// Items queued for each worker, whatever the chunksize, beyond `prefetch`
+// chunks: small chunks keep the rings busy enough that neither side waits
+// (at chunksize 1, four chunks ahead would make every round a hand-off).
+constexpr std::uint64_t kItemsAhead = 256;
 // How long an idle worker waits for a task before it looks at its stop flags.
 constexpr auto kWorkerPoll = std::chrono::milliseconds(100);
 // A worker's exit code when its initializer threw.
@@ -127,6 +132,7 @@ struct Task {
   std::uint64_t first_item;
   std::uint64_t count;
   std::uint64_t seq;
+  std::size_t worker;
   std::uint64_t position;  // index among the tasks put into the worker's ring
   // The task's message where it sits in the worker's task ring: while the
   // worker has not taken it, the ring keeps it intact, and a replacement
@@ -168,6 +174,7 @@ struct Worker {
   std::unique_ptr<SpscRing> tasks;    // the parent produces, the worker takes
   std::unique_ptr<SpscRing> results;  // the worker produces, the parent takes
   std::uint64_t puts = 0;             // tasks put into `tasks`
+  std::uint64_t items_ahead = 0;      // items of the tasks in flight
   std::deque<Task> in_flight;         // put and not completed, in put order
   bool unflushed = false;             // tasks committed but not published
   bool retiring = false;              // said it would exit after its last task
@@ -213,7 +220,7 @@ class PoolCore {
   void start_worker(std::size_t index);
   int worker_main(std::size_t index);
   void dispatch();
-  bool fill(std::size_t index, std::size_t level);
+  bool fill(std::size_t index, std::size_t level, std::uint64_t items);
   bool pump(const Deadline& deadline);
   bool poll_results();
   bool results_waiting() const;
@@ -436,11 +443,11 @@ void PoolCore::fail_all(const std::string& why) {
 }
 
 // Puts chunks into worker `index`'s ring until it holds `level` of them
-// (unpublished: dispatch() flushes). Returns false when no job has a chunk
-// to give.
-bool PoolCore::fill(std::size_t index, std::size_t level) {
+// or, with `items`, until they hold that many items (unpublished:
+// dispatch() flushes). Returns false when no job has a chunk to give.
+bool PoolCore::fill(std::size_t index, std::size_t level, std::uint64_t items) {
   Worker& w = workers[index];
-  while (w.in_flight.size() < level) {
+  while (w.in_flight.size() < level && (items == 0 || w.items_ahead < items)) {
     Job* job = nullptr;
     std::uint64_t job_id = 0;
     for (auto& [id, candidate] : jobs) {
@@ -460,22 +467,53 @@ bool PoolCore::fill(std::size_t index, std::size_t level) {
       break;
     }
     if (job == nullptr) return false;
+    // The chunk is in the ring: its task is in flight.
+    const auto put = [&](SpscRing::Loan& loan) {
+      Task task = job->staged_task;
+      task.worker = index;
+      task.position = w.puts++;
+      task.message = loan.data();
+      task.bytes = loan.size();
+      loan.commit(Publish::kDeferred);
+      w.unflushed = true;
+      w.in_flight.push_back(task);
+      w.items_ahead += task.count;
+      ++job->in_flight;
+      job->staged = false;
+    };
+    const auto make_task = [&](std::byte* at, std::uint64_t first,
+                               std::uint64_t count) {
+      const TaskHeader header{next_seq, count,
+                              reinterpret_cast<std::uint64_t>(job->invoker),
+                              reinterpret_cast<std::uint64_t>(job->fn)};
+      std::memcpy(at, &header, sizeof header);
+      job->staged_task = Task{
+          job_id, job->chunks_made++, first, count, next_seq, index, 0, nullptr,
+          0};
+      ++next_seq;
+    };
     std::vector<std::byte>& message = job->staged_message;
     if (!job->staged) {
+      // Items of a known encoded size are encoded straight into the ring.
+      const std::optional<std::size_t> direct = job->source->next_size();
+      if (direct && sizeof(TaskHeader) + *direct <= w.tasks->max_message()) {
+        std::optional<SpscRing::Loan> loan =
+            w.tasks->try_loan(sizeof(TaskHeader) + *direct);
+        if (!loan) return true;  // this worker's ring is full for now
+        std::uint64_t first = 0, count = 0;
+        job->source->next_into(loan->data() + sizeof(TaskHeader), first, count);
+        make_task(loan->data(), first, count);
+        put(*loan);
+        continue;
+      }
       message.resize(sizeof(TaskHeader));
       std::uint64_t first = 0, count = 0;
       if (!job->source->next(message, first, count)) {
         job->source_done = true;
         continue;
       }
-      const TaskHeader header{next_seq, count,
-                              reinterpret_cast<std::uint64_t>(job->invoker),
-                              reinterpret_cast<std::uint64_t>(job->fn)};
-      std::memcpy(message.data(), &header, sizeof header);
-      job->staged_task = Task{
-          job_id, job->chunks_made++, first, count, next_seq, 0, nullptr, 0};
+      make_task(message.data(), first, count);
       job->staged = true;
-      ++next_seq;
     }
     if (message.size() > w.tasks->max_message()) {
       const std::string limit = std::to_string(w.tasks->max_message());
@@ -495,15 +533,7 @@ bool PoolCore::fill(std::size_t index, std::size_t level) {
     std::optional<SpscRing::Loan> loan = w.tasks->try_loan(message.size());
     if (!loan) return true;  // this worker's ring is full for now
     std::memcpy(loan->data(), message.data(), message.size());
-    Task task = job->staged_task;
-    task.position = w.puts++;
-    task.message = loan->data();
-    task.bytes = message.size();
-    loan->commit(Publish::kDeferred);
-    w.unflushed = true;
-    w.in_flight.push_back(task);
-    ++job->in_flight;
-    job->staged = false;
+    put(*loan);
   }
   return true;
 }
@@ -520,8 +550,13 @@ void PoolCore::dispatch() {
       for (std::size_t k = 0; k < workers.size(); ++k) {
         const std::size_t index = (round_robin + k) % workers.size();
         if (workers[index].retiring || workers[index].exiting) continue;
-        if (!fill(index, level)) return;
+        if (!fill(index, level, 0)) return;
       }
+    }
+    for (std::size_t k = 0; k < workers.size(); ++k) {
+      const std::size_t index = (round_robin + k) % workers.size();
+      if (workers[index].retiring || workers[index].exiting) continue;
+      if (!fill(index, SIZE_MAX, kItemsAhead)) return;
     }
   }();
   round_robin = (round_robin + 1) % workers.size();
@@ -586,6 +621,7 @@ void PoolCore::handle_result(std::size_t index,
   }
   const Task task = w.in_flight.front();
   w.in_flight.pop_front();
+  w.items_ahead -= task.count;
   complete_task(task);
   auto job_it = jobs.find(task.job);
   if (job_it == jobs.end()) return;  // abandoned and gone
@@ -673,6 +709,7 @@ bool PoolCore::results_waiting() const {
 // chunk ... of call #n; <replaced>".
 void PoolCore::lose(const Task& task, const std::string& worker,
                     const char* when, const char* replaced) {
+  workers[task.worker].items_ahead -= task.count;
   complete_task(task);
   auto job_it = jobs.find(task.job);
   if (job_it == jobs.end() || job_it->second.failure ||

@@ -96,12 +96,15 @@ struct PoolOptions {
   // Chunks queued for each worker ahead of the one it runs.
   std::size_t prefetch = 4;
   // Capacity of each worker's task ring and of each worker's result ring
-  // (rounded up to a power of two; shared memory, touched as it is used);
-  // one chunk (or its results) must fit in one message (mp::MessageTooLong
-  // otherwise). The result ring takes at least 4096 bytes
-  // (std::invalid_argument).
-  std::size_t task_queue_bytes = 8 << 20;
-  std::size_t result_queue_bytes = 8 << 20;
+  // (rounded up to a power of two; shared memory). One chunk (or its
+  // results) must fit in one message (mp::MessageTooLong otherwise: 2 MiB
+  // holds 262,000 8-byte items, map's default chunksize for about 2 million
+  // items on 2 workers). Small rings stay in the CPU's caches and are gone
+  // round (every page touched) after a few calls; larger ones cost a page
+  // fault per 4 KiB on their first lap. The result ring takes at least 4096
+  // bytes (std::invalid_argument).
+  std::size_t task_queue_bytes = 2 << 20;
+  std::size_t result_queue_bytes = 2 << 20;
   // How the pool and its workers wait for each other.
   WaitPolicy wait = WaitPolicy::spin_then_block(std::chrono::microseconds(20));
 };

@@ -82,6 +82,15 @@ class ChunkSource {
   // Appends the next chunk's encoded items to `out`; false when none is left.
   virtual bool next(std::vector<std::byte>& out, std::uint64_t& first_item,
                     std::uint64_t& count) = 0;
+  // The next chunk's encoded size when it is known without encoding it
+  // (trivially copyable items), so that it can be encoded in place; nullopt
+  // otherwise or when none is left.
+  virtual std::optional<std::size_t> next_size() const { return std::nullopt; }
+  // Encodes the next chunk, of next_size() bytes, at `out`.
+  virtual void next_into(std::byte* out, std::uint64_t& first_item,
+                         std::uint64_t& count) {
+    (void)out, (void)first_item, (void)count;
+  }
 };
 
 template <typename T>
@@ -101,8 +110,30 @@ class SpanSource final : public ChunkSource {
     position_ += n;
     return true;
   }
+  std::optional<std::size_t> next_size() const override {
+    if constexpr (kFlat) {
+      if (position_ < items_.size())
+        return std::min(chunksize_, items_.size() - position_) * sizeof(T);
+    }
+    return std::nullopt;
+  }
+  void next_into(std::byte* out, std::uint64_t& first_item,
+                 std::uint64_t& count) override {
+    if constexpr (kFlat) {
+      const std::size_t n = std::min(chunksize_, items_.size() - position_);
+      std::memcpy(out, items_.data() + position_, n * sizeof(T));
+      first_item = position_;
+      count = n;
+      position_ += n;
+    } else {
+      (void)out, (void)first_item, (void)count;
+    }
+  }
 
  private:
+  // Encoded as their object bytes (mp::Codec's rule for these types).
+  static constexpr bool kFlat =
+      std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool>;
   std::span<const T> items_;
   std::size_t chunksize_;
   std::size_t position_ = 0;
