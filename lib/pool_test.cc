@@ -106,6 +106,22 @@ TEST_F(PoolTest, MapIntoRefusesABufferOfAnotherSizeAndReportsErrors) {
   EXPECT_EQ(out, serial_map(twice, std::span(items)));
 }
 
+// A worker killed with chunks of other calls waiting in its ring: the one it
+// ran fails, the others run in its replacement (which gets fresh rings and
+// copies of them).
+TEST_F(PoolTest, ChunksQueuedForAKilledWorkerRunInItsReplacement) {
+  Pool pool(options(1));
+  auto dies = pool.apply_async(die_on_7, std::int64_t{7});
+  auto one = pool.apply_async(twice, std::int64_t{1});
+  auto two = pool.apply_async(twice, std::int64_t{2});
+  EXPECT_THROW(dies.get(), WorkerLost);
+  EXPECT_EQ(one.get(), 2);
+  EXPECT_EQ(two.get(), 4);
+  EXPECT_EQ(pool.workers_started(), 2u);
+  const auto items = iota(300);
+  EXPECT_EQ(pool.map(twice, items, 1), serial_map(twice, std::span(items)));
+}
+
 TEST_F(PoolTest, EmptyInputAndChunksizeLargerThanInput) {
   Pool pool(options(2));
   const std::vector<std::int64_t> none;
