@@ -648,8 +648,11 @@ std::size_t bytes_arg(const benchmark::State& state) {
 // ----------------------------------------------------------------
 
 void BM_RawPipeThroughput(benchmark::State& state) {
-  RawPipeLink link;
-  link_throughput(state, bytes_arg(state), link);
+  with_links(
+      state, [] { return std::make_unique<RawPipeLink>(); },
+      [&](RawPipeLink& link) {
+        link_throughput(state, bytes_arg(state), link);
+      });
 }
 
 void BM_RawPipeGrownThroughput(benchmark::State& state) {
@@ -706,8 +709,9 @@ void BM_SpscRingLoanThroughput(benchmark::State& state) {
 }
 
 void BM_PipeThroughput(benchmark::State& state) {
-  PipeLink link;
-  link_throughput(state, bytes_arg(state), link);
+  with_links(
+      state, [] { return std::make_unique<PipeLink>(); },
+      [&](PipeLink& link) { link_throughput(state, bytes_arg(state), link); });
 }
 
 void BM_QueueThroughput(benchmark::State& state) {
@@ -789,25 +793,29 @@ void BM_BoostMqThroughput(benchmark::State& state) {
 // one-slot semaphore channel.
 void BM_FloatChannel(benchmark::State& state) {
   const auto count = static_cast<std::size_t>(state.range(0));
-  SemaphoreChannel<double> channel(count);
-  std::vector<double> values(count);
-  for (std::size_t k = 0; k < count; ++k) values[k] = static_cast<double>(k);
-  run_throughput(
-      state, count * sizeof(double),
-      [&](uint64_t i) {
-        values[0] = static_cast<double>(i);
-        channel.send(values);
-      },
-      [&](uint64_t messages) {
-        std::vector<double> got(count);
-        for (uint64_t i = 0; i < messages; ++i) {
-          const auto n = channel.recv_into(got);
-          if (!n || *n != count) return 1;
-          if (got[0] != static_cast<double>(i) ||
-              got[count - 1] != static_cast<double>(count - 1))
-            return 2;
-        }
-        return 0;
+  with_links(
+      state, [&] { return std::make_unique<SemaphoreChannel<double>>(count); },
+      [&](SemaphoreChannel<double>& channel) {
+        std::vector<double> values(count);
+        for (std::size_t k = 0; k < count; ++k)
+          values[k] = static_cast<double>(k);
+        run_throughput(
+            state, count * sizeof(double),
+            [&](uint64_t i) {
+              values[0] = static_cast<double>(i);
+              channel.send(values);
+            },
+            [&](uint64_t messages) {
+              std::vector<double> got(count);
+              for (uint64_t i = 0; i < messages; ++i) {
+                const auto n = channel.recv_into(got);
+                if (!n || *n != count) return 1;
+                if (got[0] != static_cast<double>(i) ||
+                    got[count - 1] != static_cast<double>(count - 1))
+                  return 2;
+              }
+              return 0;
+            });
       });
 }
 
@@ -818,22 +826,25 @@ template <std::size_t kBytes>
 void BM_QueueTypedRoundTrip(benchmark::State& state) {
   using Value = std::array<char, kBytes>;
   const bool tagged = state.range(1) != 0;
-  Queue queue(queue_options(kBytes, 0));
-  Value value{};
-  value.fill('x');
-  std::vector<std::byte> scratch;
-  for (auto _ : state) {
-    if (tagged) {
-      queue.put(value);
-      benchmark::DoNotOptimize(queue.get<Value>());
-    } else {
-      scratch.clear();
-      encode_into(value, scratch);
-      queue.put_bytes(scratch);
-      benchmark::DoNotOptimize(decode<Value>(*queue.get_bytes()));
-    }
-  }
-  state.SetItemsProcessed(state.iterations());
+  with_links(
+      state, [] { return std::make_unique<Queue>(queue_options(kBytes, 0)); },
+      [&](Queue& queue) {
+        Value value{};
+        value.fill('x');
+        std::vector<std::byte> scratch;
+        for (auto _ : state) {
+          if (tagged) {
+            queue.put(value);
+            benchmark::DoNotOptimize(queue.get<Value>());
+          } else {
+            scratch.clear();
+            encode_into(value, scratch);
+            queue.put_bytes(scratch);
+            benchmark::DoNotOptimize(decode<Value>(*queue.get_bytes()));
+          }
+        }
+        state.SetItemsProcessed(state.iterations());
+      });
 }
 
 // --- Round trips

@@ -184,13 +184,18 @@ void BM_PoolCreate(benchmark::State& state) {
   options.workers = static_cast<int>(state.range(0));
   mpbench::MinorFaults faults;
   for (auto _ : state) {
-    const auto begin = std::chrono::steady_clock::now();
-    Pool pool(options);
-    state.SetIterationTime(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - begin)
-            .count());
-    pool.close();
-    pool.join();
+    try {
+      const auto begin = std::chrono::steady_clock::now();
+      Pool pool(options);
+      state.SetIterationTime(std::chrono::duration<double>(
+                                 std::chrono::steady_clock::now() - begin)
+                                 .count());
+      pool.close();
+      pool.join();
+    } catch (const std::exception& e) {
+      state.SkipWithError(e.what());
+      break;
+    }
   }
   faults.report(state);
   state.SetItemsProcessed(state.iterations());
@@ -201,30 +206,39 @@ void BM_PoolTeardown(benchmark::State& state) {
   options.workers = static_cast<int>(state.range(0));
   mpbench::MinorFaults faults;
   for (auto _ : state) {
-    Pool pool(options);
-    const auto begin = std::chrono::steady_clock::now();
-    pool.close();
-    pool.join();
-    state.SetIterationTime(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - begin)
-            .count());
+    try {
+      Pool pool(options);
+      const auto begin = std::chrono::steady_clock::now();
+      pool.close();
+      pool.join();
+      state.SetIterationTime(std::chrono::duration<double>(
+                                 std::chrono::steady_clock::now() - begin)
+                                 .count());
+    } catch (const std::exception& e) {
+      state.SkipWithError(e.what());
+      break;
+    }
   }
   faults.report(state);
   state.SetItemsProcessed(state.iterations());
 }
 
 void BM_ApplyAsyncRoundTrip(benchmark::State& state) {
-  Pool pool(1);
-  std::int64_t i = 0;
-  mpbench::MinorFaults faults(pool.worker_pids());
-  for (auto _ : state) {
-    if (pool.apply_async(twice, i).get() != 2 * i) {
-      state.SkipWithError("wrong result");
-      break;
+  try {
+    Pool pool(1);
+    std::int64_t i = 0;
+    mpbench::MinorFaults faults(pool.worker_pids());
+    for (auto _ : state) {
+      if (pool.apply_async(twice, i).get() != 2 * i) {
+        state.SkipWithError("wrong result");
+        break;
+      }
+      ++i;
     }
-    ++i;
+    faults.report(state);
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
   }
-  faults.report(state);
   state.SetItemsProcessed(state.iterations());
 }
 

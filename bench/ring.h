@@ -17,10 +17,12 @@
 #ifndef MPBENCH_BENCH_RING_H_
 #define MPBENCH_BENCH_RING_H_
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <span>
 
 namespace mp::bench {
 
@@ -106,6 +108,18 @@ class Producer {
     return true;
   }
   bool full() noexcept { return tail_ - head_ == Ring::kRecords && !refresh(); }
+  // Up to `max` free slots, contiguous, to fill and then commit() (empty
+  // when the ring is full): a loop over them is a plain array loop.
+  std::span<std::uint64_t> slots(std::size_t max) noexcept {
+    if (tail_ - head_ == Ring::kRecords) refresh();
+    const std::size_t offset = tail_ & (Ring::kRecords - 1);
+    const std::size_t n = std::min(
+        {max, static_cast<std::size_t>(Ring::kRecords - (tail_ - head_)),
+         Ring::kRecords - offset});
+    return {ring_->slots + offset, n};
+  }
+  // Writes the first n slots of the last slots() (invisible until publish).
+  void commit(std::size_t n) noexcept { tail_ += n; }
   // Makes the records written so far visible and wakes a sleeping consumer.
   std::uint64_t unpublished() const noexcept { return tail_ - published_; }
   void publish() noexcept {
@@ -134,12 +148,17 @@ class Consumer {
         head_(ring->head.load(std::memory_order_relaxed)),
         released_(head_),
         tail_(ring->tail.load(std::memory_order_acquire)) {}
-  bool try_pop(std::uint64_t& record) noexcept {
-    if (head_ == tail_ && !refresh()) return false;
-    record = ring_->slots[head_ & (Ring::kRecords - 1)];
-    ++head_;
-    return true;
+  // Up to `max` published records, contiguous (empty when none is), to read
+  // and then consume().
+  std::span<const std::uint64_t> records(std::size_t max) noexcept {
+    if (head_ == tail_) refresh();
+    const std::size_t offset = head_ & (Ring::kRecords - 1);
+    const std::size_t n =
+        std::min({max, static_cast<std::size_t>(tail_ - head_),
+                  Ring::kRecords - offset});
+    return {ring_->slots + offset, n};
   }
+  void consume(std::size_t n) noexcept { head_ += n; }
   // True when a published record is waiting (reads the shared tail only
   // when the cached one is used up).
   bool ready() noexcept { return head_ != tail_ || refresh(); }

@@ -81,7 +81,22 @@ void Base::exit_child(int code) noexcept { ::_exit(code); }
 
 bool Base::parent_alive() const noexcept { return ::getppid() == parent_pid_; }
 
+void Base::thread_failed(const char* what) noexcept {
+  try {
+    std::lock_guard lock(failure_mutex_);
+    if (thread_failure_.empty()) thread_failure_ = what;
+  } catch (...) {
+    // No message then; the flag below still ends the map.
+  }
+  thread_failed_.store(true);
+}
+
 void Base::check_workers() {
+  if (thread_failed_.load()) {
+    broken_ = true;
+    std::lock_guard lock(failure_mutex_);
+    throw RingPoolError("ring pool: worker thread failed: " + thread_failure_);
+  }
   for (pid_t pid : pids_) {
     int status = 0;
     const pid_t r = ::waitpid(pid, &status, WNOHANG);

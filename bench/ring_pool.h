@@ -6,14 +6,14 @@
 //
 // Wire: the parent sends a chunk as one record holding its item count, then
 // one record per item; a worker answers with one record per result, in
-// order. Both sides publish their cursors every kBatch records, and at a
-// chunk's end (the parent: at the end of its pass over the workers; a
-// worker: unless the next chunk is already in its cache), and always
-// before they wait. The parent keeps each
-// worker's chunks in flight (no chunk ids on the wire) and hands a worker a
-// new chunk while fewer than half a ring of its items are in flight, so a
-// slow worker is not handed everything. Chunks larger than a ring stream
-// through it.
+// order. Both sides move records through contiguous spans of the rings
+// (plain array loops, the kernel inlined into the worker's), publish their
+// cursors every kBatch records and at a chunk's end (the parent: at the end
+// of its pass over the workers; a worker: unless the next chunk is already
+// in view), and always before they wait. The parent keeps each worker's
+// chunks in flight (no chunk ids on the wire) and hands a worker a new chunk
+// while fewer than half a ring of its items are in flight, so a slow worker
+// is not handed everything. Chunks larger than a ring stream through it.
 //
 // `Kernel` (copyable; `std::uint64_t operator()(std::uint64_t) const`) is
 // the work, fixed at construction so workers forked with it run it inlined.
@@ -34,7 +34,10 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
+#include <span>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -90,29 +93,40 @@ void work(Channel& channel, const Kernel& kernel, Alive parent_alive) {
     }
     return true;
   };
-  auto pop = [&](std::uint64_t& record) {
-    while (!tasks.try_pop(record)) {
-      if (!idle([&] { return tasks.ready(); })) return false;
-    }
-    return true;
-  };
+  std::uint64_t left = 0;  // items of the current chunk still to come
   for (;;) {
-    std::uint64_t count;
-    if (!pop(count) || count == kStop) return;
-    for (std::uint64_t i = 0; i < count; ++i) {
-      std::uint64_t item;
-      if (!pop(item)) return;
-      const std::uint64_t result = kernel(item);
-      while (!results.try_push(result)) {
-        if (!idle([&] { return !results.full(); })) return;
+    const std::span<const std::uint64_t> in = tasks.records(kRingRecords);
+    if (in.empty()) {
+      if (!idle([&] { return tasks.ready(); })) return;
+      continue;
+    }
+    std::size_t j = 0;
+    bool no_space = false;
+    while (j < in.size()) {
+      if (left == 0) {
+        left = in[j++];  // a chunk's header: its item count
+        if (left == kStop) return;
+        continue;
       }
+      const std::span<std::uint64_t> out =
+          results.slots(std::min<std::uint64_t>(left, in.size() - j));
+      if (out.empty()) {
+        no_space = true;
+        break;
+      }
+      for (std::size_t k = 0; k < out.size(); ++k) out[k] = kernel(in[j + k]);
+      results.commit(out.size());
+      j += out.size();
+      left -= out.size();
       if (results.unpublished() >= kBatch) results.publish();
     }
+    tasks.consume(j);
     // A chunk's results go back at its end, or with the next chunk's when
     // that one is already here (the parent sees them then at the latest:
     // the worker publishes before it waits).
-    if (!tasks.ready_cached()) results.publish();
+    if (left == 0 && !tasks.ready_cached()) results.publish();
     if (tasks.unreleased() >= kBatch) tasks.release();
+    if (no_space && !idle([&] { return !results.full(); })) return;
   }
 }
 
@@ -145,8 +159,12 @@ class Base {
   pid_t fork_worker();
   [[noreturn]] static void exit_child(int code) noexcept;
   bool parent_alive() const noexcept;
-  // Throws RingPoolError when a worker process has exited.
+  // Throws RingPoolError when a worker process has exited or a worker
+  // thread has failed.
   void check_workers();
+  // Records the first failure of a worker thread (which then ends) for
+  // check_workers(). Never throws.
+  void thread_failed(const char* what) noexcept;
   // Kills and reaps the processes, or stops and joins the threads.
   void stop() noexcept;
 
@@ -157,6 +175,9 @@ class Base {
   std::vector<pid_t> pids_;
   std::vector<std::thread> threads_;
   std::atomic<bool> stopping_{false};  // threads: leave at the next check
+  std::atomic<bool> thread_failed_{false};
+  std::mutex failure_mutex_;
+  std::string thread_failure_;  // the first failed thread's message
   bool broken_ = false;
 
  public:
@@ -183,7 +204,13 @@ class RingPool : public ring_pool::Base {
         });
       } else {
         threads_.emplace_back([&ch, this] {
-          ring_pool::work(ch, kernel_, [this] { return !stopping_.load(); });
+          try {
+            ring_pool::work(ch, kernel_, [this] { return !stopping_.load(); });
+          } catch (const std::exception& e) {
+            thread_failed(e.what());
+          } catch (...) {
+            thread_failed("unknown exception");
+          }
         });
       }
     }
@@ -219,20 +246,31 @@ class RingPool : public ring_pool::Base {
             if (next >= n || s.in_flight >= kRingRecords / 2) break;
             const std::uint64_t count =
                 std::min<std::uint64_t>(chunksize, n - next);
-            if (!to.try_push(count)) break;
+            // The header and as many items as fit, in one span.
+            const std::span<std::uint64_t> out = to.slots(1 + count);
+            if (out.empty()) break;
+            out[0] = count;
+            const std::size_t fit = out.size() - 1;
+            for (std::size_t j = 0; j < fit; ++j) out[1 + j] = item(next + j);
+            to.commit(out.size());
             s.chunks[s.chunk_tail++ % kRingRecords] = Chunk{next, count};
-            s.send_next = next;
-            s.send_left = count;
+            s.send_next = next + fit;
+            s.send_left = count - fit;
             s.in_flight += count;
             next += count;
             pushed = true;
           }
-          while (s.send_left != 0 && to.try_push(item(s.send_next))) {
-            ++s.send_next;
-            --s.send_left;
+          while (s.send_left != 0) {
+            const std::span<std::uint64_t> out = to.slots(s.send_left);
+            if (out.empty()) break;
+            for (std::size_t j = 0; j < out.size(); ++j)
+              out[j] = item(s.send_next + j);
+            to.commit(out.size());
+            s.send_next += out.size();
+            s.send_left -= out.size();
             pushed = true;
+            if (to.unpublished() >= ring_pool::kBatch) to.publish();
           }
-          if (to.unpublished() >= ring_pool::kBatch) to.publish();
           if (s.send_left != 0) break;
         }
         if (pushed) {
@@ -241,18 +279,27 @@ class RingPool : public ring_pool::Base {
         }
         Consumer<ring_pool::Ring>& from = from_[w];
         bool popped = false;
-        std::uint64_t result;
-        while (s.in_flight != 0 && from.try_pop(result)) {
-          Chunk& chunk = s.chunks[s.chunk_head % kRingRecords];
-          sink(chunk.first + s.received_in_chunk, result);
-          if (from.unreleased() >= ring_pool::kBatch) from.release();
-          if (++s.received_in_chunk == chunk.count) {
-            ++s.chunk_head;
-            s.received_in_chunk = 0;
+        while (s.in_flight != 0) {
+          const std::span<const std::uint64_t> in = from.records(s.in_flight);
+          if (in.empty()) break;
+          for (std::size_t j = 0; j < in.size();) {
+            Chunk& chunk = s.chunks[s.chunk_head % kRingRecords];
+            const std::size_t k = std::min<std::uint64_t>(
+                in.size() - j, chunk.count - s.received_in_chunk);
+            const std::uint64_t first = chunk.first + s.received_in_chunk;
+            for (std::size_t t = 0; t < k; ++t) sink(first + t, in[j + t]);
+            j += k;
+            s.received_in_chunk += k;
+            if (s.received_in_chunk == chunk.count) {
+              ++s.chunk_head;
+              s.received_in_chunk = 0;
+            }
           }
-          --s.in_flight;
-          ++received;
+          from.consume(in.size());
+          s.in_flight -= in.size();
+          received += in.size();
           popped = true;
+          if (from.unreleased() >= ring_pool::kBatch) from.release();
         }
         if (popped) {
           from.release();

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <numeric>
+#include <stdexcept>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -42,6 +43,23 @@ TEST_P(RingPoolTest, RejectsBadArguments) {
                    1, 0, [](std::size_t) { return std::uint64_t{0}; },
                    [](std::size_t, std::uint64_t) {}),
                std::invalid_argument);
+}
+
+struct ThrowsAt7 {
+  std::uint64_t operator()(std::uint64_t x) const {
+    if (x == 7) throw std::runtime_error("item 7");
+    return x;
+  }
+};
+
+TEST_P(RingPoolTest, FailingKernelIsReportedNotAwaited) {
+  RingPool<ThrowsAt7> pool(2, GetParam(), ThrowsAt7{});
+  const auto begin = std::chrono::steady_clock::now();
+  EXPECT_THROW(pool.map(
+                   100, 1, [](std::size_t i) { return std::uint64_t{i}; },
+                   [](std::size_t, std::uint64_t) {}),
+               RingPoolError);
+  EXPECT_LT(std::chrono::steady_clock::now() - begin, std::chrono::seconds(5));
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, RingPoolTest,

@@ -1,7 +1,10 @@
 // Codec: how typed values become bytes for Pipe, Queue and Pool, and back.
 //
 // Supported out of the box: trivially copyable types (their object bytes),
-// std::string, std::vector<T> and std::pair<A, B> of supported types. A
+// std::string, and of supported types std::vector, std::pair, std::tuple,
+// std::optional, std::array, std::map, std::unordered_map, and plain structs
+// (aggregates) of up to 8 fields. C arrays and string literals are refused
+// at compile time (send a std::string). A
 // variable-size value is written as a little-endian u64 length followed by its
 // elements; a top-level message is exactly one encoded value.
 //
@@ -34,14 +37,19 @@
 #define MPBENCH_LIB_CODEC_H_
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <map>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -109,9 +117,25 @@ struct Codec;  // no codec for this type: specialise mp::Codec (see above)
 // types for which every byte pattern is a valid value (integers, floating
 // point, structs of those). bool has its own checked codec below; pointers
 // travel as addresses, which mean something only in a forked copy.
+namespace internal {
+template <typename T>
+inline constexpr bool kIsOptional = false;
+template <typename T>
+inline constexpr bool kIsOptional<std::optional<T>> = true;
+template <typename T>
+inline constexpr bool kIsStdArray = false;
+template <typename T, std::size_t N>
+inline constexpr bool kIsStdArray<std::array<T, N>> = true;
+}  // namespace internal
+
 template <typename T>
 struct Codec<T, std::enable_if_t<std::is_trivially_copyable_v<T> &&
-                                 !std::is_same_v<T, bool>>> {
+                                 !std::is_same_v<T, bool> &&
+                                 !internal::kIsOptional<T>>> {
+  static_assert(!std::is_array_v<T>,
+                "C arrays and string literals have no mp::Codec: send a "
+                "std::string (std::string(\"hello\")), std::vector or "
+                "std::array");
   static void encode(const T& value, Writer& out) {
     out.write(&value, sizeof(T));
   }
@@ -192,6 +216,156 @@ struct Codec<std::pair<A, B>,
   static std::pair<A, B> decode(Reader& in) {
     A first = Codec<A>::decode(in);
     return {std::move(first), Codec<B>::decode(in)};
+  }
+};
+
+template <typename... Ts>
+struct Codec<
+    std::tuple<Ts...>,
+    std::enable_if_t<!std::is_trivially_copyable_v<std::tuple<Ts...>>>> {
+  static void encode(const std::tuple<Ts...>& value, Writer& out) {
+    std::apply(
+        [&](const Ts&... element) { (Codec<Ts>::encode(element, out), ...); },
+        value);
+  }
+  static std::tuple<Ts...> decode(Reader& in) {
+    // Braced initialisation evaluates left to right, as the bytes are laid out.
+    return std::tuple<Ts...>{Codec<Ts>::decode(in)...};
+  }
+};
+
+// A presence byte (0 or 1), then the value if present.
+template <typename T>
+struct Codec<std::optional<T>> {
+  static void encode(const std::optional<T>& value, Writer& out) {
+    Codec<bool>::encode(value.has_value(), out);
+    if (value) Codec<T>::encode(*value, out);
+  }
+  static std::optional<T> decode(Reader& in) {
+    if (!Codec<bool>::decode(in)) return std::nullopt;
+    return Codec<T>::decode(in);
+  }
+};
+
+// Arrays of trivially copyable values travel as bytes (above); others
+// element by element.
+template <typename T, std::size_t N>
+struct Codec<
+    std::array<T, N>,
+    std::enable_if_t<!std::is_trivially_copyable_v<std::array<T, N>>>> {
+  static void encode(const std::array<T, N>& value, Writer& out) {
+    for (const T& element : value) Codec<T>::encode(element, out);
+  }
+  static std::array<T, N> decode(Reader& in) {
+    std::array<T, N> value;
+    for (T& element : value) element = Codec<T>::decode(in);
+    return value;
+  }
+};
+
+namespace internal {
+
+// A length, then the (key, value) pairs in iteration order. A repeated key
+// in the input is malformed (it could not have been encoded from a map).
+template <typename Map>
+struct MapCodec {
+  using K = typename Map::key_type;
+  using V = typename Map::mapped_type;
+  static void encode(const Map& value, Writer& out) {
+    out.write_length(value.size());
+    for (const auto& [key, mapped] : value) {
+      Codec<K>::encode(key, out);
+      Codec<V>::encode(mapped, out);
+    }
+  }
+  static Map decode(Reader& in) {
+    const std::size_t length = in.read_length(1);
+    Map value;
+    for (std::size_t i = 0; i < length; ++i) {
+      K key = Codec<K>::decode(in);
+      if (!value.emplace(std::move(key), Codec<V>::decode(in)).second)
+        throw DecodeError("codec: a map with a repeated key");
+    }
+    return value;
+  }
+};
+
+// Aggregates (plain structs) of codable fields that are not trivially
+// copyable (a std::string among them): field by field, up to kMaxFields.
+struct AnyField {
+  template <typename U>
+  operator U() const;  // never defined: only for counting fields
+};
+
+template <typename T, typename... Fields>
+constexpr std::size_t field_count() {
+  if constexpr (requires { T{Fields{}..., AnyField{}}; })
+    return field_count<T, Fields..., AnyField>();
+  else
+    return sizeof...(Fields);
+}
+
+inline constexpr std::size_t kMaxFields = 8;
+
+template <typename T, typename F>
+void for_each_field(T& value, F&& f) {
+  constexpr std::size_t n = field_count<std::remove_const_t<T>>();
+  if constexpr (n == 1) {
+    auto& [a] = value;
+    f(a);
+  } else if constexpr (n == 2) {
+    auto& [a, b] = value;
+    f(a), f(b);
+  } else if constexpr (n == 3) {
+    auto& [a, b, c] = value;
+    f(a), f(b), f(c);
+  } else if constexpr (n == 4) {
+    auto& [a, b, c, d] = value;
+    f(a), f(b), f(c), f(d);
+  } else if constexpr (n == 5) {
+    auto& [a, b, c, d, e] = value;
+    f(a), f(b), f(c), f(d), f(e);
+  } else if constexpr (n == 6) {
+    auto& [a, b, c, d, e, g] = value;
+    f(a), f(b), f(c), f(d), f(e), f(g);
+  } else if constexpr (n == 7) {
+    auto& [a, b, c, d, e, g, h] = value;
+    f(a), f(b), f(c), f(d), f(e), f(g), f(h);
+  } else if constexpr (n == 8) {
+    auto& [a, b, c, d, e, g, h, i] = value;
+    f(a), f(b), f(c), f(d), f(e), f(g), f(h), f(i);
+  }
+}
+
+template <typename T>
+concept CodableAggregate =
+    std::is_class_v<T> && std::is_aggregate_v<T> && !kIsStdArray<T> &&
+    !std::is_trivially_copyable_v<T> && std::is_default_constructible_v<T> &&
+    field_count<T>() >= 1 && field_count<T>() <= kMaxFields;
+
+}  // namespace internal
+
+template <typename K, typename V, typename... Rest>
+struct Codec<std::map<K, V, Rest...>>
+    : internal::MapCodec<std::map<K, V, Rest...>> {};
+
+template <typename K, typename V, typename... Rest>
+struct Codec<std::unordered_map<K, V, Rest...>>
+    : internal::MapCodec<std::unordered_map<K, V, Rest...>> {};
+
+template <typename T>
+struct Codec<T, std::enable_if_t<internal::CodableAggregate<T>>> {
+  static void encode(const T& value, Writer& out) {
+    internal::for_each_field(value, [&](const auto& field) {
+      Codec<std::remove_cvref_t<decltype(field)>>::encode(field, out);
+    });
+  }
+  static T decode(Reader& in) {
+    T value{};
+    internal::for_each_field(value, [&](auto& field) {
+      field = Codec<std::remove_cvref_t<decltype(field)>>::decode(in);
+    });
+    return value;
   }
 };
 

@@ -1,7 +1,12 @@
 #include "lib/codec.h"
 
+#include <array>
 #include <cstdint>
+#include <map>
+#include <optional>
 #include <string>
+#include <tuple>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -14,6 +19,13 @@ struct Point {
   double x;
   double y;
   bool operator==(const Point&) const = default;
+};
+
+struct Person {  // not trivially copyable: field by field
+  std::string name;
+  std::vector<int> scores;
+  std::optional<double> height;
+  bool operator==(const Person&) const = default;
 };
 
 template <typename T>
@@ -36,6 +48,41 @@ TEST(CodecTest, RoundTripsEverySupportedType) {
             (std::vector<bool>{true, false, true}));
   const std::pair<std::string, std::vector<double>> pair{"k", {1.0, 2.0}};
   EXPECT_EQ(round_trip(pair), pair);
+}
+
+TEST(CodecTest, RoundTripsStandardContainersAndStructs) {
+  const std::tuple<int, std::string, double> tuple{1, "two", 3.0};
+  EXPECT_EQ(round_trip(tuple), tuple);
+  EXPECT_EQ(round_trip(std::optional<std::string>()), std::nullopt);
+  EXPECT_EQ(round_trip(std::optional<std::string>("x")), "x");
+  EXPECT_EQ(round_trip(std::optional<int>(5)), 5);
+  const std::array<std::string, 2> strings{"a", "bc"};
+  EXPECT_EQ(round_trip(strings), strings);
+  const std::array<int, 3> ints{1, 2, 3};
+  EXPECT_EQ(round_trip(ints), ints);
+  const std::map<std::string, int> map{{"a", 1}, {"b", 2}};
+  EXPECT_EQ(round_trip(map), map);
+  const std::unordered_map<int, std::vector<int>> hashed{{1, {2}}, {3, {}}};
+  EXPECT_EQ(round_trip(hashed), hashed);
+  const Person person{"Ada", {1, 2}, 1.7};
+  EXPECT_EQ(round_trip(person), person);
+  EXPECT_EQ(round_trip(std::vector<Person>{person, {}}),
+            (std::vector<Person>{person, {}}));
+}
+
+TEST(CodecTest, MalformedContainersThrowDecodeError) {
+  // An optional's presence byte must be 0 or 1.
+  EXPECT_THROW(decode<std::optional<int>>(std::vector<std::byte>{std::byte{2}}),
+               DecodeError);
+  // A map whose input repeats a key.
+  std::vector<std::byte> twice_a;
+  Writer writer(twice_a);
+  writer.write_length(2);
+  for (int i = 0; i < 2; ++i) {
+    Codec<std::string>::encode("a", writer);
+    Codec<int>::encode(i, writer);
+  }
+  EXPECT_THROW((decode<std::map<std::string, int>>(twice_a)), DecodeError);
 }
 
 TEST(CodecTest, TrivialTypesTravelAsTheirBytes) {

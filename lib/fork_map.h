@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -65,9 +66,13 @@ std::vector<std::vector<std::byte>> fork_map_chunks(
     std::size_t items, const ForkMapOptions& options, const ForkMapRunner& run);
 }  // namespace internal
 
-template <typename T, typename F>
-auto fork_map(F&& fn, std::span<const T> items, ForkMapOptions options) {
-  using R = std::decay_t<std::invoke_result_t<F&, const T&>>;
+// fn(item) for every item of `items` (any contiguous range).
+template <internal::ItemRange Range, typename F>
+requires std::invocable < F&, const internal::item_of<Range>
+& > auto fork_map(F&& fn, Range&& range, ForkMapOptions options) {
+  using T = internal::item_of<Range>;
+  using R = internal::result_of<F, T>;
+  const std::span<const T> items = internal::as_items(range);
   if (options.workers == 0)
     options.workers = std::max(1u, std::thread::hardware_concurrency());
   if (options.chunksize == 0)
@@ -91,15 +96,16 @@ auto fork_map(F&& fn, std::span<const T> items, ForkMapOptions options) {
 }
 
 // The same with the common options as arguments.
-template <typename T, typename F>
-auto fork_map(F&& fn, std::span<const T> items, std::size_t workers,
-              std::size_t chunksize = 0,
-              WaitPolicy policy = ForkMapOptions{}.wait) {
+template <internal::ItemRange Range, typename F>
+requires std::invocable < F&, const internal::item_of<Range>
+& > auto fork_map(F&& fn, Range&& items, std::size_t workers,
+                  std::size_t chunksize = 0,
+                  WaitPolicy policy = ForkMapOptions{}.wait) {
   ForkMapOptions options;
   options.workers = workers;
   options.chunksize = chunksize;
   options.wait = policy;
-  return fork_map(std::forward<F>(fn), items, options);
+  return fork_map(std::forward<F>(fn), std::forward<Range>(items), options);
 }
 
 }  // namespace mp

@@ -80,6 +80,9 @@ TEST_F(ForkMapTest, ResultsLargerThanTheResultQueueAreMessageTooLong) {
                 HasSubstr("raise ForkMapOptions::result_queue_bytes"));
     EXPECT_GT(e.length(), e.limit());
   }
+  options.result_queue_bytes = 1024;  // could not even carry the report
+  EXPECT_THROW(fork_map(twice, std::span(items), options),
+               std::invalid_argument);
   options.result_queue_bytes = 4 << 20;  // now they fit
   EXPECT_EQ(fork_map(mebibyte, std::span(items), options).size(), 4u);
 }

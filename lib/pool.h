@@ -4,9 +4,9 @@
 //
 //   int64_t twice(const int64_t& x) { return 2 * x; }
 //   mp::Pool pool(mp::PoolOptions{.workers = 4});
-//   std::vector<int64_t> out = pool.map(twice, std::span(items));   // in order
-//   pool.map_into(twice, std::span(items), std::span(out));  // reuses `out`
-//   for (int64_t r : pool.imap_unordered(twice, std::span(items), 64)) use(r);
+//   std::vector<int64_t> out = pool.map(twice, items);   // in order
+//   pool.map_into(twice, items, out);                     // reuses `out`
+//   for (int64_t r : pool.imap_unordered(twice, items, 64)) use(r);
 //   auto handle = pool.apply_async(twice, int64_t{21});
 //   int64_t answer = handle.get();
 //   pool.close();
@@ -66,6 +66,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -212,25 +213,32 @@ class Pool {
   // terminate(); never throws.
   ~Pool();
 
-  // fn(item) for every item, results in order. chunksize 0 picks CPython's
-  // default (see default_chunksize). Throws TaskError, WorkerLost,
-  // MessageTooLong (a chunk or its results larger than the queues),
-  // PoolError.
-  template <typename T, typename F>
-  auto map(F fn, std::span<const T> items, std::size_t chunksize = 0) {
+  // fn(item) for every item of `items` (any contiguous range: a vector, an
+  // array, a span), results in order. `fn` must satisfy
+  // internal::PoolFunction (a function or captureless lambda taking
+  // const T&). chunksize 0 picks CPython's default (see default_chunksize).
+  // Throws TaskError, WorkerLost, MessageTooLong (a chunk or its results
+  // larger than the queues), PoolError.
+  template <internal::ItemRange Range,
+            internal::PoolFunction<internal::item_of<Range>> F>
+  auto map(F fn, Range&& items, std::size_t chunksize = 0) {
+    using T = internal::item_of<Range>;
     using R = internal::result_of<F, T>;
+    const std::span<const T> all = internal::as_items(items);
     if constexpr (std::is_default_constructible_v<R> &&
                   std::is_move_assignable_v<R>) {
-      std::vector<R> out(items.size());
-      map_into(fn, items, std::span<R>(out), chunksize);
+      std::vector<R> out(all.size());
+      map_into(fn, all, std::span<R>(out), chunksize);
       return out;
     } else {
-      return map_collect<R>(fn, items, chunksize);
+      MapIterator<R> results =
+          imap_impl<R, T>(fn, all, chunksize_or_default(chunksize, all.size()),
+                          /*ordered=*/true, /*unbounded=*/true);
+      std::vector<R> out;
+      out.reserve(all.size());
+      while (auto r = results.next()) out.push_back(std::move(*r));
+      return out;
     }
-  }
-  template <typename T, typename F>
-  auto map(F fn, const std::vector<T>& items, std::size_t chunksize = 0) {
-    return map(fn, std::span<const T>(items), chunksize);
   }
 
   // map() into the caller's buffer: out[i] = fn(items[i]), each result
@@ -240,72 +248,68 @@ class Pool {
   // std::invalid_argument unless out.size() == items.size(), and what map()
   // throws; on an error, `out` holds some results and is otherwise
   // untouched, and nothing writes into it once map_into has returned.
-  template <typename T, typename F, typename R>
-  void map_into(F fn, std::span<const T> items, std::span<R> out,
+  template <internal::ItemRange Range,
+            internal::PoolFunction<internal::item_of<Range>> F, typename R>
+  void map_into(F fn, Range&& items, std::span<R> out,
                 std::size_t chunksize = 0) {
+    using T = internal::item_of<Range>;
     static_assert(std::is_same_v<R, internal::result_of<F, T>>,
-                  "map_into: out must be a span of fn's result type");
-    if (out.size() != items.size()) {
+                  "map_into: out must hold fn's result type");
+    const std::span<const T> all = internal::as_items(items);
+    if (out.size() != all.size()) {
       throw std::invalid_argument(
-          "Pool::map_into: " + std::to_string(items.size()) + " items but " +
+          "Pool::map_into: " + std::to_string(all.size()) + " items but " +
           std::to_string(out.size()) + " places for results");
     }
-    const std::uint64_t job = start(
-        function_pointer<T>(fn), &internal::invoke_chunk<decltype(+fn), T>,
-        std::make_unique<internal::SpanSource<T>>(
-            items, chunksize_or_default(chunksize, items.size())),
-        /*ordered=*/false, /*unbounded=*/true, &internal::decode_into<R>,
-        out.data());
+    const std::uint64_t job =
+        start(function_pointer(fn), &internal::invoke_chunk<decltype(+fn), T>,
+              std::make_unique<internal::SpanSource<T>>(
+                  all, chunksize_or_default(chunksize, all.size())),
+              /*ordered=*/false, /*unbounded=*/true, &internal::decode_into<R>,
+              out.data());
     internal::finish_job(*core_, job);
   }
-  // The same for vectors: `out` is resized to items.size() (its capacity
-  // reused).
-  template <typename T, typename F, typename R>
-  void map_into(F fn, const std::vector<T>& items, std::vector<R>& out,
+  // The same into a vector, resized to items.size() (its capacity reused).
+  template <internal::ItemRange Range,
+            internal::PoolFunction<internal::item_of<Range>> F, typename R>
+  void map_into(F fn, Range&& items, std::vector<R>& out,
                 std::size_t chunksize = 0) {
-    out.resize(items.size());
-    map_into(fn, std::span<const T>(items), std::span<R>(out), chunksize);
+    out.resize(std::ranges::size(items));
+    map_into(fn, std::forward<Range>(items), std::span<R>(out), chunksize);
   }
 
- private:
-  template <typename R, typename T, typename F>
-  std::vector<R> map_collect(F fn, std::span<const T> items,
-                             std::size_t chunksize) {
-    MapIterator<R> results = imap_impl<R, T>(
-        fn, items, chunksize_or_default(chunksize, items.size()),
-        /*ordered=*/true, /*unbounded=*/true);
-    std::vector<R> out;
-    out.reserve(items.size());
-    while (auto r = results.next()) out.push_back(std::move(*r));
-    return out;
-  }
-
- public:
   // Ordered results, computed ahead of the consumer by a bounded number of
-  // chunks. Python's default chunksize for imap is 1.
-  template <typename T, typename F>
-  MapIterator<internal::result_of<F, T>> imap(F fn, std::span<const T> items,
-                                              std::size_t chunksize = 1) {
+  // chunks. Python's default chunksize for imap is 1. `items` must outlive
+  // the iterator.
+  template <internal::ItemRange Range,
+            internal::PoolFunction<internal::item_of<Range>> F>
+  requires internal::OutlivesTheCall<Range>
+  auto imap(F fn, Range&& items, std::size_t chunksize = 1) {
+    using T = internal::item_of<Range>;
     return imap_impl<internal::result_of<F, T>, T>(
-        fn, items, std::max<std::size_t>(chunksize, 1), true, false);
+        fn, internal::as_items(items), std::max<std::size_t>(chunksize, 1),
+        true, false);
   }
   // Results in completion order (each chunk's results stay together).
-  template <typename T, typename F>
-  MapIterator<internal::result_of<F, T>> imap_unordered(
-      F fn, std::span<const T> items, std::size_t chunksize = 1) {
+  template <internal::ItemRange Range,
+            internal::PoolFunction<internal::item_of<Range>> F>
+  requires internal::OutlivesTheCall<Range>
+  auto imap_unordered(F fn, Range&& items, std::size_t chunksize = 1) {
+    using T = internal::item_of<Range>;
     return imap_impl<internal::result_of<F, T>, T>(
-        fn, items, std::max<std::size_t>(chunksize, 1), false, false);
+        fn, internal::as_items(items), std::max<std::size_t>(chunksize, 1),
+        false, false);
   }
 
   // fn(arg) in a worker.
-  template <typename T, typename F>
+  template <typename T, internal::PoolFunction<T> F>
   AsyncResult<internal::result_of<F, T>> apply_async(F fn, const T& arg) {
     return AsyncResult<internal::result_of<F, T>>(
-        core_.get(), start(function_pointer<T>(fn),
-                           &internal::invoke_chunk<decltype(+fn), T>,
-                           std::make_unique<internal::SpanSource<T>>(
-                               std::span<const T>(&arg, 1), 1),
-                           true, true));
+        core_.get(),
+        start(function_pointer(fn), &internal::invoke_chunk<decltype(+fn), T>,
+              std::make_unique<internal::SpanSource<T>>(
+                  std::span<const T>(&arg, 1), 1),
+              true, true));
   }
 
   // No more work may be submitted; workers exit once the work already
@@ -335,14 +339,8 @@ class Pool {
     return options;
   }
 
-  template <typename T, typename F>
+  template <typename F>
   static void* function_pointer(F fn) {
-    static_assert(
-        std::is_convertible_v<F, decltype(+fn)> &&
-            std::is_pointer_v<decltype(+fn)>,
-        "Pool needs a function pointer or a captureless lambda (see pool.h)");
-    static_assert(!std::is_void_v<internal::result_of<F, T>>,
-                  "fn must return a value");
     return reinterpret_cast<void*>(+fn);
   }
 
@@ -359,8 +357,7 @@ class Pool {
                            bool unbounded) {
     return MapIterator<R>(
         core_.get(),
-        start(function_pointer<T>(fn),
-              &internal::invoke_chunk<decltype(+fn), T>,
+        start(function_pointer(fn), &internal::invoke_chunk<decltype(+fn), T>,
               std::make_unique<internal::SpanSource<T>>(items, chunksize),
               ordered, unbounded));
   }
@@ -368,12 +365,15 @@ class Pool {
   std::unique_ptr<internal::PoolCore> core_;
 };
 
-// The plain loop every pool is compared with.
-template <typename T, typename F>
-auto serial_map(F&& fn, std::span<const T> items) {
-  std::vector<std::decay_t<std::invoke_result_t<F&, const T&>>> out;
-  out.reserve(items.size());
-  for (const T& item : items) out.push_back(fn(item));
+// The plain loop every pool is compared with: fn(item) for every item of
+// any contiguous range, in order, in this thread.
+template <internal::ItemRange Range, typename F>
+requires std::invocable < F&, const internal::item_of<Range>
+& > auto serial_map(F&& fn, Range&& items) {
+  using T = internal::item_of<Range>;
+  std::vector<internal::result_of<F, T>> out;
+  out.reserve(std::ranges::size(items));
+  for (const T& item : internal::as_items(items)) out.push_back(fn(item));
   return out;
 }
 

@@ -11,6 +11,7 @@
 #include <exception>
 #include <memory>
 #include <optional>
+#include <ranges>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -27,6 +28,35 @@ namespace internal {
 
 template <typename F, typename T>
 using result_of = std::decay_t<std::invoke_result_t<F&, const T&>>;
+
+// What Pool accepts as `fn` (see lib/pool.h): something that converts to a
+// plain function pointer (a function or a captureless lambda), callable with
+// a const T& and returning a value. A capturing lambda fails here, with this
+// concept's name in the one error the compiler gives.
+template <typename F, typename T>
+concept PoolFunction = std::is_invocable_v<F&, const T&> && requires(F f) {
+  {+f};
+} && std::is_pointer_v<decltype(+std::declval<F&>())> &&
+    !std::is_void_v<std::invoke_result_t<F&, const T&>>;
+
+// Any contiguous range of items: a std::vector<T>, std::array, a
+// std::span<T> (const or not), a C array.
+template <typename Range>
+concept ItemRange =
+    std::ranges::contiguous_range<Range> && std::ranges::sized_range<Range>;
+
+// A range an iterator may keep pointing into: not a temporary container.
+template <typename Range>
+concept OutlivesTheCall =
+    std::is_lvalue_reference_v<Range> || std::ranges::borrowed_range<Range>;
+
+template <ItemRange Range>
+using item_of = std::remove_cvref_t<std::ranges::range_reference_t<Range>>;
+
+template <ItemRange Range>
+std::span<const item_of<Range>> as_items(Range&& items) {
+  return {std::ranges::data(items), std::ranges::size(items)};
+}
 
 // Why a chunk failed in a worker: the item (offset in the chunk) whose call
 // threw, and the exception's text.

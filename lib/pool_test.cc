@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <numeric>
@@ -321,6 +322,32 @@ TEST_F(PoolTest, ChunkLargerThanTheTaskQueueIsAClearError) {
   EXPECT_EQ(pool.map(twice, items, 10), serial_map(twice, std::span(items)));
 }
 
+TEST_F(PoolTest, AnyContiguousRangeOfItems) {
+  Pool pool(options(2));
+  std::vector<std::int64_t> items = iota(50);
+  const auto expected = serial_map(twice, items);
+  EXPECT_EQ(pool.map(twice, items), expected);             // non-const vector
+  EXPECT_EQ(pool.map(twice, std::span(items)), expected);  // std::span<T>
+  EXPECT_EQ(pool.map(twice, std::span<const std::int64_t>(items)), expected);
+  std::array<std::int64_t, 3> array{1, 2, 3};
+  EXPECT_EQ(pool.map(twice, array), (std::vector<std::int64_t>{2, 4, 6}));
+  std::int64_t c_array[] = {4, 5};
+  EXPECT_EQ(pool.map(twice, c_array), (std::vector<std::int64_t>{8, 10}));
+  std::vector<std::int64_t> got;
+  for (std::int64_t r : pool.imap(twice, std::span(items), 7)) got.push_back(r);
+  EXPECT_EQ(got, expected);
+  EXPECT_EQ(pool.apply_async(twice, std::int64_t{21}).get(), 42);
+  // What fn may be, as concepts (a capturing lambda is refused at compile
+  // time with internal::PoolFunction named in the error).
+  const std::int64_t offset = 1;
+  auto capturing = [offset](const std::int64_t& x) { return x + offset; };
+  auto captureless = [](const std::int64_t& x) { return x; };
+  static_assert(!internal::PoolFunction<decltype(capturing), std::int64_t>);
+  static_assert(internal::PoolFunction<decltype(captureless), std::int64_t>);
+  static_assert(internal::PoolFunction<decltype(&twice), std::int64_t>);
+  EXPECT_EQ(capturing(1), 2);
+}
+
 TEST_F(PoolTest, NonStandardExceptionNamesTheExactItemInEveryFlavour) {
   Pool pool(options(2));
   const auto items = iota(40);
@@ -366,6 +393,9 @@ TEST_F(PoolTest, ResultsLargerThanTheResultQueueAreMessageTooLong) {
   }
   EXPECT_THROW(pool.apply_async(mebibyte, std::int64_t{1}).get(),
                MessageTooLong);
+  PoolOptions tiny = options(1);
+  tiny.result_queue_bytes = 1024;  // could not even carry the report
+  EXPECT_THROW(Pool{tiny}, std::invalid_argument);
   EXPECT_EQ(pool.workers_started(), 2u) << "no worker died";
   EXPECT_EQ(pool.map(twice, items), serial_map(twice, std::span(items)));
 }
