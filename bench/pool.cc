@@ -96,15 +96,18 @@ std::vector<std::int64_t> indices(std::size_t n) {
   return items;
 }
 
-MapGrid grid(std::vector<std::size_t> items) {
+MapGrid grid(std::vector<std::size_t> items,
+             std::vector<std::size_t> map_into_items = {}) {
   MapGrid g;
   g.items = std::move(items);
+  g.map_into_items = std::move(map_into_items);
   return g;
 }
 
 const bool workloads_registered = [] {
-  register_map_benchmarks<twice>("double", indices,
-                                 grid({100, 10'000, 1'000'000}));
+  // BM_PoolMapInto on BM_RawRingPoolMap's grid.
+  register_map_benchmarks<twice>(
+      "double", indices, grid({100, 10'000, 1'000'000}, {10'000, 1'000'000}));
   register_map_benchmarks<sha512_of_index>(
       "sha512_inherited",
       [](std::size_t n) {

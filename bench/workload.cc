@@ -152,6 +152,28 @@ void register_workload(std::shared_ptr<Workload> workload,
         });
       }
     }
+
+    // Pool.map_into over its own grid.
+    if (std::find(grid.map_into_items.begin(), grid.map_into_items.end(), n) ==
+        grid.map_into_items.end())
+      continue;
+    for (std::size_t c : grid.chunksizes) {
+      for (std::size_t workers : grid.map_into_workers) {
+        add("BM_PoolMapInto/" + base + "/chunksize:" + chunk_name(c) +
+                "/workers:" + std::to_string(workers),
+            [=](benchmark::State& state) {
+              guarded(state, [&] {
+                w->prepare(n);
+                const double serial = serial_seconds(*w, n);
+                Pool pool(w->pool_options(workers));
+                // First touches of the result vector outside the timed loop.
+                w->pool_map_into(pool, c);
+                run_map(state, *w, n, serial, pool.worker_pids(), true,
+                        [&] { w->pool_map_into(pool, c); });
+              });
+            });
+      }
+    }
   }
 }
 

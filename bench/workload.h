@@ -14,6 +14,8 @@
 //   BM_SerialMapInto/<name>/items:N     fn inlined, result vector reused
 //   BM_PoolMap/<name>/items:N/chunksize:C/workers:W          mp::Pool::map
 //   BM_PoolImapUnordered/<...>           Pool::imap_unordered
+//   BM_PoolMapInto/<...>                 Pool::map_into, the result vector
+//                                        reused (its own grid: map_into_*)
 //   BM_ForkMap/<...>                     mp::fork_map (forks W per call)
 //   BM_ThreadPoolMap/<...>               RingPool on threads (ring_pool.h)
 // with `speedup` = BM_SerialMap's time (measured once per process) over
@@ -58,6 +60,10 @@ struct MapGrid {
   std::vector<std::size_t> chunksizes = {1, 8, 64, 512, 4096};
   bool default_chunksize = true;  // also chunksize:default
   std::vector<std::size_t> workers = {1, 2, 4, 8};
+  // BM_PoolMapInto rows: these sizes and worker counts, with `chunksizes`
+  // (no default); none unless asked for.
+  std::vector<std::size_t> map_into_items;
+  std::vector<std::size_t> map_into_workers = {1, 2};
 };
 
 // A map benchmark's subject, type-erased; WorkloadOf below implements it.
@@ -83,6 +89,8 @@ class Workload {
   virtual void serial_into() = 0;
   virtual void pool_map(Pool& pool, std::size_t chunksize) = 0;
   virtual void pool_imap_unordered(Pool& pool, std::size_t chunksize) = 0;
+  // Pool::map_into the results of the last map (reused, resized to N).
+  virtual void pool_map_into(Pool& pool, std::size_t chunksize) = 0;
   virtual void fork_map(std::size_t workers, std::size_t chunksize) = 0;
   virtual std::unique_ptr<ThreadMap> thread_pool(std::size_t workers) = 0;
   // The last map's results equal the serial loop's (as a multiset when
@@ -148,6 +156,16 @@ class WorkloadOf : public Workload {
   }
   void pool_map(Pool& pool, std::size_t chunksize) override {
     results_ = pool.map(Fn, std::span<const T>(items_), chunksize);
+  }
+  void pool_map_into(Pool& pool, std::size_t chunksize) override {
+    if constexpr (std::is_default_constructible_v<R>) {
+      results_.resize(items_.size());
+      pool.map_into(Fn, std::span<const T>(items_), std::span<R>(results_),
+                    chunksize);
+    } else {
+      throw std::logic_error(name_ +
+                             ": map_into needs a default-constructible result");
+    }
   }
   void pool_imap_unordered(Pool& pool, std::size_t chunksize) override {
     if (chunksize == 0)

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -21,6 +22,7 @@
 #include "lib/process.h"
 #include "lib/queue.h"
 #include "lib/slowdown.h"
+#include "lib/spsc_ring.h"
 
 namespace mp {
 
@@ -36,6 +38,10 @@ using Clock = std::chrono::steady_clock;
 
 // How often a waiting call checks that the workers still live.
 constexpr auto kHealthInterval = std::chrono::milliseconds(20);
+// Items queued for each worker, whatever the chunksize, beyond `prefetch`
+// chunks: small chunks keep the rings busy enough that neither side waits
+// (at chunksize 1, four chunks ahead would make every round a hand-off).
+constexpr std::uint64_t kItemsAhead = 256;
 // How long an idle worker waits for a task before it looks at its stop flags.
 constexpr auto kWorkerPoll = std::chrono::milliseconds(100);
 // A worker's exit code when its initializer threw.
@@ -68,10 +74,23 @@ struct ResultHeader {
   std::uint64_t limit;  // kTooLong: the most one result message may carry
 };
 
-// Shared between the parent and the workers.
+// One per worker slot, in shared memory: how many tasks the worker has taken
+// from its task ring, written before it runs each one, so that after its
+// death the parent knows which chunks it took (lost) and which are still in
+// the ring (moved to its replacement). On its own cache line.
+struct alignas(64) WorkerSlot {
+  std::atomic<std::uint64_t> taken{0};
+};
+
+// Shared between the parent and the workers; `workers` WorkerSlots follow.
 struct PoolShared {
   std::atomic<std::uint32_t> stop{0};
+  // The parent sleeps here when every result ring is empty; a worker that
+  // publishes results wakes it only if it has announced that it sleeps.
+  SharedEvent results;
 };
+
+constexpr std::size_t kSlotsOffset = (sizeof(PoolShared) + 63) / 64 * 64;
 
 // Set by a worker's SIGTERM handler: finish the running chunk, then exit.
 volatile sig_atomic_t g_worker_sigterm = 0;
@@ -112,8 +131,14 @@ struct Task {
   std::uint64_t chunk;
   std::uint64_t first_item;
   std::uint64_t count;
+  std::uint64_t seq;
   std::size_t worker;
-  std::uint64_t position;  // index among the tasks put into that worker's queue
+  std::uint64_t position;  // index among the tasks put into the worker's ring
+  // The task's message where it sits in the worker's task ring: while the
+  // worker has not taken it, the ring keeps it intact, and a replacement
+  // gets a copy.
+  const std::byte* message;
+  std::size_t bytes;
 };
 
 struct Job {
@@ -130,7 +155,10 @@ struct Job {
   std::uint64_t in_flight = 0;
   std::map<std::uint64_t, ChunkResult> ready;
   std::exception_ptr failure;
-  // A chunk built but not yet accepted by a worker queue. The buffer keeps
+  // map_into: results go straight into the caller's buffer.
+  ResultSink sink = nullptr;
+  void* out = nullptr;
+  // A chunk built but not yet accepted by a worker's ring. The buffer keeps
   // its capacity from chunk to chunk.
   bool staged = false;
   std::vector<std::byte> staged_message;
@@ -143,11 +171,14 @@ struct Job {
 
 struct Worker {
   Process process;
-  std::unique_ptr<Queue> tasks;
-  std::uint64_t puts = 0;
-  std::deque<std::uint64_t> seqs;  // tasks put and not completed, in put order
-  bool retiring = false;           // said it would exit after its last task
-  bool exiting = false;            // handle_exit is under way for it
+  std::unique_ptr<SpscRing> tasks;    // the parent produces, the worker takes
+  std::unique_ptr<SpscRing> results;  // the worker produces, the parent takes
+  std::uint64_t puts = 0;             // tasks put into `tasks`
+  std::uint64_t items_ahead = 0;      // items of the tasks in flight
+  std::deque<Task> in_flight;         // put and not completed, in put order
+  bool unflushed = false;             // tasks committed but not published
+  bool retiring = false;              // said it would exit after its last task
+  bool exiting = false;               // handle_exit is under way for it
 };
 
 class PoolCore {
@@ -156,7 +187,7 @@ class PoolCore {
   ~PoolCore() { terminate(); }
   std::uint64_t start_job(void* fn, Invoker invoker,
                           std::unique_ptr<ChunkSource> source, bool ordered,
-                          bool unbounded);
+                          bool unbounded, ResultSink sink, void* out);
   std::optional<ChunkResult> next_chunk(std::uint64_t job,
                                         const Deadline& deadline);
   void forget_job(std::uint64_t job) noexcept;
@@ -166,9 +197,7 @@ class PoolCore {
   PoolOptions options;
   Mapping shared_memory;
   PoolShared* shared = nullptr;
-  std::unique_ptr<Queue> results;
   std::vector<Worker> workers;
-  std::unordered_map<std::uint64_t, Task> tasks;  // in flight, by seq
   std::map<std::uint64_t, Job> jobs;
   std::uint64_t next_seq = 0;
   std::uint64_t next_job = 0;
@@ -178,20 +207,31 @@ class PoolCore {
   bool terminated = false;
   std::string broken;  // why the pool cannot run work, if it cannot
   Clock::time_point last_health_check = Clock::now();
-  std::vector<std::byte> scratch;
-  std::vector<std::byte> result_buffer;  // reused by every take() of a result
+  // Rings of replaced workers, kept until no view into them can be held.
+  std::vector<std::unique_ptr<SpscRing>> retired_rings;
   mutable std::mutex pids_mutex;  // guards `pids` for GracefulShutdown's thread
   std::vector<pid_t> pids;
 
+  WorkerSlot& slot(std::size_t index) const {
+    return reinterpret_cast<WorkerSlot*>(shared_memory.bytes() +
+                                         kSlotsOffset)[index];
+  }
+  void make_rings(std::size_t index);
   void start_worker(std::size_t index);
   int worker_main(std::size_t index);
   void dispatch();
-  bool fill(std::size_t index, std::size_t level);
+  bool fill(std::size_t index, std::size_t level, std::uint64_t items);
   bool pump(const Deadline& deadline);
-  void handle_result(std::span<const std::byte> message);
+  bool poll_results();
+  bool results_waiting() const;
+  void drain(std::size_t index);
+  void handle_message(std::size_t index, SpscRing::View& view);
+  void handle_result(std::size_t index, std::span<const std::byte> message);
   void check_health();
   void handle_exit(std::size_t index);
-  void complete_task(std::uint64_t seq, const Task& task);
+  void lose(const Task& task, const std::string& worker, const char* when,
+            const char* replaced);
+  void complete_task(const Task& task);
   void fail_job(Job& job, std::exception_ptr error);
   void fail_all(const std::string& why);
   void publish_pids();
@@ -201,6 +241,21 @@ void PoolCore::publish_pids() {
   std::lock_guard lock(pids_mutex);
   pids.clear();
   for (Worker& w : workers) pids.push_back(w.process.pid());
+}
+
+// Fresh rings for worker slot `index` (a replaced worker may have left a
+// half-written frame in its old ones).
+void PoolCore::make_rings(std::size_t index) {
+  Worker& w = workers[index];
+  if (w.tasks) retired_rings.push_back(std::move(w.tasks));
+  if (w.results) retired_rings.push_back(std::move(w.results));
+  w.tasks = std::make_unique<SpscRing>(
+      SpscRingOptions{options.task_queue_bytes, options.wait});
+  w.results = std::make_unique<SpscRing>(
+      SpscRingOptions{options.result_queue_bytes, options.wait});
+  w.puts = 0;
+  w.unflushed = false;
+  slot(index).taken.store(0, std::memory_order_relaxed);
 }
 
 void PoolCore::start_worker(std::size_t index) {
@@ -223,22 +278,41 @@ int PoolCore::worker_main(std::size_t index) {
   sigemptyset(&action.sa_mask);
   ::sigaction(SIGTERM, &action, nullptr);
 
-  Queue& queue = *workers[index].tasks;
-  auto report = [&](ResultKind kind, std::uint64_t seq, std::uint64_t detail,
-                    std::span<const std::byte> payload) {
-    scratch.resize(sizeof(ResultHeader));
+  SpscRing& tasks = *workers[index].tasks;
+  SpscRing& results = *workers[index].results;
+  std::atomic<std::uint64_t>& taken = slot(index).taken;
+  // Each chunk's results are published as the chunk ends, so that a worker
+  // that dies loses only the chunk it runs; the parent is woken only if it
+  // has announced that it sleeps (lib/spsc_ring.cc's protocol: its
+  // announcement is followed by a heavy fence, our publication by the
+  // ring's light or seq_cst fence).
+  const auto publish = [&] {
+    results.flush();
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    if (shared->results.sleepers.load(std::memory_order_seq_cst) != 0)
+      shared->results.notify_all();
+  };
+  const auto report = [&](ResultKind kind, std::uint64_t seq,
+                          std::uint64_t detail,
+                          std::span<const std::byte> payload) {
     ResultHeader header{kind, static_cast<std::uint32_t>(index), seq, detail,
                         0};
-    std::memcpy(scratch.data(), &header, sizeof header);
-    scratch.insert(scratch.end(), payload.begin(), payload.end());
-    try {
-      results->put_bytes(scratch);
-    } catch (const MessageTooLong& e) {
+    if (sizeof header + payload.size() > results.max_message()) {
       // Results that cannot travel fail their call, not this worker.
       header = {ResultKind::kTooLong, header.worker, seq, payload.size(),
-                e.limit() - sizeof header};
-      results->put_bytes(std::as_bytes(std::span(&header, 1)));
+                results.max_message() - sizeof header};
+      payload = {};
     }
+    const std::size_t bytes = sizeof header + payload.size();
+    std::optional<SpscRing::Loan> loan = results.try_loan(bytes);
+    if (!loan) {
+      publish();  // the parent makes room only for what it sees
+      loan.emplace(results.loan(bytes));
+    }
+    std::memcpy(loan->data(), &header, sizeof header);
+    if (!payload.empty())
+      std::memcpy(loan->data() + sizeof header, payload.data(), payload.size());
+    loan->commit(Publish::kDeferred);
   };
   try {
     if (options.initializer) {
@@ -247,42 +321,60 @@ int PoolCore::worker_main(std::size_t index) {
                      [&](std::uint64_t) { options.initializer(); })) {
         report(ResultKind::kInitializerFailed, 0, 0,
                std::as_bytes(std::span(failure.what)));
+        publish();
         return kInitializerFailed;
       }
     }
-    std::vector<std::byte> out, task;
+    std::vector<std::byte> out;
     ChunkFailure failure;
     std::uint64_t done = 0;
-    for (;;) {
-      if (shared->stop.load(std::memory_order_acquire) || g_worker_sigterm)
-        return 0;
-      if (options.max_tasks_per_child != 0 &&
-          done == options.max_tasks_per_child) {
-        // seq carries our pid: the pool may have replaced us already.
-        report(ResultKind::kRetiring, static_cast<std::uint64_t>(::getpid()), 0,
-               {});
-        return 0;
-      }
-      const auto message = take(queue, task, kWorkerPoll);
-      if (!message) {
-        if (queue.end_of_stream()) return 0;  // the pool closed our queue
-        continue;                             // look at the stop flags again
-      }
+    const auto run = [&](SpscRing::View& task) {
+      taken.store(done + 1, std::memory_order_release);
       // The gate's test build stretches a chunk's work and its report.
       [[maybe_unused]] const InjectedSlowdown<Primitive::kPool> slowdown;
       TaskHeader header;
-      std::memcpy(&header, message->data(), sizeof header);
-      const auto items = message->subspan(sizeof header);
+      std::memcpy(&header, task.data(), sizeof header);
+      const auto items = task.bytes().subspan(sizeof header);
       out.clear();
       const auto invoker = reinterpret_cast<Invoker>(header.invoker);
-      if (invoker(reinterpret_cast<void*>(header.fn), items, header.count, out,
-                  failure)) {
+      const bool ok = invoker(reinterpret_cast<void*>(header.fn), items,
+                              header.count, out, failure);
+      task.release();
+      if (ok) {
         report(ResultKind::kResults, header.seq, 0, out);
       } else {
         report(ResultKind::kError, header.seq, failure.item,
                std::as_bytes(std::span(failure.what)));
       }
+      publish();
       ++done;
+    };
+    for (;;) {
+      if (shared->stop.load(std::memory_order_acquire) || g_worker_sigterm) {
+        publish();
+        return 0;
+      }
+      if (options.max_tasks_per_child != 0 &&
+          done == options.max_tasks_per_child) {
+        // seq carries our pid: the pool may have replaced us already.
+        report(ResultKind::kRetiring, static_cast<std::uint64_t>(::getpid()), 0,
+               {});
+        publish();
+        return 0;
+      }
+      if (std::optional<SpscRing::View> task = tasks.try_recv_view()) {
+        run(*task);
+        continue;
+      }
+      publish();
+      if (tasks.end_of_stream()) return 0;  // the pool closed our ring
+      try {
+        std::optional<SpscRing::View> task = tasks.recv_view(kWorkerPoll);
+        if (!task) return 0;
+        run(*task);
+      } catch (const Empty&) {
+        // Look at the stop flags again.
+      }
     }
   } catch (const PeerError&) {
     return kParentGone;
@@ -301,19 +393,16 @@ PoolCore::PoolCore(PoolOptions opts) {
                                 std::to_string(opts.result_queue_bytes));
   }
   options = std::move(opts);
-  shared_memory = Mapping::shared(sizeof(PoolShared));
+  const auto n = static_cast<std::size_t>(options.workers);
+  shared_memory = Mapping::shared(kSlotsOffset + n * sizeof(WorkerSlot));
   shared = new (shared_memory.data()) PoolShared();
-  QueueOptions result_options;
-  result_options.capacity_bytes = options.result_queue_bytes;
-  result_options.wait = options.wait;
-  results = std::make_unique<Queue>(result_options);
-  workers.resize(static_cast<std::size_t>(options.workers));
-  QueueOptions task_options;
-  task_options.capacity_bytes = options.task_queue_bytes;
-  task_options.wait = options.wait;
-  for (Worker& w : workers) w.tasks = std::make_unique<Queue>(task_options);
+  for (std::size_t i = 0; i < n; ++i)
+    new (shared_memory.bytes() + kSlotsOffset + i * sizeof(WorkerSlot))
+        WorkerSlot();
+  workers.resize(n);
   try {
-    for (std::size_t i = 0; i < workers.size(); ++i) start_worker(i);
+    for (std::size_t i = 0; i < n; ++i) make_rings(i);
+    for (std::size_t i = 0; i < n; ++i) start_worker(i);
   } catch (...) {
     terminate();
     throw;
@@ -322,7 +411,8 @@ PoolCore::PoolCore(PoolOptions opts) {
 
 std::uint64_t PoolCore::start_job(void* fn, Invoker invoker,
                                   std::unique_ptr<ChunkSource> source,
-                                  bool ordered, bool unbounded) {
+                                  bool ordered, bool unbounded, ResultSink sink,
+                                  void* out) {
   if (terminated) throw PoolError("Pool: the pool was terminated");
   if (closed) throw PoolError("Pool: the pool is closed");
   if (!broken.empty()) throw PoolError("Pool: " + broken);
@@ -334,6 +424,8 @@ std::uint64_t PoolCore::start_job(void* fn, Invoker invoker,
   job.source = std::move(source);
   job.ordered = ordered;
   job.unbounded = unbounded;
+  job.sink = sink;
+  job.out = out;
   dispatch();
   return id;
 }
@@ -350,11 +442,12 @@ void PoolCore::fail_all(const std::string& why) {
     fail_job(job, std::make_exception_ptr(PoolError("Pool: " + why)));
 }
 
-// Puts chunks into worker `index`'s queue until it holds `level` of them.
-// Returns false when no job has a chunk to give.
-bool PoolCore::fill(std::size_t index, std::size_t level) {
+// Puts chunks into worker `index`'s ring until it holds `level` of them
+// or, with `items`, until they hold that many items (unpublished:
+// dispatch() flushes). Returns false when no job has a chunk to give.
+bool PoolCore::fill(std::size_t index, std::size_t level, std::uint64_t items) {
   Worker& w = workers[index];
-  while (w.seqs.size() < level) {
+  while (w.in_flight.size() < level && (items == 0 || w.items_ahead < items)) {
     Job* job = nullptr;
     std::uint64_t job_id = 0;
     for (auto& [id, candidate] : jobs) {
@@ -374,76 +467,107 @@ bool PoolCore::fill(std::size_t index, std::size_t level) {
       break;
     }
     if (job == nullptr) return false;
+    // The chunk is in the ring: its task is in flight.
+    const auto put = [&](SpscRing::Loan& loan) {
+      Task task = job->staged_task;
+      task.worker = index;
+      task.position = w.puts++;
+      task.message = loan.data();
+      task.bytes = loan.size();
+      loan.commit(Publish::kDeferred);
+      w.unflushed = true;
+      w.in_flight.push_back(task);
+      w.items_ahead += task.count;
+      ++job->in_flight;
+      job->staged = false;
+    };
+    const auto make_task = [&](std::byte* at, std::uint64_t first,
+                               std::uint64_t count) {
+      const TaskHeader header{next_seq, count,
+                              reinterpret_cast<std::uint64_t>(job->invoker),
+                              reinterpret_cast<std::uint64_t>(job->fn)};
+      std::memcpy(at, &header, sizeof header);
+      job->staged_task = Task{
+          job_id, job->chunks_made++, first, count, next_seq, index, 0, nullptr,
+          0};
+      ++next_seq;
+    };
+    std::vector<std::byte>& message = job->staged_message;
     if (!job->staged) {
-      std::vector<std::byte>& message = job->staged_message;
+      // Items of a known encoded size are encoded straight into the ring.
+      const std::optional<std::size_t> direct = job->source->next_size();
+      if (direct && sizeof(TaskHeader) + *direct <= w.tasks->max_message()) {
+        std::optional<SpscRing::Loan> loan =
+            w.tasks->try_loan(sizeof(TaskHeader) + *direct);
+        if (!loan) return true;  // this worker's ring is full for now
+        std::uint64_t first = 0, count = 0;
+        job->source->next_into(loan->data() + sizeof(TaskHeader), first, count);
+        make_task(loan->data(), first, count);
+        put(*loan);
+        continue;
+      }
       message.resize(sizeof(TaskHeader));
       std::uint64_t first = 0, count = 0;
       if (!job->source->next(message, first, count)) {
         job->source_done = true;
         continue;
       }
-      const TaskHeader header{next_seq, count,
-                              reinterpret_cast<std::uint64_t>(job->invoker),
-                              reinterpret_cast<std::uint64_t>(job->fn)};
-      std::memcpy(message.data(), &header, sizeof header);
-      job->staged_task =
-          Task{job_id, job->chunks_made++, first, count, index, 0};
+      make_task(message.data(), first, count);
       job->staged = true;
-      ++next_seq;
     }
-    bool accepted = false;
-    try {
-      accepted = w.tasks->try_put_bytes(job->staged_message);
-    } catch (const MessageTooLong& e) {
+    if (message.size() > w.tasks->max_message()) {
+      const std::string limit = std::to_string(w.tasks->max_message());
       fail_job(
           *job,
           std::make_exception_ptr(MessageTooLong(
               "Pool: chunk " + std::to_string(job->staged_task.chunk) + " of " +
-                  job->name + " does not fit the task queue: " + e.what() +
-                  " (raise PoolOptions::task_queue_bytes or lower chunksize)",
-              e.length(), e.limit())));
+                  job->name + " takes " + std::to_string(message.size()) +
+                  " bytes, more than one message of the task queue "
+                  "holds (" +
+                  limit +
+                  " bytes): raise PoolOptions::task_queue_bytes or lower "
+                  "chunksize",
+              message.size(), w.tasks->max_message())));
       continue;
     }
-    if (!accepted) return true;  // this worker's queue is full for now
-    TaskHeader header;
-    std::memcpy(&header, job->staged_message.data(), sizeof header);
-    Task task = job->staged_task;
-    task.worker = index;
-    task.position = w.puts++;
-    w.seqs.push_back(header.seq);
-    tasks.emplace(header.seq, task);
-    ++job->in_flight;
-    job->staged = false;
+    std::optional<SpscRing::Loan> loan = w.tasks->try_loan(message.size());
+    if (!loan) return true;  // this worker's ring is full for now
+    std::memcpy(loan->data(), message.data(), message.size());
+    put(*loan);
   }
   return true;
 }
 
 // Deals chunks out one per worker per round, up to `prefetch` each, so a
 // call of a few chunks spreads over every worker instead of queueing
-// behind the first one.
+// behind the first one; then publishes each ring's new chunks at once.
 void PoolCore::dispatch() {
   if (terminated || !broken.empty() ||
       shared->stop.load(std::memory_order_relaxed))
     return;
-  for (std::size_t level = 1; level <= options.prefetch; ++level) {
-    for (std::size_t k = 0; k < workers.size(); ++k) {
-      const std::size_t index = (round_robin + k) % workers.size();
-      if (workers[index].retiring) continue;
-      if (!fill(index, level)) {
-        round_robin = (round_robin + 1) % workers.size();
-        return;
+  [&] {
+    for (std::size_t level = 1; level <= options.prefetch; ++level) {
+      for (std::size_t k = 0; k < workers.size(); ++k) {
+        const std::size_t index = (round_robin + k) % workers.size();
+        if (workers[index].retiring || workers[index].exiting) continue;
+        if (!fill(index, level, 0)) return;
       }
     }
-  }
+    for (std::size_t k = 0; k < workers.size(); ++k) {
+      const std::size_t index = (round_robin + k) % workers.size();
+      if (workers[index].retiring || workers[index].exiting) continue;
+      if (!fill(index, SIZE_MAX, kItemsAhead)) return;
+    }
+  }();
   round_robin = (round_robin + 1) % workers.size();
+  for (Worker& w : workers) {
+    if (!w.unflushed) continue;
+    w.tasks->flush();
+    w.unflushed = false;
+  }
 }
 
-void PoolCore::complete_task(std::uint64_t seq, const Task& task) {
-  Worker& w = workers[task.worker];
-  if (auto it = std::find(w.seqs.begin(), w.seqs.end(), seq);
-      it != w.seqs.end())
-    w.seqs.erase(it);
-  tasks.erase(seq);
+void PoolCore::complete_task(const Task& task) {
   auto job_it = jobs.find(task.job);
   if (job_it != jobs.end()) {
     --job_it->second.in_flight;
@@ -452,7 +576,31 @@ void PoolCore::complete_task(std::uint64_t seq, const Task& task) {
   }
 }
 
-void PoolCore::handle_result(std::span<const std::byte> message) {
+// A message from worker slot `index`'s result ring, read in place.
+void PoolCore::handle_message(std::size_t index, SpscRing::View& view) {
+  ResultHeader header;
+  if (view.size() < sizeof header) {
+    throw PeerError("Pool: a " + std::to_string(view.size()) +
+                    "-byte result message from worker pid " +
+                    std::to_string(workers[index].process.pid()));
+  }
+  std::memcpy(&header, view.data(), sizeof header);
+  if (header.kind == ResultKind::kRetiring) {
+    view.release();
+    // The health check may have seen this worker exit and replaced it before
+    // its farewell was read, and handle_exit itself reads results: only the
+    // current generation, and only once, is handled here.
+    Worker& w = workers[index];
+    if (static_cast<pid_t>(header.seq) != w.process.pid() || w.exiting) return;
+    w.retiring = true;
+    handle_exit(index);
+    return;
+  }
+  handle_result(index, view.bytes());
+}
+
+void PoolCore::handle_result(std::size_t index,
+                             std::span<const std::byte> message) {
   [[maybe_unused]] const InjectedSlowdown<Primitive::kPool> slowdown;
   ResultHeader header;
   std::memcpy(&header, message.data(), sizeof header);
@@ -464,20 +612,17 @@ void PoolCore::handle_result(std::span<const std::byte> message) {
     fail_all(broken);
     return;
   }
-  if (header.kind == ResultKind::kRetiring) {
-    // The health check may have seen this worker exit and replaced it before
-    // its farewell was read, and handle_exit itself reads results: only the
-    // current generation, and only once, is handled here.
-    Worker& w = workers[header.worker];
-    if (static_cast<pid_t>(header.seq) != w.process.pid() || w.exiting) return;
-    w.retiring = true;
-    handle_exit(header.worker);
-    return;
+  // A worker runs its ring's tasks in order: this is its oldest one.
+  Worker& w = workers[index];
+  if (w.in_flight.empty() || w.in_flight.front().seq != header.seq) {
+    throw PeerError("Pool: worker pid " + std::to_string(w.process.pid()) +
+                    " answered task " + std::to_string(header.seq) +
+                    ", which it was not running");
   }
-  const auto it = tasks.find(header.seq);
-  if (it == tasks.end()) return;  // reported lost already
-  const Task task = it->second;
-  complete_task(header.seq, task);
+  const Task task = w.in_flight.front();
+  w.in_flight.pop_front();
+  w.items_ahead -= task.count;
+  complete_task(task);
   auto job_it = jobs.find(task.job);
   if (job_it == jobs.end()) return;  // abandoned and gone
   Job& job = job_it->second;
@@ -510,6 +655,14 @@ void PoolCore::handle_result(std::span<const std::byte> message) {
             item)));
     return;
   }
+  if (job.sink != nullptr) {
+    try {
+      job.sink(job.out, task.first_item, task.count, payload);
+    } catch (...) {
+      fail_job(job, std::current_exception());
+    }
+    return;
+  }
   ChunkResult result;
   result.first_item = task.first_item;
   result.count = task.count;
@@ -517,50 +670,124 @@ void PoolCore::handle_result(std::span<const std::byte> message) {
   job.ready.emplace(task.chunk, std::move(result));
 }
 
+// Handles every message worker slot `index` has published.
+void PoolCore::drain(std::size_t index) {
+  for (;;) {
+    std::optional<SpscRing::View> view =
+        workers[index].results->try_recv_view();
+    if (!view) return;
+    handle_message(index, *view);
+  }
+}
+
+// Handles what the workers have published; returns whether there was any.
+bool PoolCore::poll_results() {
+  bool any = false;
+  for (std::size_t i = 0; i < workers.size(); ++i) {
+    // A bounded batch per worker, so that one busy worker cannot starve the
+    // others' rings.
+    for (int n = 0; n < 4096; ++n) {
+      Worker& w = workers[i];
+      if (w.exiting) break;
+      std::optional<SpscRing::View> view = w.results->try_recv_view();
+      if (!view) break;
+      any = true;
+      handle_message(i, *view);
+    }
+  }
+  return any;
+}
+
+bool PoolCore::results_waiting() const {
+  for (const Worker& w : workers) {
+    if (!w.exiting && w.results->readable()) return true;
+  }
+  return false;
+}
+
+// Fails the job whose chunk `task` is: "Pool: worker pid <worker> <when>
+// chunk ... of call #n; <replaced>".
+void PoolCore::lose(const Task& task, const std::string& worker,
+                    const char* when, const char* replaced) {
+  workers[task.worker].items_ahead -= task.count;
+  complete_task(task);
+  auto job_it = jobs.find(task.job);
+  if (job_it == jobs.end() || job_it->second.failure ||
+      job_it->second.abandoned)
+    return;
+  fail_job(job_it->second,
+           std::make_exception_ptr(WorkerLost(
+               "Pool: worker pid " + worker + " " + when + " chunk " +
+                   std::to_string(task.chunk) + " (items " +
+                   std::to_string(task.first_item) + ".." +
+                   std::to_string(task.first_item + task.count - 1) + ") of " +
+                   job_it->second.name + "; " + replaced,
+               task.first_item, task.count)));
+}
+
 // A worker has exited (or announced that it is retiring): collect what it
-// sent, report the chunks it took and never finished, and replace it.
+// sent, report the chunks it took and never finished, and replace it,
+// handing its replacement fresh rings and the chunks it never took.
 void PoolCore::handle_exit(std::size_t index) {
   Worker& w = workers[index];
   w.exiting = true;
   if (w.retiring) w.process.join();
   const std::optional<int> code = w.process.exitcode();
-  // Everything it published is in the result queue now: read it first.
-  while (auto message = take(*results, result_buffer, std::nullopt))
-    handle_result(*message);
-  // Its queue is FIFO: the first `taken` tasks put into it were taken.
-  const std::uint64_t taken = w.puts - w.tasks->qsize();
-  std::vector<std::uint64_t> lost;
-  for (std::uint64_t seq : w.seqs) {
-    if (tasks.at(seq).position < taken) lost.push_back(seq);
+  // Everything it published is in its result ring: read it first.
+  try {
+    drain(index);
+  } catch (const PeerError&) {
+    // A corrupt ring: what it holds after that is lost with the worker.
   }
-  for (std::uint64_t seq : lost) {
-    const Task task = tasks.at(seq);
-    complete_task(seq, task);
-    auto job_it = jobs.find(task.job);
-    if (job_it == jobs.end() || job_it->second.failure ||
-        job_it->second.abandoned)
-      continue;
-    fail_job(
-        job_it->second,
-        std::make_exception_ptr(WorkerLost(
-            "Pool: worker pid " + std::to_string(w.process.pid()) + " " +
-                describe_exit(code) + " while running chunk " +
-                std::to_string(task.chunk) + " (items " +
-                std::to_string(task.first_item) + ".." +
-                std::to_string(task.first_item + task.count - 1) + ") of " +
-                job_it->second.name + "; the worker was replaced",
-            task.first_item, task.count)));
-  }
+  const std::uint64_t taken = slot(index).taken.load(std::memory_order_acquire);
+  const std::string pid = std::to_string(w.process.pid());
+  const std::string worker = pid + " " + describe_exit(code);
   if (code == kInitializerFailed && broken.empty()) {
-    broken = "the initializer failed in worker pid " +
-             std::to_string(w.process.pid());
+    broken = "the initializer failed in worker pid " + pid;
     fail_all(broken);
   }
-  if (terminated || !broken.empty() ||
-      shared->stop.load(std::memory_order_relaxed) ||
-      (closed && w.tasks->closed())) {
+  const bool replace = !terminated && broken.empty() &&
+                       !shared->stop.load(std::memory_order_relaxed) &&
+                       !(closed && w.tasks->closed());
+  const char* fate =
+      replace ? "the worker was replaced" : "the worker was not replaced";
+  // The chunk it was running first (any before it finished, but died
+  // unpublished with it).
+  for (auto it = w.in_flight.begin(); it != w.in_flight.end(); ++it) {
+    if (it->position + 1 != taken) continue;
+    const Task task = *it;
+    w.in_flight.erase(it);
+    lose(task, worker, "while running", fate);
+    break;
+  }
+  while (!w.in_flight.empty() && w.in_flight.front().position < taken) {
+    const Task task = w.in_flight.front();
+    w.in_flight.pop_front();
+    lose(task, worker, "while running", fate);
+  }
+  if (!replace) {
+    // Not replaced: the chunks waiting in its ring are lost with it.
+    while (!w.in_flight.empty()) {
+      const Task task = w.in_flight.front();
+      w.in_flight.pop_front();
+      lose(task, worker, "before running", fate);
+    }
     return;
   }
+  // The chunks it never took are still intact in its old task ring.
+  std::unique_ptr<SpscRing> old_tasks = std::move(w.tasks);
+  make_rings(index);
+  for (Task& task : w.in_flight) {
+    std::optional<SpscRing::Loan> loan = w.tasks->try_loan(task.bytes);
+    if (!loan)  // cannot happen: they fitted in a ring of the same size
+      throw PoolError("Pool: a replaced worker's chunks do not fit its ring");
+    std::memcpy(loan->data(), task.message, task.bytes);
+    task.message = loan->data();
+    task.position = w.puts++;
+    loan->commit(Publish::kDeferred);
+  }
+  w.tasks->flush();
+  retired_rings.push_back(std::move(old_tasks));
   start_worker(index);
 }
 
@@ -575,32 +802,23 @@ void PoolCore::check_health() {
   }
 }
 
-// Waits for one result (or until the deadline or the next health check) and
-// handles whatever has arrived. Returns false when the deadline passed.
+// Handles whatever results have arrived, waiting for some (until the
+// deadline or the next health check) when none has. Returns false when the
+// deadline passed.
 bool PoolCore::pump(const Deadline& deadline) {
+  retired_rings.clear();  // no view into them is held here
   dispatch();
   if (Clock::now() - last_health_check > kHealthInterval) check_health();
-  std::optional<std::span<const std::byte>> message;
-  try {
-    message = take(*results, result_buffer,
-                   deadline.passed()
-                       ? std::nullopt
-                       : std::optional(deadline.remaining(kHealthInterval)));
-  } catch (const PeerError&) {
-    // No worker is alive to produce results: the health check replaces them.
-  }
-  if (!message) {
-    check_health();
-    return !deadline.passed();
-  }
-  handle_result(*message);
-  // Take whatever else is already there without waiting.
-  for (int i = 0; i < 64; ++i) {
-    auto more = take(*results, result_buffer, std::nullopt);
-    if (!more) break;
-    handle_result(*more);
-  }
-  return true;
+  if (poll_results()) return true;
+  // Spin on the rings, then sleep until a worker publishes: it wakes us
+  // only after we announce that we sleep (see worker_main's publish).
+  const Deadline slice = Deadline::after(deadline.remaining(kHealthInterval));
+  internal::wait_for(
+      shared->results, options.wait, slice, [&] { return results_waiting(); },
+      [] { heavy_fence(); });
+  if (poll_results()) return true;
+  check_health();
+  return !deadline.passed();
 }
 
 std::optional<ChunkResult> PoolCore::next_chunk(std::uint64_t job_id,
@@ -650,7 +868,9 @@ void PoolCore::join() {
   if (terminated) return;
   // Finish what was submitted (results stay with their calls).
   auto pending = [&] {
-    if (!tasks.empty()) return true;
+    for (const Worker& w : workers) {
+      if (!w.in_flight.empty()) return true;
+    }
     for (auto& [id, job] : jobs) {
       if (!job.failure && !job.abandoned && (!job.source_done || job.staged))
         return true;
@@ -661,10 +881,7 @@ void PoolCore::join() {
   for (Worker& w : workers) w.tasks->close();
   for (std::size_t i = 0; i < workers.size(); ++i) {
     Worker& w = workers[i];
-    while (!w.process.join(kHealthInterval)) {
-      while (auto message = take(*results, result_buffer, std::nullopt))
-        handle_result(*message);
-    }
+    while (!w.process.join(kHealthInterval)) poll_results();
   }
 }
 
@@ -704,8 +921,10 @@ std::size_t Pool::chunksize_or_default(std::size_t chunksize,
 
 std::uint64_t Pool::start(void* fn, internal::Invoker invoker,
                           std::unique_ptr<internal::ChunkSource> source,
-                          bool ordered, bool unbounded) {
-  return core_->start_job(fn, invoker, std::move(source), ordered, unbounded);
+                          bool ordered, bool unbounded,
+                          internal::ResultSink sink, void* out) {
+  return core_->start_job(fn, invoker, std::move(source), ordered, unbounded,
+                          sink, out);
 }
 
 void Pool::close() { core_->closed = true; }
@@ -732,6 +951,17 @@ std::optional<ChunkResult> next_chunk(PoolCore& core, std::uint64_t job,
 }
 
 void forget_job(PoolCore& core, std::uint64_t job) noexcept {
+  core.forget_job(job);
+}
+
+void finish_job(PoolCore& core, std::uint64_t job) {
+  try {
+    while (core.next_chunk(job, Deadline())) {
+    }
+  } catch (...) {
+    core.forget_job(job);
+    throw;
+  }
   core.forget_job(job);
 }
 

@@ -1,9 +1,11 @@
-// Pool: multiprocessing.Pool for C++ — persistent forked workers fed through
-// mp::Queue, with map, imap, imap_unordered and apply_async.
+// Pool: multiprocessing.Pool for C++ — persistent forked workers, each fed
+// through a pair of lock-free shared-memory rings (mp::SpscRing), with map,
+// map_into, imap, imap_unordered and apply_async.
 //
 //   int64_t twice(const int64_t& x) { return 2 * x; }
 //   mp::Pool pool(mp::PoolOptions{.workers = 4});
 //   std::vector<int64_t> out = pool.map(twice, items);   // in order
+//   pool.map_into(twice, items, out);                     // reuses `out`
 //   for (int64_t r : pool.imap_unordered(twice, items, 64)) use(r);
 //   auto handle = pool.apply_async(twice, int64_t{21});
 //   int64_t answer = handle.get();
@@ -19,7 +21,12 @@
 // initializer, which runs once in each worker as it starts.
 //
 // Data: each chunk of `chunksize` items travels as one message to a worker
-// (encoded with mp::Codec) and its results come back as one message. A pool
+// (encoded with mp::Codec, written in place into that worker's task ring)
+// and its results come back as one message in the worker's result ring,
+// read in place. The rings are reused lap after lap: a busy pool makes no
+// system call and, once the rings have been round once, touches no new
+// page (map_into also writes into the caller's buffer; map makes a fresh
+// vector, as Python's does). A pool
 // created before its data is honest about the cost of moving it;
 // mp::fork_map forks workers for one call instead, so inputs are inherited
 // copy-on-write and only results travel.
@@ -27,11 +34,12 @@
 // Failures: an exception thrown by `fn` (of any type, `throw 42;` included)
 // fails that call with mp::TaskError, which names the one item whose call
 // threw and the message; the pool stays usable. A chunk's results that do
-// not fit one message of the result queue fail the call with
+// not fit one message of the worker's result ring fail the call with
 // mp::MessageTooLong naming the chunk (the worker lives on). A
 // worker that dies (killed, crashed) fails the call whose chunk it was
 // running with mp::WorkerLost, which names the chunk; the worker is replaced
-// and tasks queued for it are run by its replacement. Every chunk is either
+// and tasks queued for it are run by its replacement (which gets fresh
+// rings). Every chunk is either
 // delivered exactly once or reported failed. With max_tasks_per_child,
 // workers retire after that many chunks and are replaced without losing any.
 //
@@ -66,6 +74,7 @@
 #include <optional>
 #include <span>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -87,11 +96,16 @@ struct PoolOptions {
   std::size_t max_tasks_per_child = 0;
   // Chunks queued for each worker ahead of the one it runs.
   std::size_t prefetch = 4;
-  // Capacity of each worker's task queue and of the result queue; one chunk
-  // (or its results) must fit in one message (mp::MessageTooLong otherwise).
-  // The result queue takes at least 4096 bytes (std::invalid_argument).
-  std::size_t task_queue_bytes = 8 << 20;
-  std::size_t result_queue_bytes = 32 << 20;
+  // Capacity of each worker's task ring and of each worker's result ring
+  // (rounded up to a power of two; shared memory). One chunk (or its
+  // results) must fit in one message (mp::MessageTooLong otherwise: 2 MiB
+  // holds 262,000 8-byte items, map's default chunksize for about 2 million
+  // items on 2 workers). Small rings stay in the CPU's caches and are gone
+  // round (every page touched) after a few calls; larger ones cost a page
+  // fault per 4 KiB on their first lap. The result ring takes at least 4096
+  // bytes (std::invalid_argument).
+  std::size_t task_queue_bytes = 2 << 20;
+  std::size_t result_queue_bytes = 2 << 20;
   // How the pool and its workers wait for each other.
   WaitPolicy wait = WaitPolicy::spin_then_block(std::chrono::microseconds(20));
 };
@@ -211,13 +225,57 @@ class Pool {
     using T = internal::item_of<Range>;
     using R = internal::result_of<F, T>;
     const std::span<const T> all = internal::as_items(items);
-    MapIterator<R> results =
-        imap_impl<R, T>(fn, all, chunksize_or_default(chunksize, all.size()),
-                        /*ordered=*/true, /*unbounded=*/true);
-    std::vector<R> out;
-    out.reserve(all.size());
-    while (auto r = results.next()) out.push_back(std::move(*r));
-    return out;
+    if constexpr (std::is_default_constructible_v<R> &&
+                  std::is_move_assignable_v<R>) {
+      std::vector<R> out(all.size());
+      map_into(fn, all, std::span<R>(out), chunksize);
+      return out;
+    } else {
+      MapIterator<R> results =
+          imap_impl<R, T>(fn, all, chunksize_or_default(chunksize, all.size()),
+                          /*ordered=*/true, /*unbounded=*/true);
+      std::vector<R> out;
+      out.reserve(all.size());
+      while (auto r = results.next()) out.push_back(std::move(*r));
+      return out;
+    }
+  }
+
+  // map() into the caller's buffer: out[i] = fn(items[i]), each result
+  // decoded straight from the worker's message into `out` (no result vector
+  // is made, so a buffer reused from call to call touches no new page). R
+  // is fn's result type, default-constructible and move-assignable. Throws
+  // std::invalid_argument unless out.size() == items.size(), and what map()
+  // throws; on an error, `out` holds some results and is otherwise
+  // untouched, and nothing writes into it once map_into has returned.
+  template <internal::ItemRange Range,
+            internal::PoolFunction<internal::item_of<Range>> F, typename R>
+  void map_into(F fn, Range&& items, std::span<R> out,
+                std::size_t chunksize = 0) {
+    using T = internal::item_of<Range>;
+    static_assert(std::is_same_v<R, internal::result_of<F, T>>,
+                  "map_into: out must hold fn's result type");
+    const std::span<const T> all = internal::as_items(items);
+    if (out.size() != all.size()) {
+      throw std::invalid_argument(
+          "Pool::map_into: " + std::to_string(all.size()) + " items but " +
+          std::to_string(out.size()) + " places for results");
+    }
+    const std::uint64_t job =
+        start(function_pointer(fn), &internal::invoke_chunk<decltype(+fn), T>,
+              std::make_unique<internal::SpanSource<T>>(
+                  all, chunksize_or_default(chunksize, all.size())),
+              /*ordered=*/false, /*unbounded=*/true, &internal::decode_into<R>,
+              out.data());
+    internal::finish_job(*core_, job);
+  }
+  // The same into a vector, resized to items.size() (its capacity reused).
+  template <internal::ItemRange Range,
+            internal::PoolFunction<internal::item_of<Range>> F, typename R>
+  void map_into(F fn, Range&& items, std::vector<R>& out,
+                std::size_t chunksize = 0) {
+    out.resize(std::ranges::size(items));
+    map_into(fn, std::forward<Range>(items), std::span<R>(out), chunksize);
   }
 
   // Ordered results, computed ahead of the consumer by a bounded number of
@@ -290,7 +348,8 @@ class Pool {
                                    std::size_t items) const;
   std::uint64_t start(void* fn, internal::Invoker invoker,
                       std::unique_ptr<internal::ChunkSource> source,
-                      bool ordered, bool unbounded);
+                      bool ordered, bool unbounded,
+                      internal::ResultSink sink = nullptr, void* out = nullptr);
 
   template <typename R, typename T, typename F>
   MapIterator<R> imap_impl(F fn, std::span<const T> items,

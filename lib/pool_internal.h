@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -111,6 +112,15 @@ class ChunkSource {
   // Appends the next chunk's encoded items to `out`; false when none is left.
   virtual bool next(std::vector<std::byte>& out, std::uint64_t& first_item,
                     std::uint64_t& count) = 0;
+  // The next chunk's encoded size when it is known without encoding it
+  // (trivially copyable items), so that it can be encoded in place; nullopt
+  // otherwise or when none is left.
+  virtual std::optional<std::size_t> next_size() const { return std::nullopt; }
+  // Encodes the next chunk, of next_size() bytes, at `out`.
+  virtual void next_into(std::byte* out, std::uint64_t& first_item,
+                         std::uint64_t& count) {
+    (void)out, (void)first_item, (void)count;
+  }
 };
 
 template <typename T>
@@ -130,12 +140,58 @@ class SpanSource final : public ChunkSource {
     position_ += n;
     return true;
   }
+  std::optional<std::size_t> next_size() const override {
+    if constexpr (kFlat) {
+      if (position_ < items_.size())
+        return std::min(chunksize_, items_.size() - position_) * sizeof(T);
+    }
+    return std::nullopt;
+  }
+  void next_into(std::byte* out, std::uint64_t& first_item,
+                 std::uint64_t& count) override {
+    if constexpr (kFlat) {
+      const std::size_t n = std::min(chunksize_, items_.size() - position_);
+      std::memcpy(out, items_.data() + position_, n * sizeof(T));
+      first_item = position_;
+      count = n;
+      position_ += n;
+    } else {
+      (void)out, (void)first_item, (void)count;
+    }
+  }
 
  private:
+  // Encoded as their object bytes (mp::Codec's rule for these types).
+  static constexpr bool kFlat =
+      std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool>;
   std::span<const T> items_;
   std::size_t chunksize_;
   std::size_t position_ = 0;
 };
+
+// Decodes a chunk's `count` encoded results from `payload` into
+// out[first .. first + count) of the caller's buffer (Pool::map_into).
+// Throws mp::DecodeError when the payload does not hold exactly that.
+using ResultSink = void (*)(void* out, std::uint64_t first, std::uint64_t count,
+                            std::span<const std::byte> payload);
+
+template <typename R>
+void decode_into(void* out, std::uint64_t first, std::uint64_t count,
+                 std::span<const std::byte> payload) {
+  R* to = static_cast<R*>(out) + first;
+  if constexpr (std::is_trivially_copyable_v<R> && !std::is_same_v<R, bool>) {
+    if (payload.size() != count * sizeof(R)) {
+      throw DecodeError("Pool: a chunk of " + std::to_string(count) +
+                        " results in " + std::to_string(payload.size()) +
+                        " bytes");
+    }
+    if (count != 0) std::memcpy(to, payload.data(), payload.size());
+  } else {
+    Reader reader(payload);
+    for (std::uint64_t i = 0; i < count; ++i) to[i] = Codec<R>::decode(reader);
+    reader.expect_end();
+  }
+}
 
 struct ChunkResult {
   std::uint64_t first_item = 0;
@@ -155,6 +211,9 @@ class PoolCore;
 // `deadline` passes first.
 std::optional<ChunkResult> next_chunk(PoolCore& core, std::uint64_t job,
                                       const Deadline& deadline);
+// Waits until every chunk of a job started with a ResultSink has been
+// delivered to it, then forgets the job; throws the job's error.
+void finish_job(PoolCore& core, std::uint64_t job);
 // Drops a job whose results are no longer wanted.
 void forget_job(PoolCore& core, std::uint64_t job) noexcept;
 

@@ -69,6 +69,60 @@ TEST_F(PoolTest, MapOfNonTrivialResults) {
   EXPECT_EQ(out[49], "item-49");
 }
 
+TEST_F(PoolTest, MapIntoWritesTheCallersBuffer) {
+  Pool pool(options(2));
+  const auto items = iota(1000);
+  const auto expected = serial_map(twice, std::span(items));
+  std::vector<std::int64_t> out(items.size(), -1);
+  for (std::size_t chunksize : {0, 1, 7, 64, 4096}) {
+    std::fill(out.begin(), out.end(), -1);
+    const std::int64_t* before = out.data();
+    pool.map_into(twice, std::span(items), std::span(out), chunksize);
+    EXPECT_EQ(out, expected) << "chunksize " << chunksize;
+    EXPECT_EQ(out.data(), before) << "the caller's buffer, not a new one";
+  }
+  std::vector<std::string> names;
+  pool.map_into(describe, items, names, 8);
+  ASSERT_EQ(names.size(), items.size());
+  EXPECT_EQ(names[999], "item-999");
+  std::vector<std::int64_t> empty;
+  pool.map_into(twice, std::vector<std::int64_t>{}, empty);
+  EXPECT_TRUE(empty.empty());
+}
+
+TEST_F(PoolTest, MapIntoRefusesABufferOfAnotherSizeAndReportsErrors) {
+  Pool pool(options(2));
+  const auto items = iota(100);
+  std::vector<std::int64_t> short_out(99);
+  EXPECT_THROW(pool.map_into(twice, std::span(items), std::span(short_out)),
+               std::invalid_argument);
+  std::vector<std::int64_t> out(100);
+  try {
+    pool.map_into(fail_on_17, std::span(items), std::span(out), 8);
+    FAIL() << "map_into must fail";
+  } catch (const TaskError& e) {
+    EXPECT_EQ(e.item_index(), 17u);
+  }
+  pool.map_into(twice, std::span(items), std::span(out), 8);
+  EXPECT_EQ(out, serial_map(twice, std::span(items)));
+}
+
+// A worker killed with chunks of other calls waiting in its ring: the one it
+// ran fails, the others run in its replacement (which gets fresh rings and
+// copies of them).
+TEST_F(PoolTest, ChunksQueuedForAKilledWorkerRunInItsReplacement) {
+  Pool pool(options(1));
+  auto dies = pool.apply_async(die_on_7, std::int64_t{7});
+  auto one = pool.apply_async(twice, std::int64_t{1});
+  auto two = pool.apply_async(twice, std::int64_t{2});
+  EXPECT_THROW(dies.get(), WorkerLost);
+  EXPECT_EQ(one.get(), 2);
+  EXPECT_EQ(two.get(), 4);
+  EXPECT_EQ(pool.workers_started(), 2u);
+  const auto items = iota(300);
+  EXPECT_EQ(pool.map(twice, items, 1), serial_map(twice, std::span(items)));
+}
+
 TEST_F(PoolTest, EmptyInputAndChunksizeLargerThanInput) {
   Pool pool(options(2));
   const std::vector<std::int64_t> none;

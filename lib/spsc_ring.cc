@@ -106,6 +106,10 @@ bool SpscRing::closed() const {
   return shared().closed.load(std::memory_order_acquire) != 0;
 }
 
+bool SpscRing::readable() const {
+  return shared().tail.load(std::memory_order_seq_cst) != read_ || closed();
+}
+
 bool SpscRing::end_of_stream() const {
   return closed() && shared().tail.load(std::memory_order_acquire) == read_;
 }

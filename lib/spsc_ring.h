@@ -221,6 +221,11 @@ class SpscRing {
   std::optional<View> try_recv_view();
 
   // --- State ----------------------------------------------------------------
+  // Consumer: whether a receive would find a message (or the end of the
+  // stream) now. Changes nothing and never blocks, so that one consumer can
+  // wait on several rings (lib/pool.cc). A seq_cst load of the producer's
+  // cursor: it pairs with the wake-up protocol of lib/spsc_ring.cc.
+  bool readable() const;
   bool closed() const;
   // Closed and everything published received: recv would return nullopt.
   bool end_of_stream() const;

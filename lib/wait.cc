@@ -13,6 +13,7 @@ namespace mp::internal {
 std::chrono::nanoseconds Deadline::remaining(
     std::chrono::nanoseconds cap) const {
   if (!at_) return cap;
+  if (*at_ == Clock::time_point::min()) return std::chrono::nanoseconds(0);
   const auto left = *at_ - Clock::now();
   if (left <= std::chrono::nanoseconds(0)) return std::chrono::nanoseconds(0);
   return std::min(cap,

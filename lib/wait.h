@@ -56,9 +56,17 @@ class Deadline {
     d.at_ = Clock::now() + timeout;
     return d;
   }
-  static Deadline now() { return after(std::chrono::nanoseconds(0)); }
+  // Passed already, without reading the clock (the try_ forms, on every
+  // poll of a busy ring).
+  static Deadline now() {
+    Deadline d;
+    d.at_ = Clock::time_point::min();
+    return d;
+  }
   bool never() const { return !at_; }
-  bool passed() const { return at_ && Clock::now() >= *at_; }
+  bool passed() const {
+    return at_ && (*at_ == Clock::time_point::min() || Clock::now() >= *at_);
+  }
   // Time left, at most `cap`; zero once passed.
   std::chrono::nanoseconds remaining(std::chrono::nanoseconds cap) const;
   std::optional<Clock::time_point> at() const { return at_; }

@@ -152,6 +152,10 @@ class ReferencesTest(unittest.TestCase):
             ["BM_SerialMap/double/items:10000",
              "BM_RawRingPoolMap/double/items:10000/chunksize:64/workers:2"])
         self.assertEqual(
+            self.refs("BM_PoolMapInto/double/items:1000000/chunksize:8/workers:1/real_time"),
+            ["BM_RawRingPoolMap/double/items:1000000/chunksize:8/workers:1",
+             "BM_SerialMap/double/items:1000000"])
+        self.assertEqual(
             self.refs("BM_ThreadPoolMap/double/items:10000/chunksize:default/workers:2"),
             ["BM_SerialMap/double/items:10000"])
         self.assertEqual(self.refs("PyPipeThroughput/bytes:8"), ["PyRawPipeThroughput/bytes:8"])

@@ -153,6 +153,8 @@ RULES: tuple[Rule, ...] = (
          label="Boost message_queue / raw futex (round trip)"),
     # pool family
     Rule("PoolMap", (_SERIAL_REF, _RAW_RING), label="Pool.map / serial"),
+    # The dispatch cost alone (the caller's buffer reused) against the limit.
+    Rule("PoolMapInto", (_RAW_RING, _SERIAL_REF), label="Pool.map_into / raw ring pool"),
     Rule("PoolImapUnordered", _SERIAL, label="Pool.imap_unordered / serial"),
     Rule("ForkMap", _SERIAL, label="fork-per-chunk map / serial"),
     # Threads against processes with one design: the same rings.

@@ -88,7 +88,8 @@ FAMILY_SETTINGS = {
                        r"(double/items:10000|sha512_inherited/items:64)"
                        r"/chunksize:(1|64|default)/workers:(1|2)"
                        r"|SerialMap(Pointer|Into)/double/items:10000"
-                       r"|RawRingPoolMap/double/items:10000/chunksize:(1|64)/workers:(1|2)"
+                       r"|(RawRingPoolMap|PoolMapInto)/double/items:10000"
+                       r"/chunksize:(1|64)/workers:(1|2)"
                        r"|PoolCreate/workers:(1|2)|PoolTeardown/workers:(1|2)"
                        r"|ApplyAsyncRoundTrip)(/|$)"),
         },
