@@ -572,8 +572,9 @@ def confirm(rep: Report, second: Report) -> None:
     same comparison with a second NEW run made independently: a regression
     of our code shows in every run, while a neighbour's burst of load or a
     change of the host's core placement rarely hits the same rows twice."""
-    again = {_row_key(r) for r in second.rows
-             if r.gated and r.verdict == REGRESSED}
+    # Ungated rows too: a reported (not gated) regression that shows again
+    # stays reported as such.
+    again = {_row_key(r) for r in second.rows if r.verdict == REGRESSED}
     rep.confirmed_with = second.new
     for r in rep.rows:
         if r.verdict == REGRESSED and _row_key(r) not in again:
