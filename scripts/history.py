@@ -189,7 +189,7 @@ def analyse(runs: list[tuple[Path, gbench.Run]], threshold: float = 5.0,
     pattern = re.compile(benchmark_regex) if benchmark_regex else None
     heads = []
     for g in groups:
-        members = [i for i, x in enumerate(of_run) if x == g]
+        members = {i for i, x in enumerate(of_run) if x == g}
         for rule in references.headline_families():
             if not any(rule.family in per_run[i] for i in members):
                 continue

@@ -24,6 +24,7 @@ file names; it says nothing about comparability.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -280,7 +281,6 @@ def machine_id(fp: dict) -> str:
     """10 hex digits naming the machine part of a fingerprint. Runs written
     before the finer fingerprint (no cpu_vendor) hash what they have, so they
     group with each other, never with a newer run of another host."""
-    import hashlib
     part = {k: fp.get(k) for k in MACHINE_KEYS if k in fp}
     return hashlib.sha1(json.dumps(part, sort_keys=True).encode()).hexdigest()[:10]
 
