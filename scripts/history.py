@@ -72,6 +72,9 @@ class Headline:
     reference: str | None
     values: list[float | None] = field(default_factory=list)  # one per run
     counts: list[int] = field(default_factory=list)
+    # the spread of each value (headline_spread), None where unknown
+    lows: list[float | None] = field(default_factory=list)
+    highs: list[float | None] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     machine_id: str = ""
     mode: str = ""
@@ -118,10 +121,9 @@ def run_group(run: gbench.Run) -> tuple[str, str]:
     return (run.machine_id(), run_mode(run))
 
 
-def headline_values(run: gbench.Run, prefix: str = "BM_") -> dict[str, tuple[float, int]]:
-    """{family: (geometric mean of bench/primary-reference median ratios,
-    number of benchmarks)} for the families present in `run`."""
-    ratios: dict[str, list[float]] = {}
+def _headline_pairs(run: gbench.Run, prefix: str):
+    """(family, benchmark, primary reference, their median times) for each
+    benchmark of ours whose primary reference the run has."""
     for name in run.names():
         n = gbench.parse_name(name)
         if n.prefix != prefix:
@@ -131,8 +133,33 @@ def headline_values(run: gbench.Run, prefix: str = "BM_") -> dict[str, tuple[flo
             continue
         a, b = run.median(name), run.median(ref)
         if a and b:
-            ratios.setdefault(n.family, []).append(a / b)
+            yield n.family, name, ref, a, b
+
+
+def headline_values(run: gbench.Run, prefix: str = "BM_") -> dict[str, tuple[float, int]]:
+    """{family: (geometric mean of bench/primary-reference median ratios,
+    number of benchmarks)} for the families present in `run`."""
+    ratios: dict[str, list[float]] = {}
+    for family, _, _, a, b in _headline_pairs(run, prefix):
+        ratios.setdefault(family, []).append(a / b)
     return {f: (gbench.geomean(v), len(v)) for f, v in ratios.items()}
+
+
+def headline_spread(run: gbench.Run, prefix: str = "BM_") -> dict[str, tuple[float, float]]:
+    """{family: (low, high)}: the range of a headline over the repetitions.
+    For each benchmark, the smallest ratio any of its repetitions makes with
+    any repetition of its reference (fastest of ours / slowest reference)
+    and the largest (slowest / fastest); low and high are the geometric
+    means of those over the family, as the headline is of the medians.
+    A run with only aggregates gives each benchmark's median as both ends."""
+    lows: dict[str, list[float]] = {}
+    highs: dict[str, list[float]] = {}
+    for family, name, ref, a, b in _headline_pairs(run, prefix):
+        sa = [v for v in run.samples(name) if v > 0] or [a]
+        sb = [v for v in run.samples(ref) if v > 0] or [b]
+        lows.setdefault(family, []).append(min(sa) / max(sb))
+        highs.setdefault(family, []).append(max(sa) / min(sb))
+    return {f: (gbench.geomean(lows[f]), gbench.geomean(highs[f])) for f in lows}
 
 
 def change_points(values: list[float | None], threshold: float = 5.0,
@@ -186,6 +213,7 @@ def analyse(runs: list[tuple[Path, gbench.Run]], threshold: float = 5.0,
         if g not in groups:
             groups.append(g)
     per_run = [headline_values(r) for _, r in runs]
+    spread_of_run = [headline_spread(r) for _, r in runs]
     pattern = re.compile(benchmark_regex) if benchmark_regex else None
     heads = []
     for g in groups:
@@ -199,6 +227,10 @@ def analyse(runs: list[tuple[Path, gbench.Run]], threshold: float = 5.0,
                 val, n = v.get(rule.family, (None, 0)) if i in members else (None, 0)
                 h.values.append(val)
                 h.counts.append(n)
+                lo, hi = (spread_of_run[i].get(rule.family, (None, None))
+                          if val is not None else (None, None))
+                h.lows.append(lo)
+                h.highs.append(hi)
             h.steps = change_points(h.values, threshold, window, min_side)
             heads.append(h)
         if pattern is None:
@@ -213,6 +245,9 @@ def analyse(runs: list[tuple[Path, gbench.Run]], threshold: float = 5.0,
                 val = r.median(name) if i in members and r.has(name) else None
                 h.values.append(val)
                 h.counts.append(1 if val is not None else 0)
+                reps = r.samples(name) if val is not None else []
+                h.lows.append(min(reps) if reps else val)
+                h.highs.append(max(reps) if reps else val)
             h.steps = change_points(h.values, threshold, window, min_side)
             heads.append(h)
     return heads
@@ -311,7 +346,7 @@ def format_json(runs, heads, problems) -> str:
             "family": h.family, "reference": h.reference, "label": h.label,
             "benchmark": h.benchmark, "unit": h.unit,
             "machine_id": h.machine_id, "mode": h.mode,
-            "values": h.values, "counts": h.counts,
+            "values": h.values, "counts": h.counts, "lows": h.lows, "highs": h.highs,
             "steps": [{"run": s.index + 1, "file": runs[s.index][0].name,
                        "before": s.before, "after": s.after, "change": s.change,
                        "confirmed": s.confirmed} for s in h.steps],

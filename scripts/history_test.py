@@ -88,6 +88,41 @@ class Runs(unittest.TestCase):
             js = json.loads(out.getvalue())
             self.assertEqual(len(js["runs"]), 6)
 
+    def test_spread_brackets_the_headline(self):
+        def entry(name, i, t):
+            return {"name": name, "run_name": name, "run_type": "iteration",
+                    "repetitions": 3, "repetition_index": i, "iterations": 1,
+                    "real_time": t, "cpu_time": t, "time_unit": "ns"}
+        # ProcessStartJoin over ForkExitWait at two sizes: repetitions
+        # 90..110 over 45..55, and 200..240 over 100..120.
+        rows = [("BM_ForkExitWait/rss_mib:1", (45, 50, 55)),
+                ("BM_ProcessStartJoin/rss_mib:1", (90, 100, 110)),
+                ("BM_ForkExitWait/rss_mib:64", (100, 110, 120)),
+                ("BM_ProcessStartJoin/rss_mib:64", (200, 220, 240))]
+        run = history.gbench.parse_run(
+            {"context": {}, "benchmarks": [entry(n, i, t) for n, ts in rows
+                                           for i, t in enumerate(ts)]})
+        value, count = history.headline_values(run)["ProcessStartJoin"]
+        lo, hi = history.headline_spread(run)["ProcessStartJoin"]
+        self.assertEqual(count, 2)
+        self.assertAlmostEqual(value, 2.0)
+        self.assertAlmostEqual(lo, ((90 / 55) * (200 / 120)) ** 0.5)
+        self.assertAlmostEqual(hi, ((110 / 45) * (240 / 100)) ** 0.5)
+
+    def test_every_headline_value_has_its_spread(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            write_runs(Path(tmp), [1.0, 1.0, 1.2])
+            runs, _ = history.list_runs(Path(tmp))
+            heads = history.analyse(runs)
+            self.assertTrue(heads)
+            for h in heads:
+                self.assertEqual(len(h.lows), len(h.values))
+                for v, lo, hi in zip(h.values, h.lows, h.highs):
+                    if v is not None:
+                        self.assertLessEqual(lo, v)
+                        self.assertGreaterEqual(hi, v)
+                        self.assertLess(lo, hi)
+
     def test_missing_dir_is_an_error(self):
         err = io.StringIO()
         with contextlib.redirect_stderr(err):

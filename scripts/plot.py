@@ -7,6 +7,9 @@ Writes into results/charts/ (each chart as NAME.svg and NAME.png):
   throughput      bytes per second (GB/s, 10^9 B/s) against message size,
                   every mechanism, with the memcpy and raw-pipe lines
   latency         round trip against message size: median (p50) and p99
+  latency_cdf     distribution of the round trips (CDF from the cdf_p*_ns
+                  percentiles), one panel per message size, a line per
+                  mechanism
   fork_rss        process creation cost against the parent's resident memory
                   for fork, vfork, posix_spawn and mp::Process
   pool_<workload>_items<N>
@@ -21,9 +24,10 @@ Writes into results/charts/ (each chart as NAME.svg and NAME.png):
                   results/runs/, full and quick runs in separate panels (see
                   scripts/history.py)
 Every line is the median over repetitions, with a band from the smallest
-to the largest repetition (the history's points are geometric means over a
-family and have none). A mechanism has one colour in every chart
-(MECHANISM_COLOURS); raw references are black and grey; the Python
+to the largest repetition; the history's points are geometric means over a
+family of median ratios, their band the same mean of the smallest and the
+largest ratio the repetitions give (history.headline_spread). A mechanism
+has one colour in every chart (MECHANISM_COLOURS); raw references are black and grey; the Python
 reference (Py* benchmarks) is dashed in the colour of its C++ sibling.
 A chart whose benchmarks the run lacks is skipped with a note.
 """
@@ -63,6 +67,11 @@ PRETTY = {
     "RawSpinPingPong": "raw spin", "PipePingPong": "mp pipe",
     "QueuePingPong": "Queue", "ChannelPingPong": "Channel",
     "BoostMqPingPong": "Boost message_queue",
+    "RawPipeGrownThroughput": "raw pipe, grown buffer",
+    "RawPipeGrownPingPong": "raw pipe, grown buffer",
+    "RawRingThroughput": "raw ring", "RawRingPingPong": "raw ring",
+    "SpscRingThroughput": "SpscRing", "SpscRingPingPong": "SpscRing",
+    "SpscRingLoanThroughput": "SpscRing loan",
     "ForkExitWait": "fork + _exit + waitpid", "Vfork": "vfork",
     "PosixSpawn": "posix_spawn (/bin/true)", "ProcessStartJoin": "mp::Process start+join",
     "PoolMap": "Pool.map", "PoolImapUnordered": "Pool.imap_unordered",
@@ -390,6 +399,115 @@ def chart_latency(plt, run, out_dir, written, notes):
     _save(plt, fig, out_dir, "latency", written)
 
 
+CDF_COUNTER = re.compile(r"cdf_p([0-9.]+)_ns")
+
+
+def cdf_counters(run, name) -> list[tuple[float, str]]:
+    """[(fraction, counter)] of a round-trip row's distribution counters
+    (cdf_p<P>_ns, written by bench/ipc.cc's run_ping_pong), by fraction."""
+    b = run.get(name)
+    if b is None or b.error:
+        return []
+    out = []
+    for c in b.counters():
+        m = CDF_COUNTER.fullmatch(c)
+        if m:
+            out.append((float(m.group(1)) / 100, c))
+    return sorted(out)
+
+
+def cdf_points(run, name) -> list[tuple[float, float, float, float]]:
+    """[(fraction, median ns, min ns, max ns)]: each percentile's median
+    over the repetitions and its smallest and largest repetition."""
+    out = []
+    for frac, c in cdf_counters(run, name):
+        st = _stats(run, name, c)
+        if st is not None:
+            out.append((frac, *st))
+    return out
+
+
+def has_cdf(run) -> bool:
+    return any(cdf_counters(run, nm) for nm in run.names())
+
+
+def chart_latency_cdf(plt, run, out_dir, written, notes):
+    """One panel per message size: the distribution of the round trips of
+    every mechanism (fraction of round trips at most x against x), the line
+    through each percentile's median, the band from its smallest to its
+    largest repetition. Rows without a size (raw futex, raw spin) are
+    drawn in every panel as the floor."""
+    rows = [nm for nm in run.names() if cdf_counters(run, nm)]
+    if not rows:
+        notes.append("latency_cdf: no round-trip row has cdf_p*_ns counters "
+                     "(runs made before bench/ipc.cc recorded them)")
+        return
+    families = _pingpong_families(run)
+    sized: dict[float, list] = {}
+    flat = []
+    for nm in rows:
+        n = gbench.parse_name(nm)
+        b = n.arg("bytes")
+        if b is None:
+            flat.append(n)
+            continue
+        try:
+            sized.setdefault(float(b), []).append(n)
+        except ValueError:
+            continue
+    sizes = sorted(sized) or [None]
+    fig, grid = _grid(plt, len(sizes), w=5.2, h=4.2)
+    axes = list(grid.flat)
+    handles: dict[str, object] = {}
+
+    def order(n):
+        return (families.index(n.family) if n.family in families else 99,
+                n.family, n.prefix != "BM_", n.args)
+
+    for ax, size in zip(axes, sizes):
+        variants: dict = {}
+        for n in sorted(flat + sized.get(size, []), key=order):
+            pts = cdf_points(run, n.full)
+            if not pts:
+                continue
+            rest = tuple(a for a in n.args if a[0] != "bytes")
+            v = variants.setdefault(n.family, {}).setdefault(
+                rest, len(variants.get(n.family, {})))
+            st = _style(n, v)
+            st.pop("marker", None)
+            st.pop("markersize", None)
+            if n.arg("bytes") is None:
+                st.setdefault("linestyle", ":")
+            elif v and "linestyle" not in st:
+                st["linestyle"] = (0, (4, 1.5))  # the spinning variant
+            label = _mech_label(n) + (" (no payload)" if n.arg("bytes") is None else "")
+            ys = [p[0] for p in pts]
+            # Straight lines between the measured percentiles: the samples
+            # between two of them are not recorded.
+            line, = ax.plot([p[1] / 1e3 for p in pts], ys, label=label, **st)
+            ax.fill_betweenx(ys, [p[2] / 1e3 for p in pts], [p[3] / 1e3 for p in pts],
+                             color=st.get("color"), alpha=BAND_ALPHA, linewidth=0)
+            handles.setdefault(label, line)
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1.0)
+        ax.set_xlabel("round-trip time (µs)")
+        ax.set_ylabel("fraction of round trips ≤ x")
+        ax.set_title("no payload" if size is None else f"message {size_label(size)}",
+                     fontsize="medium")
+    for ax in axes[len(sizes):]:
+        ax.set_visible(False)
+    # One legend for every panel: a mechanism missing from the last panel
+    # is still named.
+    fig.legend(list(handles.values()), list(handles), loc="center left",
+               bbox_to_anchor=(1.0, 0.5), fontsize="x-small")
+    fig.suptitle("Round-trip latency distribution per message size (CDF of the "
+                 "round trips; percentiles from bench/ipc.cc)\n" + _subtitle(run)
+                 + " · lines: median of the repetitions of each percentile; "
+                 "bands: min to max", fontsize="medium")
+    fig.tight_layout()
+    _save(plt, fig, out_dir, "latency_cdf", written)
+
+
 FORK = ("ForkExitWait", "Vfork", "PosixSpawn", "ProcessStartJoin")
 POOL = ("PoolMap", "PoolImapUnordered", "ForkMap", "ThreadPoolMap")
 
@@ -669,6 +787,12 @@ def chart_history(plt, runs_dir: Path, out_dir, written, notes):
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=HISTORY_MARKERS[i % 10],
                     markersize=4, color=colour, linestyle=kind_style,
                     label=f"{h.family} / {h.reference}")
+            band = [(j, lo, hi) for j, v, lo, hi in zip(x, h.values, h.lows, h.highs)
+                    if v is not None and lo is not None and hi is not None]
+            if band:
+                ax.fill_between([b[0] for b in band], [b[1] for b in band],
+                                [b[2] for b in band], color=colour, alpha=BAND_ALPHA,
+                                linewidth=0)
             for s in h.steps:
                 ax.annotate(f"{s.change * 100:+.0f}%", (s.index + 1, s.after),
                             textcoords="offset points", xytext=(0, 6), ha="center",
@@ -686,7 +810,9 @@ def chart_history(plt, runs_dir: Path, out_dir, written, notes):
         ax.set_xlabel("run (commit, date), oldest first")
         ax.set_ylabel("our code / raw reference\n(median time ratio)")
         ax.set_title(f"Headline ratios over commits, {label} (lower is better; "
-                     "labels mark step changes; round trips dashed)", fontsize="medium")
+                     "labels mark step changes; round trips dashed)\nbands: fastest "
+                     "repetition / slowest reference to slowest / fastest "
+                     "(geometric mean over the family)", fontsize="medium")
         _legend_outside(ax)
     fig.tight_layout()
     _save(plt, fig, out_dir, "history", written)
@@ -698,7 +824,8 @@ def make_charts(run: gbench.Run, out_dir: Path, runs_dir: Path | None = None):
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     notes: list[str] = []
-    for chart in (chart_throughput, chart_latency, chart_fork, chart_pool):
+    for chart in (chart_throughput, chart_latency, chart_latency_cdf, chart_fork,
+                  chart_pool):
         chart(plt, run, out_dir, written, notes)
     if runs_dir is not None:
         chart_history(plt, runs_dir, out_dir, written, notes)

@@ -50,6 +50,48 @@ class PlotTest(unittest.TestCase):
             self.assertIn(b"<svg", (out / "latency.svg").read_bytes()[:2000])
             self.assertEqual([p for p in out.iterdir() if p.name.startswith(".")], [])
 
+    def test_latency_cdf_of_a_real_run(self):
+        # testdata/pingpong_cdf.json: bazel-bin/bench/ipc
+        #   --benchmark_filter='PingPong/bytes:(8|4096)/|Raw(Futex|Spin)PingPong'
+        #   --benchmark_min_time=0.05 --benchmark_repetitions=3 (repetitions kept)
+        run = plot.gbench.load_run(TESTDATA / "pingpong_cdf.json")
+        self.assertTrue(plot.has_cdf(run))
+        pts = plot.cdf_points(run, "BM_QueuePingPong/bytes:8/spin_us:0")
+        fracs = [p[0] for p in pts]
+        self.assertEqual(fracs[0], 0.0)
+        self.assertEqual(fracs[-1], 1.0)
+        self.assertIn(0.5, fracs)
+        self.assertEqual(fracs, sorted(fracs))
+        meds = [p[1] for p in pts]
+        self.assertEqual(meds, sorted(meds))  # each repetition's are sorted
+        for frac, mid, lo, hi in pts:
+            self.assertLessEqual(lo, mid)
+            self.assertLessEqual(mid, hi)
+        # cdf_p50_ns is p50_ns under another name
+        self.assertEqual(dict((p[0], p[1]) for p in pts)[0.5],
+                         run.median("BM_QueuePingPong/bytes:8/spin_us:0", "p50_ns"))
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            written, notes = plot.make_charts(run, out)
+            svg = (out / "latency_cdf.svg").read_text()
+            self.assertIn(out / "latency_cdf.png", written)
+            # a panel per message size, every mechanism in the one legend
+            self.assertIn("message 8 B", svg)
+            self.assertIn("message 4 KiB", svg)
+            for label in ("raw spin (no payload)", "raw futex (no payload)",
+                          "Queue (spin 0 µs)", "Boost message_queue", "SpscRing (spin 50 µs)"):
+                self.assertIn(label, svg)
+            # the mechanism's colour, as in every chart
+            self.assertIn(plot.colour_of("QueuePingPong"), svg)
+
+    def test_no_cdf_chart_without_percentiles(self):
+        run = plot.gbench.parse_run(synth.make_run(synth.ipc_spec(), repetitions=2))
+        self.assertFalse(plot.has_cdf(run))
+        with tempfile.TemporaryDirectory() as tmp:
+            written, notes = plot.make_charts(run, Path(tmp))
+            self.assertFalse((Path(tmp) / "latency_cdf.svg").exists())
+            self.assertTrue(any(n.startswith("latency_cdf:") for n in notes), notes)
+
     def test_colours_and_labels(self):
         # one colour per mechanism, whatever the chart
         self.assertEqual(plot.colour_of("QueueThroughput"), plot.colour_of("QueuePingPong"))

@@ -89,7 +89,7 @@ class Generic(unittest.TestCase):
             9e5, {"items_per_second": 1e6})
         spec["BM_Mystery/x:1"] = (5.0, {"widgets": 2.0})
         tables = {t.key: t for t in report.build_tables(run_of(spec))}
-        self.assertTrue(any("RawRingThroughput" in h for h in tables["throughput"].header))
+        self.assertTrue(any("raw ring" in h for h in tables["throughput"].header))
         self.assertIn("minor_faults", json.dumps(tables["counters"].rows))
         other = json.dumps(tables["other"].rows)
         self.assertIn("BM_Mystery/x:1", other)
@@ -134,6 +134,28 @@ class Command(unittest.TestCase):
             self.assertIn("## How fast data moves", md)
             for m in re.findall(r"\]\((charts/[^)]+)\)", md):
                 self.assertTrue((out / m).is_file(), m)
+
+    def test_latency_distribution_chart(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "rep"
+            code, _, err = self.main(str(TESTDATA / "pingpong_cdf.json"), "--out-dir",
+                                     str(out), "--no-history")
+            self.assertEqual(code, 0, err)
+            page = (out / "index.html").read_text()
+            self.assertIn("Round-trip latency distribution", page)
+            charts = int(re.search(r'name="mpbench-charts" content="(\d+)"', page).group(1))
+            self.assertEqual(charts, 2)  # latency, latency_cdf
+            self.assertEqual(page.count("<svg"), charts)
+            md = (out / "REPORT.md").read_text()
+            self.assertIn("](charts/latency_cdf.png)", md)
+            self.assertTrue((out / "charts" / "latency_cdf.png").is_file())
+            # drawn, not listed as 19 counters a row
+            self.assertNotIn("cdf_p", md)
+            # the README's results page links the chart for such a run only
+            run = gbench.load_run(TESTDATA / "pingpong_cdf.json")
+            self.assertIn("latency_cdf.png", report.docs_results(run, "r.json"))
+            other = gbench.load_run(TESTDATA / "single_rep.json")
+            self.assertNotIn("latency_cdf", report.docs_results(other, "r.json"))
 
     def test_several_runs_later_wins(self):
         with tempfile.TemporaryDirectory() as tmp:
