@@ -128,7 +128,7 @@ def _headline_pairs(run: gbench.Run, prefix: str):
         n = gbench.parse_name(name)
         if n.prefix != prefix:
             continue
-        ref = references.primary_reference(name)
+        ref = references.primary_reference(name, run.has)
         if not ref or not run.has(ref):
             continue
         a, b = run.median(name), run.median(ref)

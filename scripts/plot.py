@@ -25,8 +25,8 @@ Writes into results/charts/ (each chart as NAME.svg and NAME.png):
                   scripts/history.py)
 Every line is the median over repetitions, with a band from the smallest
 to the largest repetition; the history's points are geometric means over a
-family of median ratios, their band the same mean of the smallest and the
-largest ratio the repetitions give (history.headline_spread). A mechanism
+family of median ratios, their error bar the same mean of the smallest and
+the largest ratio the repetitions give (history.headline_spread). A mechanism
 has one colour in every chart (MECHANISM_COLOURS); raw references are black and grey; the Python
 reference (Py* benchmarks) is dashed in the colour of its C++ sibling.
 A chart whose benchmarks the run lacks is skipped with a note.
@@ -779,7 +779,11 @@ def chart_history(plt, runs_dir: Path, out_dir, written, notes):
         heads = history.analyse(rs)
         x = list(range(1, len(rs) + 1))
         for i, h in enumerate(heads):
-            pts = [(j, v) for j, v in zip(x, h.values) if v is not None]
+            # Each series a little to the side (the axis spans whole runs),
+            # so that the error bars of one run stay apart.
+            dx = (i - (len(heads) - 1) / 2) * min(0.25, 0.6 / max(len(heads), 1))
+            pts = [(j + dx, v, lo, hi) for j, v, lo, hi in zip(x, h.values, h.lows, h.highs)
+                   if v is not None]
             if not pts:
                 continue
             colour = colour_of(h.family)
@@ -787,14 +791,15 @@ def chart_history(plt, runs_dir: Path, out_dir, written, notes):
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=HISTORY_MARKERS[i % 10],
                     markersize=4, color=colour, linestyle=kind_style,
                     label=f"{h.family} / {h.reference}")
-            band = [(j, lo, hi) for j, v, lo, hi in zip(x, h.values, h.lows, h.highs)
-                    if v is not None and lo is not None and hi is not None]
-            if band:
-                ax.fill_between([b[0] for b in band], [b[1] for b in band],
-                                [b[2] for b in band], color=colour, alpha=BAND_ALPHA,
-                                linewidth=0)
+            # Error bars, not bands: a group may hold one run, and 15 bands
+            # over each other would hide the lines.
+            bars = [p for p in pts if p[2] is not None and p[3] is not None]
+            if bars:
+                ax.errorbar([b[0] for b in bars], [b[1] for b in bars],
+                            yerr=[[b[1] - b[2] for b in bars], [b[3] - b[1] for b in bars]],
+                            fmt="none", ecolor=colour, elinewidth=1, capsize=2, alpha=0.7)
             for s in h.steps:
-                ax.annotate(f"{s.change * 100:+.0f}%", (s.index + 1, s.after),
+                ax.annotate(f"{s.change * 100:+.0f}%", (s.index + 1 + dx, s.after),
                             textcoords="offset points", xytext=(0, 6), ha="center",
                             fontsize="x-small", color=colour)
         ticks = []
@@ -802,6 +807,7 @@ def chart_history(plt, runs_dir: Path, out_dir, written, notes):
             row = history.run_row(p, r)
             ticks.append(f"{row['commit']}\n{str(row['started'] or '')[:10]}")
         ax.set_xticks(x)
+        ax.set_xlim(0.5, len(rs) + 0.5)
         ax.set_xticklabels(ticks, rotation=45, ha="right", fontsize="x-small")
         ax.axhline(1.0, color="black", linewidth=0.8)
         # The ratios span 0.9 (a pipe against the raw pipe) to hundreds (a
@@ -810,7 +816,7 @@ def chart_history(plt, runs_dir: Path, out_dir, written, notes):
         ax.set_xlabel("run (commit, date), oldest first")
         ax.set_ylabel("our code / raw reference\n(median time ratio)")
         ax.set_title(f"Headline ratios over commits, {label} (lower is better; "
-                     "labels mark step changes; round trips dashed)\nbands: fastest "
+                     "labels mark step changes; round trips dashed)\nbars: fastest "
                      "repetition / slowest reference to slowest / fastest "
                      "(geometric mean over the family)", fontsize="medium")
         _legend_outside(ax)

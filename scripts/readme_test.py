@@ -3,6 +3,7 @@
 the block's begin marker: no number in them is typed by hand."""
 
 import os
+import re
 import unittest
 from pathlib import Path
 
@@ -33,6 +34,20 @@ class ReadmeTest(unittest.TestCase):
         _, _, rel = report.find_block(self.text)
         run = report.gbench.load_run(ROOT / rel)
         self.assertFalse(run.mpbench.get("quick"), f"{rel} is a quick run")
+
+    def test_every_chart_it_links_is_committed(self):
+        # docs/results.md links the run's charts in results/charts (drawn by
+        # bazel run //scripts:plot -- RUN.json from the same run).
+        for doc in ("README.md", "docs/results.md"):
+            text = (ROOT / doc).read_text(encoding="utf-8")
+            links = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", text)
+            if doc == "docs/results.md":
+                self.assertTrue(links, "docs/results.md links no chart")
+            for link in links:
+                with self.subTest(doc=doc, link=link):
+                    self.assertTrue((ROOT / doc).parent.joinpath(link).resolve().is_file(),
+                                    f"{doc} links {link}, which is not committed; run: "
+                                    f"bazel run //scripts:plot -- <the README's run>")
 
     def test_readme_is_short(self):
         self.assertLessEqual(len(self.text.encode("utf-8")), README_LIMIT)

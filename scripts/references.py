@@ -15,6 +15,13 @@ the Python reference and third-party mechanisms (Boost) are reported only.
 
 To add a family: add a Rule to RULES (or its name to MACHINE_NORMALISED when
 no raw counterpart exists). Nothing elsewhere guesses references from names.
+
+Which rows a reference family has is said once, where its binary registers
+them (bench/*.cc): a reference registered on part of our family's grid only
+(the raw ring pool) is a `partial` Ref, which applies where the run has the
+row (`references(name, has=run.has)`); this module does not repeat the grid.
+//scripts:references_test checks these rules against the rows the bench
+binaries list.
 """
 
 from __future__ import annotations
@@ -34,12 +41,15 @@ class Ref:
     from the benchmark's name, in this order; all others are dropped.
     when: optional predicate on the parsed name; the reference applies only
     where it returns True.
+    partial: the reference family is registered on part of the grid only;
+    given the run (references(..., has=)), it applies where the run has it.
     """
 
     family: str
     keep: tuple = ()
     when: Callable[[gbench.Name], bool] | None = None
     note: str = ""
+    partial: bool = False
 
     def name_for(self, name: gbench.Name) -> str | None:
         if self.when is not None and not self.when(name):
@@ -101,17 +111,12 @@ _SERIAL_REF = Ref("SerialMap", (0, "items"), note="serial map of the same worklo
 _SERIAL = (_SERIAL_REF,)
 
 
-def _raw_ring_row(n: gbench.Name) -> bool:
-    """Where //bench:pool registers BM_RawRingPoolMap (bench/pool.cc)."""
-    return (n.arg(0) == "double" and n.arg("items") in ("10000", "1000000")
-            and n.arg("chunksize") in ("1", "8", "64", "512", "4096")
-            and n.arg("workers") in ("1", "2"))
-
-
 # The pool's raw limit: its design in the barest form (forked workers over
-# SPSC rings, f inlined, output reused), as the raw pipe is Pipe's.
+# SPSC rings, f inlined, output reused), as the raw pipe is Pipe's. Its rows
+# (one workload, some sizes, numeric chunksizes) are those bench/pool.cc
+# registers.
 _RAW_RING = Ref("RawRingPoolMap", (0, "items", "chunksize", "workers"),
-                _raw_ring_row, note="raw ring pool, same shape")
+                note="raw ring pool, same shape", partial=True)
 
 RULES: tuple[Rule, ...] = (
     # fork family
@@ -214,9 +219,12 @@ def rule_for(name: str) -> Rule | None:
     return _BY_FAMILY.get(gbench.parse_name(name).family)
 
 
-def references(name: str) -> list[tuple[Ref, str]]:
+def references(name: str, has: Callable[[str], bool] | None = None
+               ) -> list[tuple[Ref, str]]:
     """[(Ref, reference benchmark name)] for `name`; [] when it has none.
-    Names are base names (no /real_time)."""
+    Names are base names (no /real_time). `has` (e.g. a run's `has`) says
+    which benchmarks the run holds: a partial Ref whose row it lacks is
+    left out. Without it, every Ref that applies by name is listed."""
     n = gbench.parse_name(name)
     rule = _BY_FAMILY.get(n.family)
     if rule is None:
@@ -224,13 +232,13 @@ def references(name: str) -> list[tuple[Ref, str]]:
     out = []
     for ref in rule.refs:
         r = ref.name_for(n)
-        if r is not None:
+        if r is not None and not (ref.partial and has is not None and not has(r)):
             out.append((ref, r))
     return out
 
 
-def primary_reference(name: str) -> str | None:
-    refs = references(name)
+def primary_reference(name: str, has: Callable[[str], bool] | None = None) -> str | None:
+    refs = references(name, has)
     return refs[0][1] if refs else None
 
 
