@@ -48,6 +48,7 @@ KIB, MIB, GIB = 2**10, 2**20, 2**30
 GB = 1e9
 PY_STYLE = dict(linestyle="--", alpha=0.85)
 BAND_ALPHA = 0.15
+ERRORBAR_ALPHA = 0.7  # the history's error bars (its points are not lines)
 REF_STYLES = {  # raw references, drawn the same way everywhere
     "MemcpyThroughput": dict(color="black", linewidth=2.2),
     "RawPipeThroughput": dict(color="0.45", linewidth=2.2),
@@ -797,7 +798,8 @@ def chart_history(plt, runs_dir: Path, out_dir, written, notes):
             if bars:
                 ax.errorbar([b[0] for b in bars], [b[1] for b in bars],
                             yerr=[[b[1] - b[2] for b in bars], [b[3] - b[1] for b in bars]],
-                            fmt="none", ecolor=colour, elinewidth=1, capsize=2, alpha=0.7)
+                            fmt="none", ecolor=colour, elinewidth=1, capsize=2,
+                            alpha=ERRORBAR_ALPHA)
             for s in h.steps:
                 ax.annotate(f"{s.change * 100:+.0f}%", (s.index + 1 + dx, s.after),
                             textcoords="offset points", xytext=(0, 6), ha="center",

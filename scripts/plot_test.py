@@ -46,6 +46,14 @@ class PlotTest(unittest.TestCase):
                     with self.subTest(p.name):
                         self.assertTrue(p.is_file())
                         self.assertGreater(p.stat().st_size, 1000)
+            # every chart shows the spread of the repetitions: bands (or the
+            # history's error bars), drawn with their own opacity
+            spread = (f"fill-opacity: {plot.BAND_ALPHA}", f"fill-opacity: {plot.BAND_ALPHA / 2}",
+                      f"stroke-opacity: {plot.ERRORBAR_ALPHA}")
+            for p in out.glob("*.svg"):
+                with self.subTest(spread=p.name):
+                    text = p.read_text()
+                    self.assertTrue(any(s in text for s in spread), p.name)
             self.assertTrue((out / "throughput.png").read_bytes().startswith(b"\x89PNG"))
             self.assertIn(b"<svg", (out / "latency.svg").read_bytes()[:2000])
             self.assertEqual([p for p in out.iterdir() if p.name.startswith(".")], [])
