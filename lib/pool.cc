@@ -57,7 +57,12 @@ struct TaskHeader {
   std::uint64_t count;
   std::uint64_t invoker;
   std::uint64_t fn;
+  // The chunk's results in bytes when they travel as their object bytes
+  // (the worker reserves them in its result ring and fn writes them there),
+  // kUnknownSize when they are encoded as they come.
+  std::uint64_t result_bytes;
 };
+constexpr std::uint64_t kUnknownSize = ~std::uint64_t{0};
 
 enum class ResultKind : std::uint32_t {
   kResults,
@@ -185,6 +190,7 @@ struct Job {
   std::string name;  // "map #3" for messages
   void* fn = nullptr;
   Invoker invoker = nullptr;
+  std::size_t result_bytes = 0;  // of one result; 0: not known in advance
   std::unique_ptr<ChunkSource> source;
   bool ordered = true;
   bool unbounded = true;
@@ -225,7 +231,7 @@ class PoolCore {
  public:
   explicit PoolCore(PoolOptions options);
   ~PoolCore() { terminate(); }
-  std::uint64_t start_job(void* fn, Invoker invoker,
+  std::uint64_t start_job(void* fn, ChunkCode code,
                           std::unique_ptr<ChunkSource> source, bool ordered,
                           bool unbounded, ResultSink sink, void* out);
   std::optional<ChunkResult> next_chunk(std::uint64_t job,
@@ -377,12 +383,34 @@ int PoolCore::worker_main(std::size_t index) {
       const auto items = task.bytes().subspan(sizeof header);
       out.clear();
       const auto invoker = reinterpret_cast<Invoker>(header.invoker);
-      const bool ok = invoker(reinterpret_cast<void*>(header.fn), items,
-                              header.count, out, failure);
-      task.release();
-      if (ok) {
-        report(ResultKind::kResults, header.seq, 0, out);
+      void* const fn = reinterpret_cast<void*>(header.fn);
+      bool ok;
+      if (header.result_bytes != kUnknownSize &&
+          header.result_bytes <= results.max_message() - sizeof(ResultHeader)) {
+        // Results of a known size are written where they travel: straight
+        // into the result ring, behind their header.
+        const std::size_t bytes = sizeof(ResultHeader) + header.result_bytes;
+        std::optional<SpscRing::Loan> loan = results.try_loan(bytes);
+        if (!loan) {
+          publish();  // the parent makes room only for what it sees
+          loan.emplace(results.loan(bytes));
+        }
+        ok = invoker(fn, items, header.count,
+                     loan->data() + sizeof(ResultHeader), out, failure);
+        task.release();
+        if (ok) {
+          const ResultHeader done_header{ResultKind::kResults,
+                                         static_cast<std::uint32_t>(index),
+                                         header.seq, 0, 0};
+          std::memcpy(loan->data(), &done_header, sizeof done_header);
+          loan->commit(Publish::kDeferred);
+        }
       } else {
+        ok = invoker(fn, items, header.count, nullptr, out, failure);
+        task.release();
+        if (ok) report(ResultKind::kResults, header.seq, 0, out);
+      }
+      if (!ok) {
         report(ResultKind::kError, header.seq, failure.item,
                std::as_bytes(std::span(failure.what)));
       }
@@ -466,7 +494,7 @@ PoolCore::PoolCore(PoolOptions opts) {
   }
 }
 
-std::uint64_t PoolCore::start_job(void* fn, Invoker invoker,
+std::uint64_t PoolCore::start_job(void* fn, ChunkCode code,
                                   std::unique_ptr<ChunkSource> source,
                                   bool ordered, bool unbounded, ResultSink sink,
                                   void* out) {
@@ -477,7 +505,8 @@ std::uint64_t PoolCore::start_job(void* fn, Invoker invoker,
   Job& job = jobs[id];
   job.name = "call #" + std::to_string(id);
   job.fn = fn;
-  job.invoker = invoker;
+  job.invoker = code.invoker;
+  job.result_bytes = code.result_bytes;
   job.source = std::move(source);
   job.ordered = ordered;
   job.unbounded = unbounded;
@@ -540,9 +569,10 @@ bool PoolCore::fill(std::size_t index, std::size_t level, std::uint64_t items) {
     };
     const auto make_task = [&](std::byte* at, std::uint64_t first,
                                std::uint64_t count) {
-      const TaskHeader header{next_seq, count,
-                              reinterpret_cast<std::uint64_t>(job->invoker),
-                              reinterpret_cast<std::uint64_t>(job->fn)};
+      const TaskHeader header{
+          next_seq, count, reinterpret_cast<std::uint64_t>(job->invoker),
+          reinterpret_cast<std::uint64_t>(job->fn),
+          job->result_bytes != 0 ? count * job->result_bytes : kUnknownSize};
       std::memcpy(at, &header, sizeof header);
       job->staged_task = Task{
           job_id, job->chunks_made++, first, count, next_seq, index, 0, nullptr,
@@ -986,12 +1016,12 @@ std::size_t Pool::chunksize_or_default(std::size_t chunksize, std::size_t items,
   return std::clamp<std::size_t>(quarter / item_bytes, 1, python);
 }
 
-std::uint64_t Pool::start(void* fn, internal::Invoker invoker,
+std::uint64_t Pool::start(void* fn, internal::ChunkCode code,
                           std::unique_ptr<internal::ChunkSource> source,
                           bool ordered, bool unbounded,
                           internal::ResultSink sink, void* out) {
-  return core_->start_job(fn, invoker, std::move(source), ordered, unbounded,
-                          sink, out);
+  return core_->start_job(fn, code, std::move(source), ordered, unbounded, sink,
+                          out);
 }
 
 void Pool::close() { core_->closed = true; }

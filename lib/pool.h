@@ -264,7 +264,7 @@ class Pool {
           std::to_string(out.size()) + " places for results");
     }
     const std::uint64_t job = start(
-        function_pointer(fn), &internal::invoke_chunk<decltype(+fn), T>,
+        function_pointer(fn), internal::chunk_code<F, T>(),
         std::make_unique<internal::SpanSource<T>>(
             all,
             chunksize_or_default(chunksize, all.size(), flat_bytes<T, R>())),
@@ -308,11 +308,10 @@ class Pool {
   template <typename T, internal::PoolFunction<T> F>
   AsyncResult<internal::result_of<F, T>> apply_async(F fn, const T& arg) {
     return AsyncResult<internal::result_of<F, T>>(
-        core_.get(),
-        start(function_pointer(fn), &internal::invoke_chunk<decltype(+fn), T>,
-              std::make_unique<internal::SpanSource<T>>(
-                  std::span<const T>(&arg, 1), 1),
-              true, true));
+        core_.get(), start(function_pointer(fn), internal::chunk_code<F, T>(),
+                           std::make_unique<internal::SpanSource<T>>(
+                               std::span<const T>(&arg, 1), 1),
+                           true, true));
   }
 
   // No more work may be submitted; workers exit once the work already
@@ -365,7 +364,7 @@ class Pool {
   // (a large map at the default chunksize never fails with MessageTooLong).
   std::size_t chunksize_or_default(std::size_t chunksize, std::size_t items,
                                    std::size_t item_bytes) const;
-  std::uint64_t start(void* fn, internal::Invoker invoker,
+  std::uint64_t start(void* fn, internal::ChunkCode code,
                       std::unique_ptr<internal::ChunkSource> source,
                       bool ordered, bool unbounded,
                       internal::ResultSink sink = nullptr, void* out = nullptr);
@@ -376,7 +375,7 @@ class Pool {
                            bool unbounded) {
     return MapIterator<R>(
         core_.get(),
-        start(function_pointer(fn), &internal::invoke_chunk<decltype(+fn), T>,
+        start(function_pointer(fn), internal::chunk_code<F, T>(),
               std::make_unique<internal::SpanSource<T>>(items, chunksize),
               ordered, unbounded));
   }
