@@ -40,9 +40,12 @@ constexpr auto kHealthInterval = std::chrono::milliseconds(20);
 // Items queued for each worker, whatever the chunksize, beyond `prefetch`
 // chunks: small chunks keep the rings busy enough that neither side waits
 // (at chunksize 1, four chunks ahead would make every round a hand-off).
-constexpr std::uint64_t kItemsAhead = 256;
+// As deep as the raw ring pool's half ring (bench/ring_pool.h): with 256, a
+// worker that lost its CPU for a moment to another process ran dry, and
+// maps of small chunks took 3-5x longer on a loaded 2-core machine.
+constexpr std::uint64_t kItemsAhead = 2048;
 // A worker with its next task in view publishes its results at least every
-// kPublishEvery chunks and kPublishAfter after the first of them ended.
+// kPublishEvery chunks and kPublishAfter.
 constexpr std::uint64_t kPublishEvery = 64;
 constexpr auto kPublishAfter = std::chrono::microseconds(20);
 // How long an idle worker waits for a task before it looks at its stop flags.
@@ -417,19 +420,20 @@ int PoolCore::worker_main(std::size_t index) {
       ++done;
     };
     // Results wait unpublished only while the next task is already in view,
-    // for at most kPublishEvery chunks and kPublishAfter: a busy worker
-    // publishes in batches (one cache-line hand-off for many chunks), and
-    // slow chunks still report as they end.
+    // for at most kPublishEvery chunks and kPublishAfter since the last
+    // publication: a busy worker publishes in batches (one cache-line
+    // hand-off for many chunks), and slow chunks still report as they end.
+    // One clock read per chunk.
     std::uint64_t unpublished = 0;
-    Clock::time_point first_unpublished;
+    Clock::time_point last_publication = Clock::now();
     const auto publish_or_defer = [&](bool next_in_view) {
-      if (unpublished == 0) first_unpublished = Clock::now();
-      ++unpublished;
-      if (next_in_view && unpublished < kPublishEvery &&
-          Clock::now() - first_unpublished < kPublishAfter)
+      const Clock::time_point now = Clock::now();
+      if (next_in_view && ++unpublished < kPublishEvery &&
+          now - last_publication < kPublishAfter)
         return;
       publish();
       unpublished = 0;
+      last_publication = now;
     };
     for (;;) {
       if (shared->stop.load(std::memory_order_acquire) || g_worker_sigterm) {
