@@ -60,6 +60,19 @@ void run_map(benchmark::State& state, Workload& workload, std::size_t n,
         serial * static_cast<double>(state.iterations()) / elapsed;
 }
 
+// Calls `body` until one call faults in no new page in this process or
+// `peers` (a pool's rings lap after a few calls), at most 64 calls or about
+// a second; at least once.
+template <typename Body>
+void warm_until_steady(const std::vector<pid_t>& peers, Body body) {
+  const auto begin = Clock::now();
+  for (int calls = 0; calls < 64 && seconds_since(begin) < 1.0; ++calls) {
+    const std::uint64_t before = mpbench::minor_faults_now(peers);
+    body();
+    if (mpbench::minor_faults_now(peers) == before) return;
+  }
+}
+
 // Runs `bench` and turns anything it throws into SkipWithError, so one
 // failing row does not end the run.
 template <typename Bench>
@@ -166,8 +179,12 @@ void register_workload(std::shared_ptr<Workload> workload,
                 w->prepare(n);
                 const double serial = serial_seconds(*w, n);
                 Pool pool(w->pool_options(workers));
-                // First touches of the result vector outside the timed loop.
-                w->pool_map_into(pool, c);
+                // Steady state: the result vector and every page of the
+                // rings touched (by the parent and each worker) before the
+                // timed loop, so that minor_faults shows what a call
+                // touches anew. BM_PoolMap keeps the first laps in its count.
+                warm_until_steady(pool.worker_pids(),
+                                  [&] { w->pool_map_into(pool, c); });
                 run_map(state, *w, n, serial, pool.worker_pids(), true,
                         [&] { w->pool_map_into(pool, c); });
               });

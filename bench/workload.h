@@ -155,13 +155,13 @@ class WorkloadOf : public Workload {
     for (std::size_t i = 0; i < items_.size(); ++i) results_[i] = Fn(items_[i]);
   }
   void pool_map(Pool& pool, std::size_t chunksize) override {
-    results_ = pool.map(Fn, std::span<const T>(items_), chunksize);
+    results_ = pool.map(kInlined, std::span<const T>(items_), chunksize);
   }
   void pool_map_into(Pool& pool, std::size_t chunksize) override {
     if constexpr (std::is_default_constructible_v<R>) {
       results_.resize(items_.size());
-      pool.map_into(Fn, std::span<const T>(items_), std::span<R>(results_),
-                    chunksize);
+      pool.map_into(kInlined, std::span<const T>(items_),
+                    std::span<R>(results_), chunksize);
     } else {
       throw std::logic_error(name_ +
                              ": map_into needs a default-constructible result");
@@ -172,7 +172,7 @@ class WorkloadOf : public Workload {
       chunksize = default_chunksize(items_.size(), pool.workers());
     results_.clear();
     for (auto& r :
-         pool.imap_unordered(Fn, std::span<const T>(items_), chunksize))
+         pool.imap_unordered(kInlined, std::span<const T>(items_), chunksize))
       results_.push_back(std::move(r));
   }
   void fork_map(std::size_t workers, std::size_t chunksize) override {
@@ -196,6 +196,11 @@ class WorkloadOf : public Workload {
   }
 
  private:
+  // Fn as a captureless lambda: the pool calls it through its type, so its
+  // workers inline it into their chunk loop, as the serial loop and the raw
+  // ring pool's workers do.
+  static constexpr auto kInlined = [](const T& item) { return Fn(item); };
+
   // The plain loop into a fresh vector; `fn` a lambda the compiler inlines
   // or a pointer it cannot see through.
   template <typename F>

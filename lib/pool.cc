@@ -10,7 +10,6 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
-#include <deque>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -41,7 +40,14 @@ constexpr auto kHealthInterval = std::chrono::milliseconds(20);
 // Items queued for each worker, whatever the chunksize, beyond `prefetch`
 // chunks: small chunks keep the rings busy enough that neither side waits
 // (at chunksize 1, four chunks ahead would make every round a hand-off).
-constexpr std::uint64_t kItemsAhead = 256;
+// As deep as the raw ring pool's half ring (bench/ring_pool.h): with 256, a
+// worker that lost its CPU for a moment to another process ran dry, and
+// maps of small chunks took 3-5x longer on a loaded 2-core machine.
+constexpr std::uint64_t kItemsAhead = 2048;
+// A worker with its next task in view publishes its results at least every
+// kPublishEvery chunks and kPublishAfter.
+constexpr std::uint64_t kPublishEvery = 64;
+constexpr auto kPublishAfter = std::chrono::microseconds(20);
 // How long an idle worker waits for a task before it looks at its stop flags.
 constexpr auto kWorkerPoll = std::chrono::milliseconds(100);
 // A worker's exit code when its initializer threw.
@@ -54,7 +60,12 @@ struct TaskHeader {
   std::uint64_t count;
   std::uint64_t invoker;
   std::uint64_t fn;
+  // The chunk's results in bytes when they travel as their object bytes
+  // (the worker reserves them in its result ring and fn writes them there),
+  // kUnknownSize when they are encoded as they come.
+  std::uint64_t result_bytes;
 };
+constexpr std::uint64_t kUnknownSize = ~std::uint64_t{0};
 
 enum class ResultKind : std::uint32_t {
   kResults,
@@ -141,10 +152,48 @@ struct Task {
   std::size_t bytes;
 };
 
+// The tasks put into one worker's ring and not yet completed, oldest first:
+// a ring buffer that keeps its storage, so that steady traffic allocates
+// nothing (a std::deque allocates and frees a block every few tasks).
+class TaskFifo {
+ public:
+  bool empty() const { return size_ == 0; }
+  std::size_t size() const { return size_; }
+  Task& operator[](std::size_t i) {
+    return tasks_[(head_ + i) & (tasks_.size() - 1)];
+  }
+  Task& front() { return (*this)[0]; }
+  void push_back(const Task& task) {
+    if (size_ == tasks_.size()) grow();
+    (*this)[size_++] = task;
+  }
+  void pop_front() {
+    head_ = (head_ + 1) & (tasks_.size() - 1);
+    --size_;
+  }
+  // Removes the i-th task (rare: a worker's death).
+  void erase(std::size_t i) {
+    for (; i + 1 < size_; ++i) (*this)[i] = (*this)[i + 1];
+    --size_;
+  }
+
+ private:
+  void grow() {
+    std::vector<Task> bigger(std::max<std::size_t>(64, 2 * tasks_.size()));
+    for (std::size_t i = 0; i < size_; ++i) bigger[i] = (*this)[i];
+    tasks_ = std::move(bigger);
+    head_ = 0;
+  }
+  std::vector<Task> tasks_;  // a power of two long
+  std::size_t head_ = 0;
+  std::size_t size_ = 0;
+};
+
 struct Job {
   std::string name;  // "map #3" for messages
   void* fn = nullptr;
   Invoker invoker = nullptr;
+  std::size_t result_bytes = 0;  // of one result; 0: not known in advance
   std::unique_ptr<ChunkSource> source;
   bool ordered = true;
   bool unbounded = true;
@@ -175,7 +224,7 @@ struct Worker {
   std::unique_ptr<SpscRing> results;  // the worker produces, the parent takes
   std::uint64_t puts = 0;             // tasks put into `tasks`
   std::uint64_t items_ahead = 0;      // items of the tasks in flight
-  std::deque<Task> in_flight;         // put and not completed, in put order
+  TaskFifo in_flight;                 // put and not completed, in put order
   bool unflushed = false;             // tasks committed but not published
   bool retiring = false;              // said it would exit after its last task
   bool exiting = false;               // handle_exit is under way for it
@@ -185,7 +234,7 @@ class PoolCore {
  public:
   explicit PoolCore(PoolOptions options);
   ~PoolCore() { terminate(); }
-  std::uint64_t start_job(void* fn, Invoker invoker,
+  std::uint64_t start_job(void* fn, ChunkCode code,
                           std::unique_ptr<ChunkSource> source, bool ordered,
                           bool unbounded, ResultSink sink, void* out);
   std::optional<ChunkResult> next_chunk(std::uint64_t job,
@@ -337,17 +386,54 @@ int PoolCore::worker_main(std::size_t index) {
       const auto items = task.bytes().subspan(sizeof header);
       out.clear();
       const auto invoker = reinterpret_cast<Invoker>(header.invoker);
-      const bool ok = invoker(reinterpret_cast<void*>(header.fn), items,
-                              header.count, out, failure);
-      task.release();
-      if (ok) {
-        report(ResultKind::kResults, header.seq, 0, out);
+      void* const fn = reinterpret_cast<void*>(header.fn);
+      bool ok;
+      if (header.result_bytes != kUnknownSize &&
+          header.result_bytes <= results.max_message() - sizeof(ResultHeader)) {
+        // Results of a known size are written where they travel: straight
+        // into the result ring, behind their header.
+        const std::size_t bytes = sizeof(ResultHeader) + header.result_bytes;
+        std::optional<SpscRing::Loan> loan = results.try_loan(bytes);
+        if (!loan) {
+          publish();  // the parent makes room only for what it sees
+          loan.emplace(results.loan(bytes));
+        }
+        ok = invoker(fn, items, header.count,
+                     loan->data() + sizeof(ResultHeader), out, failure);
+        task.release();
+        if (ok) {
+          const ResultHeader done_header{ResultKind::kResults,
+                                         static_cast<std::uint32_t>(index),
+                                         header.seq, 0, 0};
+          std::memcpy(loan->data(), &done_header, sizeof done_header);
+          loan->commit(Publish::kDeferred);
+        }
       } else {
+        ok = invoker(fn, items, header.count, nullptr, out, failure);
+        task.release();
+        if (ok) report(ResultKind::kResults, header.seq, 0, out);
+      }
+      if (!ok) {
         report(ResultKind::kError, header.seq, failure.item,
                std::as_bytes(std::span(failure.what)));
       }
-      publish();
       ++done;
+    };
+    // Results wait unpublished only while the next task is already in view,
+    // for at most kPublishEvery chunks and kPublishAfter since the last
+    // publication: a busy worker publishes in batches (one cache-line
+    // hand-off for many chunks), and slow chunks still report as they end.
+    // One clock read per chunk.
+    std::uint64_t unpublished = 0;
+    Clock::time_point last_publication = Clock::now();
+    const auto publish_or_defer = [&](bool next_in_view) {
+      const Clock::time_point now = Clock::now();
+      if (next_in_view && ++unpublished < kPublishEvery &&
+          now - last_publication < kPublishAfter)
+        return;
+      publish();
+      unpublished = 0;
+      last_publication = now;
     };
     for (;;) {
       if (shared->stop.load(std::memory_order_acquire) || g_worker_sigterm) {
@@ -364,14 +450,17 @@ int PoolCore::worker_main(std::size_t index) {
       }
       if (std::optional<SpscRing::View> task = tasks.try_recv_view()) {
         run(*task);
+        publish_or_defer(tasks.readable());
         continue;
       }
       publish();
+      unpublished = 0;
       if (tasks.end_of_stream()) return 0;  // the pool closed our ring
       try {
         std::optional<SpscRing::View> task = tasks.recv_view(kWorkerPoll);
         if (!task) return 0;
         run(*task);
+        publish_or_defer(tasks.readable());
       } catch (const Empty&) {
         // Look at the stop flags again.
       }
@@ -409,7 +498,7 @@ PoolCore::PoolCore(PoolOptions opts) {
   }
 }
 
-std::uint64_t PoolCore::start_job(void* fn, Invoker invoker,
+std::uint64_t PoolCore::start_job(void* fn, ChunkCode code,
                                   std::unique_ptr<ChunkSource> source,
                                   bool ordered, bool unbounded, ResultSink sink,
                                   void* out) {
@@ -420,7 +509,8 @@ std::uint64_t PoolCore::start_job(void* fn, Invoker invoker,
   Job& job = jobs[id];
   job.name = "call #" + std::to_string(id);
   job.fn = fn;
-  job.invoker = invoker;
+  job.invoker = code.invoker;
+  job.result_bytes = code.result_bytes;
   job.source = std::move(source);
   job.ordered = ordered;
   job.unbounded = unbounded;
@@ -483,9 +573,10 @@ bool PoolCore::fill(std::size_t index, std::size_t level, std::uint64_t items) {
     };
     const auto make_task = [&](std::byte* at, std::uint64_t first,
                                std::uint64_t count) {
-      const TaskHeader header{next_seq, count,
-                              reinterpret_cast<std::uint64_t>(job->invoker),
-                              reinterpret_cast<std::uint64_t>(job->fn)};
+      const TaskHeader header{
+          next_seq, count, reinterpret_cast<std::uint64_t>(job->invoker),
+          reinterpret_cast<std::uint64_t>(job->fn),
+          job->result_bytes != 0 ? count * job->result_bytes : kUnknownSize};
       std::memcpy(at, &header, sizeof header);
       job->staged_task = Task{
           job_id, job->chunks_made++, first, count, next_seq, index, 0, nullptr,
@@ -622,11 +713,15 @@ void PoolCore::handle_result(std::size_t index,
   const Task task = w.in_flight.front();
   w.in_flight.pop_front();
   w.items_ahead -= task.count;
-  complete_task(task);
   auto job_it = jobs.find(task.job);
-  if (job_it == jobs.end()) return;  // abandoned and gone
+  if (job_it == jobs.end()) return;
   Job& job = job_it->second;
-  if (job.failure || job.abandoned) return;
+  --job.in_flight;
+  if (job.abandoned) {
+    if (job.in_flight == 0) jobs.erase(job_it);
+    return;
+  }
+  if (job.failure) return;
   if (header.kind == ResultKind::kTooLong) {
     fail_job(
         job,
@@ -753,10 +848,10 @@ void PoolCore::handle_exit(std::size_t index) {
       replace ? "the worker was replaced" : "the worker was not replaced";
   // The chunk it was running first (any before it finished, but died
   // unpublished with it).
-  for (auto it = w.in_flight.begin(); it != w.in_flight.end(); ++it) {
-    if (it->position + 1 != taken) continue;
-    const Task task = *it;
-    w.in_flight.erase(it);
+  for (std::size_t i = 0; i < w.in_flight.size(); ++i) {
+    if (w.in_flight[i].position + 1 != taken) continue;
+    const Task task = w.in_flight[i];
+    w.in_flight.erase(i);
     lose(task, worker, "while running", fate);
     break;
   }
@@ -777,7 +872,8 @@ void PoolCore::handle_exit(std::size_t index) {
   // The chunks it never took are still intact in its old task ring.
   std::unique_ptr<SpscRing> old_tasks = std::move(w.tasks);
   make_rings(index);
-  for (Task& task : w.in_flight) {
+  for (std::size_t i = 0; i < w.in_flight.size(); ++i) {
+    Task& task = w.in_flight[i];
     std::optional<SpscRing::Loan> loan = w.tasks->try_loan(task.bytes);
     if (!loan)  // cannot happen: they fitted in a ring of the same size
       throw PoolError("Pool: a replaced worker's chunks do not fit its ring");
@@ -912,19 +1008,24 @@ Pool::Pool(PoolOptions options)
     : core_(std::make_unique<internal::PoolCore>(std::move(options))) {}
 Pool::~Pool() { terminate(); }
 
-std::size_t Pool::chunksize_or_default(std::size_t chunksize,
-                                       std::size_t items) const {
-  return chunksize != 0
-             ? chunksize
-             : default_chunksize(items, static_cast<std::size_t>(workers()));
+std::size_t Pool::chunksize_or_default(std::size_t chunksize, std::size_t items,
+                                       std::size_t item_bytes) const {
+  if (chunksize != 0) return chunksize;
+  const std::size_t python =
+      default_chunksize(items, static_cast<std::size_t>(workers()));
+  if (item_bytes == 0) return python;
+  const PoolOptions& o = core_->options;
+  const std::size_t quarter =
+      std::min(o.task_queue_bytes, o.result_queue_bytes) / 4;
+  return std::clamp<std::size_t>(quarter / item_bytes, 1, python);
 }
 
-std::uint64_t Pool::start(void* fn, internal::Invoker invoker,
+std::uint64_t Pool::start(void* fn, internal::ChunkCode code,
                           std::unique_ptr<internal::ChunkSource> source,
                           bool ordered, bool unbounded,
                           internal::ResultSink sink, void* out) {
-  return core_->start_job(fn, invoker, std::move(source), ordered, unbounded,
-                          sink, out);
+  return core_->start_job(fn, code, std::move(source), ordered, unbounded, sink,
+                          out);
 }
 
 void Pool::close() { core_->closed = true; }

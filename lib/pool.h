@@ -98,12 +98,13 @@ struct PoolOptions {
   std::size_t prefetch = 4;
   // Capacity of each worker's task ring and of each worker's result ring
   // (rounded up to a power of two; shared memory). One chunk (or its
-  // results) must fit in one message (mp::MessageTooLong otherwise: 2 MiB
-  // holds 262,000 8-byte items, map's default chunksize for about 2 million
-  // items on 2 workers). Small rings stay in the CPU's caches and are gone
-  // round (every page touched) after a few calls; larger ones cost a page
-  // fault per 4 KiB on their first lap. The result ring takes at least 4096
-  // bytes (std::invalid_argument).
+  // results) must fit in one message (mp::MessageTooLong otherwise; map's
+  // default chunksize is lowered to fit a quarter of a ring where items and
+  // results have a fixed size, so only an explicit chunksize, or items of
+  // varying size, can meet that limit). Small rings stay in the CPU's caches
+  // and are gone round (every page touched) after a few calls; larger ones cost
+  // a page fault per 4 KiB on their first lap. The result ring takes at least
+  // 4096 bytes (std::invalid_argument).
   std::size_t task_queue_bytes = 2 << 20;
   std::size_t result_queue_bytes = 2 << 20;
   // How the pool and its workers wait for each other.
@@ -231,9 +232,10 @@ class Pool {
       map_into(fn, all, std::span<R>(out), chunksize);
       return out;
     } else {
-      MapIterator<R> results =
-          imap_impl<R, T>(fn, all, chunksize_or_default(chunksize, all.size()),
-                          /*ordered=*/true, /*unbounded=*/true);
+      MapIterator<R> results = imap_impl<R, T>(
+          fn, all,
+          chunksize_or_default(chunksize, all.size(), flat_bytes<T, R>()),
+          /*ordered=*/true, /*unbounded=*/true);
       std::vector<R> out;
       out.reserve(all.size());
       while (auto r = results.next()) out.push_back(std::move(*r));
@@ -261,12 +263,13 @@ class Pool {
           "Pool::map_into: " + std::to_string(all.size()) + " items but " +
           std::to_string(out.size()) + " places for results");
     }
-    const std::uint64_t job =
-        start(function_pointer(fn), &internal::invoke_chunk<decltype(+fn), T>,
-              std::make_unique<internal::SpanSource<T>>(
-                  all, chunksize_or_default(chunksize, all.size())),
-              /*ordered=*/false, /*unbounded=*/true, &internal::decode_into<R>,
-              out.data());
+    const std::uint64_t job = start(
+        function_pointer(fn), internal::chunk_code<F, T>(),
+        std::make_unique<internal::SpanSource<T>>(
+            all,
+            chunksize_or_default(chunksize, all.size(), flat_bytes<T, R>())),
+        /*ordered=*/false, /*unbounded=*/true, &internal::decode_into<R>,
+        out.data());
     internal::finish_job(*core_, job);
   }
   // The same into a vector, resized to items.size() (its capacity reused).
@@ -305,11 +308,10 @@ class Pool {
   template <typename T, internal::PoolFunction<T> F>
   AsyncResult<internal::result_of<F, T>> apply_async(F fn, const T& arg) {
     return AsyncResult<internal::result_of<F, T>>(
-        core_.get(),
-        start(function_pointer(fn), &internal::invoke_chunk<decltype(+fn), T>,
-              std::make_unique<internal::SpanSource<T>>(
-                  std::span<const T>(&arg, 1), 1),
-              true, true));
+        core_.get(), start(function_pointer(fn), internal::chunk_code<F, T>(),
+                           std::make_unique<internal::SpanSource<T>>(
+                               std::span<const T>(&arg, 1), 1),
+                           true, true));
   }
 
   // No more work may be submitted; workers exit once the work already
@@ -344,9 +346,25 @@ class Pool {
     return reinterpret_cast<void*>(+fn);
   }
 
-  std::size_t chunksize_or_default(std::size_t chunksize,
-                                   std::size_t items) const;
-  std::uint64_t start(void* fn, internal::Invoker invoker,
+  // Bytes one item or its result takes in a message when both travel as
+  // their object bytes (mp::Codec's rule for trivially copyable types), the
+  // larger of the two; 0 when that is not known before encoding.
+  template <typename T, typename R>
+  static constexpr std::size_t flat_bytes() {
+    if constexpr (std::is_trivially_copyable_v<T> &&
+                  std::is_trivially_copyable_v<R> && !std::is_same_v<T, bool> &&
+                  !std::is_same_v<R, bool>) {
+      return std::max(sizeof(T), sizeof(R));
+    } else {
+      return 0;
+    }
+  }
+  // `chunksize`, or for 0 CPython's default, lowered where `item_bytes` is
+  // known so that a chunk and its results take at most a quarter of a ring
+  // (a large map at the default chunksize never fails with MessageTooLong).
+  std::size_t chunksize_or_default(std::size_t chunksize, std::size_t items,
+                                   std::size_t item_bytes) const;
+  std::uint64_t start(void* fn, internal::ChunkCode code,
                       std::unique_ptr<internal::ChunkSource> source,
                       bool ordered, bool unbounded,
                       internal::ResultSink sink = nullptr, void* out = nullptr);
@@ -357,7 +375,7 @@ class Pool {
                            bool unbounded) {
     return MapIterator<R>(
         core_.get(),
-        start(function_pointer(fn), &internal::invoke_chunk<decltype(+fn), T>,
+        start(function_pointer(fn), internal::chunk_code<F, T>(),
               std::make_unique<internal::SpanSource<T>>(items, chunksize),
               ordered, unbounded));
   }

@@ -84,24 +84,79 @@ bool run_chunk(std::uint64_t count, ChunkFailure& failure, Call&& call) {
   return true;
 }
 
-// Runs `fn` over the `count` items encoded in `items` and encodes the results
-// into `results`; on an exception, returns false and says why in `failure`.
+// Whether T travels as its object bytes (mp::Codec's rule for trivially
+// copyable types other than bool), so that its encoded size is sizeof(T).
+template <typename T>
+inline constexpr bool kFlat =
+    std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool>;
+
+// Runs `fn` over the `count` items encoded in `items`. The results go to
+// `flat_out` (room for count * sizeof(R), reserved in the result ring by the
+// caller) when it is given and R is flat, else they are encoded into
+// `results`. On an exception, returns false and says why in `failure`.
 using Invoker = bool (*)(void* fn, std::span<const std::byte> items,
-                         std::uint64_t count, std::vector<std::byte>& results,
+                         std::uint64_t count, std::byte* flat_out,
+                         std::vector<std::byte>& results,
                          ChunkFailure& failure);
 
-template <typename Fp, typename T>
+// Calls fn: a captureless lambda is called through its type, so that the
+// compiler inlines it into the chunk loop; a function through its pointer.
+template <typename F, typename T>
+decltype(auto) call_fn(void* fn, const T& item) {
+  if constexpr (std::is_empty_v<F> && std::is_default_constructible_v<F>) {
+    (void)fn;
+    return F{}(item);
+  } else {
+    return reinterpret_cast<decltype(+std::declval<F&>())>(fn)(item);
+  }
+}
+
+template <typename F, typename T>
 bool invoke_chunk(void* fn, std::span<const std::byte> items,
-                  std::uint64_t count, std::vector<std::byte>& results,
-                  ChunkFailure& failure) {
-  const Fp f = reinterpret_cast<Fp>(fn);
+                  std::uint64_t count, std::byte* flat_out,
+                  std::vector<std::byte>& results, ChunkFailure& failure) {
+  using R = result_of<F, T>;
+  if constexpr (kFlat<T> && kFlat<R>) {
+    // Plain loops over the bytes: no decoder, no growing vector.
+    if (items.size() == count * sizeof(T)) {
+      std::byte* to = flat_out;
+      if (to == nullptr) {
+        results.resize(count * sizeof(R));
+        to = results.data();
+      }
+      return run_chunk(count, failure, [&](std::uint64_t i) {
+        T item;
+        std::memcpy(&item, items.data() + i * sizeof(T), sizeof(T));
+        const R result = call_fn<F, T>(fn, item);
+        std::memcpy(to + i * sizeof(R), &result, sizeof(R));
+      });
+    }
+  }
   Reader reader(items);
   Writer writer(results);
-  using R = std::decay_t<std::invoke_result_t<Fp, const T&>>;
-  return run_chunk(count, failure, [&](std::uint64_t) {
+  const bool ok = run_chunk(count, failure, [&](std::uint64_t) {
     const T item = Codec<T>::decode(reader);
-    Codec<R>::encode(f(item), writer);
+    Codec<R>::encode(call_fn<F, T>(fn, item), writer);
   });
+  if constexpr (kFlat<R>) {
+    // count * sizeof(R) bytes, where the caller reserved them.
+    if (ok && flat_out != nullptr && !results.empty())
+      std::memcpy(flat_out, results.data(), results.size());
+  }
+  return ok;
+}
+
+// A call's code, as the workers receive it: the invoker, and the bytes of
+// one result when results travel as their object bytes (0 when not).
+struct ChunkCode {
+  Invoker invoker;
+  std::size_t result_bytes;
+};
+
+template <typename F, typename T>
+ChunkCode chunk_code() {
+  using R = result_of<F, T>;
+  return {&invoke_chunk<F, T>, kFlat<R> ? sizeof(R) : 0};
 }
 
 // Produces a job's chunks, encoded, on demand (so imap holds only a bounded
@@ -161,9 +216,7 @@ class SpanSource final : public ChunkSource {
   }
 
  private:
-  // Encoded as their object bytes (mp::Codec's rule for these types).
-  static constexpr bool kFlat =
-      std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool>;
+  static constexpr bool kFlat = internal::kFlat<T>;
   std::span<const T> items_;
   std::size_t chunksize_;
   std::size_t position_ = 0;

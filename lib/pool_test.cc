@@ -322,6 +322,24 @@ TEST_F(PoolTest, ChunkLargerThanTheTaskQueueIsAClearError) {
   EXPECT_EQ(pool.map(twice, items, 10), serial_map(twice, std::span(items)));
 }
 
+// CPython's default would make chunks of 12,500 8-byte items (100 KB) for
+// 100,000 items on 2 workers: more than one message of a 64 KiB ring. The
+// default chunksize shrinks to fit instead of failing.
+TEST_F(PoolTest, DefaultChunksizeFitsChunksInTheRings) {
+  PoolOptions o = options(2);
+  o.task_queue_bytes = 64 << 10;
+  o.result_queue_bytes = 64 << 10;
+  Pool pool(o);
+  const auto items = iota(100000);
+  const auto expected = serial_map(twice, std::span(items));
+  EXPECT_EQ(pool.map(twice, items), expected);
+  std::vector<std::int64_t> out(items.size());
+  pool.map_into(twice, items, std::span(out));
+  EXPECT_EQ(out, expected);
+  // An explicit chunksize is the caller's: it still meets the limit.
+  EXPECT_THROW(pool.map(twice, items, 12500), MessageTooLong);
+}
+
 TEST_F(PoolTest, AnyContiguousRangeOfItems) {
   Pool pool(options(2));
   std::vector<std::int64_t> items = iota(50);

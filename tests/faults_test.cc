@@ -163,8 +163,11 @@ int pool_parent_main(RoundShared* shared, std::uint32_t seed) {
 int queue_producer_main(RoundShared* shared, Queue* queue) {
   for (std::uint64_t i = shared->queue_next.load(); i < kQueueItems;
        i = shared->queue_next.load()) {
-    shared->queue_next = i + 1;  // whatever happens next, never put i twice
+    // Attempted first: a kill between the two stores then leaves i attempted
+    // and retried by the next producer (never put, so never put twice),
+    // instead of skipped and unaccounted for.
     shared->queue_attempted[i] = 1;
+    shared->queue_next = i + 1;  // whatever happens next, never put i twice
     queue->put(static_cast<std::uint64_t>(i));
     shared->queue_put[i] = 1;
   }
@@ -189,8 +192,8 @@ int pipe_sender_main(RoundShared* shared, Connection* receiver,
   receiver->close();
   for (std::uint64_t i = shared->pipe_next.load(); i < kPipeItems;
        i = shared->pipe_next.load()) {
+    shared->pipe_attempted[i] = 1;  // first, as in queue_producer_main
     shared->pipe_next = i + 1;
-    shared->pipe_attempted[i] = 1;
     if (shared->pipe_close_mid_frame.exchange(0)) {
       const std::uint64_t header = sizeof(std::uint64_t);
       if (::write(sender->fileno(), &header, sizeof header) != sizeof header)
