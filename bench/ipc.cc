@@ -50,7 +50,8 @@
 //   BM_ChannelPingPong, BM_BoostMqPingPong
 // Every throughput and round-trip row reports minor_faults: minor page
 // faults of this process and its peer per iteration (bench/faults.h).
-// The ring rows (raw and ours) use the same ring size: ring_capacity().
+// The ring and Queue rows (raw and ours) use the same ring size:
+// ring_capacity().
 // spin_us:S is the wait policy: 0 blocks at once, S > 0 spins S microseconds
 // first (mp::WaitPolicy).
 // The benchmark and its peer are pinned to the first two CPUs the process may
@@ -365,13 +366,6 @@ bool read_all(int fd, std::byte* data, std::size_t size) {
   return true;
 }
 
-QueueOptions queue_options(std::size_t bytes, int64_t spin_us) {
-  QueueOptions options;
-  options.capacity_bytes = std::max<std::size_t>(4 << 20, 2 * (bytes + 4));
-  options.wait = policy_for(spin_us);
-  return options;
-}
-
 // A uniquely named message queue, created exclusively with mode 0600 and
 // unlinked at once: the mapping (inherited by the forked peer) outlives the
 // name, so nothing is left in /dev/shm even if this process crashes.
@@ -422,6 +416,15 @@ class RawPipeLink {
 // messages (so that the loaned variant can hold one whole).
 std::size_t ring_capacity(std::size_t bytes) {
   return std::max<std::size_t>(1 << 20, std::bit_ceil(2 * (bytes + 8)));
+}
+
+// mp::Queue rows use the ring rows' size too (a record takes its message's
+// size + 4 bytes, less than a raw ring frame).
+QueueOptions queue_options(std::size_t bytes, int64_t spin_us) {
+  QueueOptions options;
+  options.capacity_bytes = ring_capacity(bytes);
+  options.wait = policy_for(spin_us);
+  return options;
 }
 
 // The plainest lock-free single-producer single-consumer byte ring in shared

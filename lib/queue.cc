@@ -21,6 +21,13 @@ constexpr int kPositionBits = 40;
 constexpr std::uint64_t kPositionMask = (std::uint64_t{1} << kPositionBits) - 1;
 constexpr std::uint32_t kCountMask = (1u << 24) - 1;
 constexpr std::uint64_t kMaxCapacity = std::uint64_t{1} << 39;
+// How far ahead of its copies a side asks for the ring's cache lines
+// (prefetch_lines), and at most how many lines per message.
+constexpr std::uint64_t kPrefetchAhead = 1024;
+constexpr int kPrefetchLines = 4;
+// The room a producer that found the queue full waits for beyond its own
+// record, while it spins (put_impl), capped at a quarter of the capacity.
+constexpr std::uint64_t kBatchRoom = 4096;
 
 struct Cursor {
   std::uint64_t position;  // modulo 2^40
@@ -154,15 +161,113 @@ class SideLock {
   bool locked_ = false;
 };
 
-// After publishing a cursor: wakes the other side's sleepers, if any. A
+// After publishing a cursor: wakes the other side's sleepers, if any and if
+// no wake-up is already on its way to them. The test of sleepers is a
 // read-modify-write, not a load: a sleeper announces itself with one on the
-// same word before it checks the cursor again (sleep_until_ready), so either
-// that one reads after this and sees the new cursor, or this reads after it
-// and wakes it. The word is written by the waking side only, so its line
-// stays with that side while nobody sleeps.
-void wake_sleepers(SharedEvent& event) {
-  if (event.sleepers.fetch_add(0, std::memory_order_seq_cst) != 0)
-    event.notify_all();
+// same word (and then its sequence in `announced`) before it checks the
+// cursor again (sleep_until_ready), so either that check comes after this
+// and sees the new cursor, or this comes after the announcement and sees it.
+// A sleeper sleeps only while the event's sequence is the one it announced
+// (FUTEX_WAIT on it), so once the sequence has moved past the newest
+// announcement every sleeper is awake or on its way: no system call then.
+// Without that test a side would make one futex call per message for as
+// long as the woken one takes to be scheduled back in. The words are written
+// by the waking side only while nobody sleeps, so their lines stay with it.
+void wake_sleepers(SharedEvent& event,
+                   const std::atomic<std::uint32_t>& announced, bool light) {
+  if (light) {
+    // The sleeper's heavy_fence orders this load after the cursor's store
+    // (lib/spsc_ring.cc, "light"): no locked instruction per message.
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    if (event.sleepers.load(std::memory_order_relaxed) == 0) return;
+  } else if (event.sleepers.fetch_add(0, std::memory_order_seq_cst) == 0) {
+    return;
+  }
+  if (announced.load(std::memory_order_seq_cst) !=
+      event.sequence.load(std::memory_order_seq_cst))
+    return;
+  event.notify_all();
+}
+
+// Whether this process publishes with light fences (wait.h,
+// enable_light_fences): registered once per process, again after fork.
+bool light_fences() {
+  static std::atomic<std::uint64_t> state{0};  // pid << 1 | light
+  const std::uint64_t self = static_cast<std::uint32_t>(current_pid());
+  const std::uint64_t seen = state.load(std::memory_order_relaxed);
+  if ((seen >> 1) == self) [[likely]]
+    return (seen & 1) != 0;
+  const bool light = enable_light_fences();
+  state.store((self << 1) | (light ? 1 : 0), std::memory_order_relaxed);
+  return light;
+}
+
+// Asks for the cache lines of the `bytes` bytes of the ring from position
+// `from`, at most kPrefetchLines of them, ahead of the copies that will need
+// them: the side's next locked instruction waits for its earlier stores, and
+// a store to a line that the other side holds waits for that line to come
+// over, so without this a side moves its lines one at a time at the speed
+// of a round trip between cores. Callers ask only for lines they own (free
+// room for a producer, published records for a consumer), so the other side
+// is never robbed of a line it is using. A hint: never faults, never throws.
+void prefetch_lines(const Ring& ring, std::uint64_t from, std::uint64_t bytes,
+                    bool for_write) {
+  const std::uint64_t end = from + bytes;
+  from &= ~std::uint64_t{63};
+  for (int i = 0; i < kPrefetchLines && from < end; ++i, from += 64) {
+    const std::byte* line = ring.data + (from & (ring.size - 1));
+    if (for_write)
+      __builtin_prefetch(line, 1, 3);
+    else
+      __builtin_prefetch(line, 0, 3);
+  }
+}
+
+// The part of the `bytes` bytes that end kPrefetchAhead past a side's new
+// cursor which lies within the `owned` bytes past that cursor, as an offset
+// from the cursor and a length (prefetch_lines).
+struct Window {
+  std::uint64_t offset, bytes;
+};
+Window ahead_window(std::uint64_t bytes, std::uint64_t owned) {
+  const std::uint64_t end = std::min(kPrefetchAhead, owned);
+  const std::uint64_t begin = kPrefetchAhead - std::min(bytes, kPrefetchAhead);
+  return {begin, end > begin ? end - begin : 0};
+}
+
+// The sleeper's half: records the sequence it is about to sleep on (the
+// newest wins, modulo 2^32) after announcing itself, before it checks its
+// condition again.
+void announce_sequence(const SharedEvent& event,
+                       std::atomic<std::uint32_t>& announced) {
+  const std::uint32_t sequence = event.sequence.load(std::memory_order_seq_cst);
+  std::uint32_t seen = announced.load(std::memory_order_seq_cst);
+  while (static_cast<std::int32_t>(sequence - seen) > 0 &&
+         !announced.compare_exchange_weak(seen, sequence,
+                                          std::memory_order_seq_cst)) {
+  }
+}
+
+// A Queue's wait for the other side: spins (WaitPolicy::spin) until
+// `spin_ready()`, then sleeps on `event` until `ready()`, in slices between
+// which the peers' liveness is checked (wait_while_peers_live). `ready()`
+// must follow from `spin_ready()`. Returns false once `deadline` passes.
+template <typename SpinReady, typename Ready, typename What>
+bool wait_for_other_side(SharedEvent& event,
+                         std::atomic<std::uint32_t>& announced,
+                         const WaitPolicy& policy, const Deadline& deadline,
+                         SpinReady&& spin_ready, Ready&& ready,
+                         const PeerTable& peers, PeerTable::Role role,
+                         What&& what) {
+  auto block = [&](std::chrono::nanoseconds slice) {
+    return ready() || sleep_until_ready(event, slice, ready, [&] {
+             announce_sequence(event, announced);
+             heavy_fence();  // for wakers that use light fences
+           });
+  };
+  return wait_while_peers_live(
+      [&] { return wait_slice(policy, deadline, spin_ready, block); }, peers,
+      role, what);
 }
 
 }  // namespace
@@ -218,10 +323,22 @@ Outcome Queue::put_impl(std::span<const std::byte> message,
         message.size(), capacity_ - internal::kRecordHeader);
   }
   registration_.ensure(q.peers, PeerTable::kProducer);
-  auto fits = [&](const internal::Cursor& head, const internal::Cursor& tail) {
-    return internal::bytes_between(head, tail) + need <= capacity_ &&
+  auto fits = [&](const internal::Cursor& head, const internal::Cursor& tail,
+                  std::uint64_t bytes) {
+    return internal::bytes_between(head, tail) + bytes <= capacity_ &&
            internal::messages_between(head, tail) < max_items_;
   };
+  // A producer that finds the queue full and then a consumer freeing one
+  // record at a time would write each message into the cache lines that
+  // consumer is reading (records are not line-aligned), and both would stall
+  // on every message. So a producer that had to look at the consumers'
+  // cursor waits first, for at most the policy's spin, for room for a batch
+  // of records; past the spin (or when it cannot wait) any room will do.
+  const std::uint64_t batch_need =
+      need <= capacity_ / 4
+          ? need + std::min<std::uint64_t>(capacity_ / 4, internal::kBatchRoom)
+          : need;
+  bool waited = false, timed_out = false;
   for (;;) {
     if (q.closed.load(std::memory_order_acquire))
       throw ClosedError("Queue::put: queue is closed");
@@ -232,36 +349,49 @@ Outcome Queue::put_impl(std::span<const std::byte> message,
     // shows no room.
     internal::Cursor head = internal::Cursor::unpack(
         q.put_side.peer_cache.load(std::memory_order_relaxed));
-    if (!fits(head, tail)) {
+    bool room = fits(head, tail, need);
+    if (!room) {
       const std::uint64_t head_word = q.head.load(std::memory_order_acquire);
       q.put_side.peer_cache.store(head_word, std::memory_order_relaxed);
       head = internal::Cursor::unpack(head_word);
+      room = fits(head, tail, need) &&
+             (waited || fits(head, tail, batch_need) || deadline.passed());
     }
-    if (fits(head, tail)) {
+    if (room) {
       const auto length = static_cast<std::uint32_t>(message.size());
       internal::copy_in(ring(), tail.position, &length, sizeof length);
       internal::copy_in(ring(), tail.position + internal::kRecordHeader,
                         message.data(), message.size());
-      q.tail.store(tail.advanced(need).pack(),
-                   std::memory_order_release);  // publish
+      const internal::Cursor next = tail.advanced(need);
+      q.tail.store(next.pack(), std::memory_order_release);  // publish
+      // The next records' lines, within the room known to be free.
+      const internal::Window ahead = internal::ahead_window(
+          need, capacity_ - internal::bytes_between(head, next));
+      internal::prefetch_lines(ring(), next.position + ahead.offset,
+                               ahead.bytes, true);
       lock.unlock();
-      internal::wake_sleepers(q.not_empty);
+      internal::wake_sleepers(q.not_empty, q.not_empty_announced,
+                              internal::light_fences());
       return Outcome::kDone;
     }
     lock.unlock();
+    if (timed_out) return Outcome::kTimedOut;
     // Full: wait for room without the lock, so other producers' try_ forms
-    // and timeouts are not held up, then try again.
-    auto ready = [&] {
-      return fits(internal::load(q.head), internal::load(q.tail)) ||
+    // and timeouts are not held up, then try again (once more after the
+    // deadline: the spin may have ended there with room for this message).
+    auto room_for = [&](std::uint64_t bytes) {
+      return fits(internal::load(q.head), internal::load(q.tail), bytes) ||
              q.closed.load(std::memory_order_acquire) != 0;
     };
-    if (!internal::wait_on_event(
-            q.not_full, policy_, deadline, ready, q.peers, PeerTable::kConsumer,
-            [] {
-              return "Queue::put: the queue is full and no process that could "
-                     "take from it is alive";
-            }))
-      return Outcome::kTimedOut;
+    waited = true;
+    timed_out = !internal::wait_for_other_side(
+        q.not_full, q.not_full_announced, policy_, deadline,
+        [&] { return room_for(batch_need); }, [&] { return room_for(need); },
+        q.peers, PeerTable::kConsumer,
+        [] {
+          return "Queue::put: the queue is full and no process that could "
+                 "take from it is alive";
+        });
   }
 }
 
@@ -301,10 +431,18 @@ Outcome Queue::get_impl(const Deadline& deadline, Sink&& sink) {
       std::byte* destination = sink(length);  // may throw: nothing consumed
       internal::copy_out(ring(), head.position + internal::kRecordHeader,
                          destination, length);
-      q.head.store(head.advanced(internal::kRecordHeader + length).pack(),
-                   std::memory_order_release);  // take
+      const internal::Cursor next =
+          head.advanced(internal::kRecordHeader + length);
+      q.head.store(next.pack(), std::memory_order_release);  // take
+      // The next records' lines, within what is published.
+      const internal::Window ahead =
+          internal::ahead_window(internal::kRecordHeader + length,
+                                 published - internal::kRecordHeader - length);
+      internal::prefetch_lines(ring(), next.position + ahead.offset,
+                               ahead.bytes, false);
       lock.unlock();
-      internal::wake_sleepers(q.not_full);
+      internal::wake_sleepers(q.not_full, q.not_full_announced,
+                              internal::light_fences());
       return Outcome::kDone;
     }
     lock.unlock();
@@ -321,9 +459,9 @@ Outcome Queue::get_impl(const Deadline& deadline, Sink&& sink) {
       return q.tail.load(std::memory_order_acquire) != head_word ||
              q.closed.load(std::memory_order_acquire) != 0;
     };
-    if (!internal::wait_on_event(
-            q.not_empty, policy_, deadline, ready, q.peers,
-            PeerTable::kProducer, [] {
+    if (!internal::wait_for_other_side(
+            q.not_empty, q.not_empty_announced, policy_, deadline, ready, ready,
+            q.peers, PeerTable::kProducer, [] {
               return "Queue::get: the queue is empty, not closed, and no "
                      "process that could put into it is alive";
             }))

@@ -24,9 +24,19 @@
 // half-written), and taken only when completely read (a consumer killed
 // mid-copy leaves the message for the next consumer). A wait for room or
 // messages spins, then sleeps on a futex that the other side wakes only when
-// a sleeper has announced itself (mp::WaitPolicy), so a busy pair makes no
-// system call. A message of n bytes occupies n + 4 bytes of capacity; a
-// queue holds at most 2^24 - 1 messages at once.
+// a sleeper has announced itself and no wake-up is already on its way
+// (mp::WaitPolicy), so a busy pair makes no system call, and a waking one
+// makes one per sleep rather than one per message. Where membarrier(2) is
+// available the wake-up check costs no locked instruction (as in
+// mp::SpscRing): a put or get makes one, the side's lock. Each side asks for
+// the ring's cache lines a little ahead of its copies (within the room or
+// the records it owns), so that its stores and loads do not wait for lines
+// one at a time. A producer that finds the queue full waits, while it
+// spins, for room for a few KiB more than its message (then writes a batch
+// without sharing lines with the consumer reading just ahead of it); once
+// the spin is over, or for a try_ or a timeout that ends first, room for the
+// message is enough. A message of n bytes occupies n + 4 bytes of capacity;
+// a queue holds at most 2^24 - 1 messages at once.
 //
 // Ending a stream: close() (consumers drain, then get() returns nullopt), or
 // the seeds' sentinel pattern (put a value the consumer recognises, once per

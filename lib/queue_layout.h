@@ -43,6 +43,13 @@ struct QueueShared {
 
   SharedEvent not_empty;
   SharedEvent not_full;
+  // The newest event sequence a sleeper on not_empty / not_full announced
+  // (modulo 2^32): a waker that finds the event's sequence already past it
+  // knows every sleeper has been woken (their FUTEX_WAIT on an older value
+  // fails), so a wake-up in flight costs one system call, not one per
+  // message while the sleeper is being scheduled back in.
+  alignas(64) std::atomic<std::uint32_t> not_empty_announced{0};
+  std::atomic<std::uint32_t> not_full_announced{0};
   SharedEvent all_done;
   PeerTable peers;
 

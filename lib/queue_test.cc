@@ -174,31 +174,71 @@ TEST_F(QueueTest, WrapsAroundWithMixedSizes) {
   producer.join();
 }
 
-TEST_F(QueueTest, ManyProducersAndConsumersDeliverEachItemExactlyOnce) {
-  constexpr int kProducers = 3, kConsumers = 3, kPerProducer = 3000;
-  constexpr int kTotal = kProducers * kPerProducer;
-  Queue q(options(4096));
-  Mapping seen_memory = Mapping::shared(kTotal * sizeof(std::atomic<int>));
+// `producers` processes put `per_producer` distinct items each while
+// `consumers` processes take them; checks that each arrived exactly once.
+void expect_each_item_exactly_once(const QueueOptions& options, int producers,
+                                   int consumers, int per_producer) {
+  const int total = producers * per_producer;
+  Queue q(options);
+  Mapping seen_memory = Mapping::shared(total * sizeof(std::atomic<int>));
   auto* seen = static_cast<std::atomic<int>*>(seen_memory.data());
   std::vector<Process> processes;
-  for (int c = 0; c < kConsumers; ++c) {
+  for (int c = 0; c < consumers; ++c) {
     processes.emplace_back([&] {
       while (auto item = q.get<int>()) seen[*item].fetch_add(1);
     });
   }
-  for (int p = 0; p < kProducers; ++p) {
+  for (int p = 0; p < producers; ++p) {
     processes.emplace_back([&, p] {
-      for (int i = 0; i < kPerProducer; ++i) q.put(p * kPerProducer + i);
+      for (int i = 0; i < per_producer; ++i) q.put(p * per_producer + i);
     });
   }
   for (auto& process : processes) process.start();
-  for (int p = 0; p < kProducers; ++p) processes[kConsumers + p].join();
+  for (int p = 0; p < producers; ++p) processes[consumers + p].join();
   q.close();
   for (auto& process : processes) {
     process.join();
     EXPECT_EQ(process.exitcode(), 0);
   }
-  for (int i = 0; i < kTotal; ++i) ASSERT_EQ(seen[i].load(), 1) << "item " << i;
+  for (int i = 0; i < total; ++i) ASSERT_EQ(seen[i].load(), 1) << "item " << i;
+}
+
+TEST_F(QueueTest, ManyProducersAndConsumersDeliverEachItemExactlyOnce) {
+  expect_each_item_exactly_once(options(4096), 3, 3, 3000);
+}
+
+// Every wait sleeps at once (block_only), and sleeps are not cut short by
+// liveness checks (an hour), so a wake-up that a put or get failed to send
+// (Queue's wake_sleepers skips the system call when a wake-up is already on
+// its way) would hang this test until Bazel's timeout.
+TEST_F(QueueTest, SleepingProducersAndConsumersAreAlwaysWoken) {
+  QueueOptions o = options(256);
+  o.wait = WaitPolicy::block_only();
+  o.wait.liveness_check = std::chrono::hours(1);
+  expect_each_item_exactly_once(o, 2, 2, 2000);
+}
+
+// A producer that finds the queue full waits, while it spins, for room for
+// more than its own record (put_impl); room for its record alone must still
+// do for every form of put: a try_, a timeout shorter than the spin, and a
+// blocking put once the spin is over.
+TEST_F(QueueTest, RoomForOneMessageIsEnoughForEveryPut) {
+  QueueOptions o = options(4096);
+  o.wait = WaitPolicy::spin_then_block(20ms);
+  Queue q(o);
+  const std::vector<std::byte> message(60, std::byte{1});
+  int queued = 0;
+  while (q.try_put_bytes(message)) ++queued;
+  ASSERT_GT(queued, 10);
+  std::vector<std::byte> buffer(64);
+  ASSERT_EQ(q.get_bytes_into(buffer), 60u);
+  EXPECT_TRUE(q.try_put_bytes(message));
+  ASSERT_EQ(q.get_bytes_into(buffer), 60u);
+  EXPECT_NO_THROW(q.put_bytes(message, 1ms));
+  ASSERT_EQ(q.get_bytes_into(buffer), 60u);
+  q.put_bytes(message);
+  EXPECT_EQ(q.qsize(), static_cast<std::size_t>(queued));
+  EXPECT_FALSE(q.try_put_bytes(message));
 }
 
 TEST_F(QueueTest, JoinableQueueJoinWaitsForEveryTaskDone) {
