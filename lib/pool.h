@@ -14,11 +14,13 @@
 //
 // Functions: like multiprocessing, which pickles a function by name, the pool
 // sends workers a reference to code, not a closure: `fn` must be a function
-// pointer or a captureless lambda taking one argument. Workers are forked
-// copies of this process, so the reference is valid in them (code loaded with
-// dlopen after the pool started is not). State reaches workers through the
-// items, through memory they inherited when forked, or through the
-// initializer, which runs once in each worker as it starts.
+// pointer or a captureless lambda taking one argument. With the fork start
+// method workers are forked copies of this process, so the reference is
+// valid in them (code loaded with dlopen after the pool started is not);
+// with forkserver and spawn it travels as a code handle (PoolOptions::start).
+// State reaches workers through the items, through memory they inherited
+// when forked (fork only), or through the initializer, which runs once in
+// each worker as it starts.
 //
 // Data: each chunk of `chunksize` items travels as one message to a worker
 // (encoded with mp::Codec, written in place into that worker's task ring)
