@@ -17,6 +17,10 @@
 //       inlined, output reused (bench/ring_pool.h); what Pool.map is
 //       measured against, as the raw pipe is for Pipe
 //   BM_PoolCreate/workers:W, BM_PoolTeardown/workers:W (close + join),
+//   BM_PoolCreate/start:M/workers:W/rss_mib:N (workers started with
+//       StartMethod M while this process holds N MiB of ballast,
+//       bench/ballast.h), BM_PoolMap/double/items:10000/chunksize:64/
+//       workers:2/start:M (one workload under each start method),
 //   BM_ApplyAsyncRoundTrip (one apply_async(...).get() on a 1-worker pool)
 // Pools and workers are started outside the timed loop.
 
@@ -35,11 +39,14 @@
 #include <thread>
 #include <vector>
 
+#include "bench/ballast.h"
 #include "bench/faults.h"
 #include "bench/ring_pool.h"
 #include "bench/workload.h"
 #include "benchmark/benchmark.h"
 #include "lib/fork_map.h"
+#include "lib/forkserver.h"
+#include "lib/start_method.h"
 
 namespace mp::bench {
 namespace {
@@ -95,6 +102,117 @@ std::vector<std::int64_t> indices(std::size_t n) {
   std::iota(items.begin(), items.end(), 0);
   return items;
 }
+
+// --- Start methods
+// ------------------------------------------------------------ Registered ahead
+// of the workloads, so that they run first, while this process holds none of
+// the workloads' inputs: the fork server is started here, with no ballast, as a
+// program starts it at the top of main.
+
+bool small_fork_server(benchmark::State& state) {
+  try {
+    if (!ForkServer::running()) {
+      hold_ballast(0);
+      ForkServer::start();
+    }
+    return true;
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+    return false;
+  }
+}
+
+// Arguments: workers, rss_mib (ballast held by this process while pools are
+// made; released afterwards, so that no later row carries it).
+void PoolCreateStart(benchmark::State& state, StartMethod method) {
+  if (method == StartMethod::forkserver && !small_fork_server(state)) return;
+  PoolOptions options;
+  options.workers = static_cast<int>(state.range(0));
+  options.start = method;
+  try {
+    hold_ballast(static_cast<std::size_t>(state.range(1)));
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
+  mpbench::MinorFaults faults(method == StartMethod::forkserver
+                                  ? std::vector<pid_t>{ForkServer::pid()}
+                                  : std::vector<pid_t>{});
+  faults.start();
+  for (auto _ : state) {
+    try {
+      const auto begin = std::chrono::steady_clock::now();
+      Pool pool(options);
+      state.SetIterationTime(std::chrono::duration<double>(
+                                 std::chrono::steady_clock::now() - begin)
+                                 .count());
+      pool.close();
+      pool.join();
+    } catch (const std::exception& e) {
+      state.SkipWithError(e.what());
+      break;
+    }
+  }
+  faults.report(state);
+  hold_ballast(0);
+  state.SetItemsProcessed(state.iterations());
+}
+
+// Pool.map of x * 2 over 10,000 items, chunksize 64, 2 workers started with
+// `method`; the pool is made outside the timed loop.
+void PoolMapStart(benchmark::State& state, StartMethod method) {
+  if (method == StartMethod::forkserver && !small_fork_server(state)) return;
+  constexpr std::size_t kItems = 10'000;
+  constexpr std::size_t kChunksize = 64;
+  try {
+    const std::vector<std::int64_t> items = indices(kItems);
+    PoolOptions options;
+    options.workers = 2;
+    options.start = method;
+    Pool pool(options);
+    std::vector<std::int64_t> out = pool.map(twice, items, kChunksize);
+    mpbench::MinorFaults faults(pool.worker_pids());
+    for (auto _ : state) {
+      out = pool.map(twice, items, kChunksize);
+      benchmark::DoNotOptimize(out.data());
+    }
+    faults.report(state);
+    for (std::size_t i = 0; i < kItems; ++i) {
+      if (out[i] != twice(items[i])) {
+        state.SkipWithError("results differ from x * 2");
+        return;
+      }
+    }
+    state.SetItemsProcessed(state.iterations() *
+                            static_cast<std::int64_t>(kItems));
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
+}
+
+const bool start_methods_registered = [] {
+  for (StartMethod method :
+       {StartMethod::fork, StartMethod::forkserver, StartMethod::spawn}) {
+    const std::string start = "/start:" + std::string(to_string(method));
+    benchmark::RegisterBenchmark(("BM_PoolCreate" + start).c_str(),
+                                 PoolCreateStart, method)
+        ->ArgNames({"workers", "rss_mib"})
+        ->ArgsProduct({{1, 2}, {0, 2048}})
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond);
+  }
+  for (StartMethod method :
+       {StartMethod::fork, StartMethod::forkserver, StartMethod::spawn}) {
+    benchmark::RegisterBenchmark(
+        ("BM_PoolMap/double/items:10000/chunksize:64/workers:2/start:" +
+         std::string(to_string(method)))
+            .c_str(),
+        PoolMapStart, method)
+        ->UseRealTime()
+        ->Unit(benchmark::kMicrosecond);
+  }
+  return true;
+}();
 
 MapGrid grid(std::vector<std::size_t> items,
              std::vector<std::size_t> map_into_items = {}) {

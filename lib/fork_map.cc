@@ -10,6 +10,7 @@
 #include "lib/mapping.h"
 #include "lib/process.h"
 #include "lib/queue.h"
+#include "lib/start_method.h"
 
 namespace mp::internal {
 namespace {
@@ -37,6 +38,14 @@ std::string items_text(std::uint64_t first, std::uint64_t count) {
 std::vector<std::vector<std::byte>> fork_map_chunks(
     std::size_t items, const ForkMapOptions& options,
     const ForkMapRunner& run) {
+  if (get_start_method() != StartMethod::fork) {
+    throw std::logic_error(
+        "fork_map: its workers inherit the items by fork, which the "
+        "process-wide start method (" +
+        std::string(to_string(get_start_method())) +
+        ") does not do; use mp::Pool with PoolOptions::start, whose workers "
+        "receive the items, or set_start_method(StartMethod::fork)");
+  }
   if (options.result_queue_bytes < kMinResultQueueBytes) {
     throw std::invalid_argument(
         "fork_map: result_queue_bytes must be at least " +

@@ -18,6 +18,11 @@
 // reaps children itself: "exit status unavailable (reaped elsewhere)"). A
 // chunk whose results do not fit one message of the result queue fails it
 // with mp::MessageTooLong (raise result_queue_bytes or lower chunksize).
+//
+// Start methods: fork_map is fork. While the process-wide start method
+// (mp::set_start_method) is forkserver or spawn, it throws std::logic_error
+// rather than fork a threaded program (mp::Pool with PoolOptions::start is
+// the way to map with workers that are not forks).
 // mp::OsError when processes or shared memory cannot be created.
 #ifndef MPBENCH_LIB_FORK_MAP_H_
 #define MPBENCH_LIB_FORK_MAP_H_

@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/process.h"
+#include "lib/start_method.h"
 #include "lib/test_util.h"
 #include "lib/testing/work.h"
 
@@ -47,6 +48,22 @@ TEST_F(ForkMapTest, SharesInputsAndReportsErrors) {
     EXPECT_EQ(e.item_index(), 17u);
   }
   EXPECT_THROW(fork_map(die_on_7, std::span(items), 2, 8), WorkerLost);
+}
+
+TEST_F(ForkMapTest, OtherStartMethodsAreAClearError) {
+  const auto items = iota(10);
+  for (StartMethod method : {StartMethod::forkserver, StartMethod::spawn}) {
+    set_start_method(method);
+    try {
+      fork_map(twice, std::span(items), 2);
+      set_start_method(StartMethod::fork);
+      FAIL() << "fork_map ran under " << to_string(method);
+    } catch (const std::logic_error& e) {
+      EXPECT_THAT(e.what(), HasSubstr("inherit the items by fork"));
+    }
+    set_start_method(StartMethod::fork);
+  }
+  EXPECT_EQ(fork_map(twice, std::span(items), 2).size(), 10u);
 }
 
 TEST_F(ForkMapTest, NonStandardExceptionNamesTheExactItem) {

@@ -3,13 +3,17 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -17,11 +21,13 @@
 #include <thread>
 #include <unordered_map>
 
+#include "lib/fd.h"
 #include "lib/mapping.h"
 #include "lib/process.h"
 #include "lib/queue.h"
 #include "lib/slowdown.h"
 #include "lib/spsc_ring.h"
+#include "lib/task.h"
 
 namespace mp {
 
@@ -103,11 +109,37 @@ struct PoolShared {
 
 constexpr std::size_t kSlotsOffset = (sizeof(PoolShared) + 63) / 64 * 64;
 
+// Bytes of the shared state of a pool of `workers`.
+std::size_t control_bytes(std::size_t workers) {
+  return kSlotsOffset + workers * sizeof(WorkerSlot);
+}
+
+// A forkserver or spawn worker's exit code when it cannot join its pool.
+constexpr int kBadStart = 5;
+constexpr std::uint64_t kWorkerMagic = 0x6d70706f6f6c7731;  // "mppoolw1"
+
+// What a worker runs with, wherever it started.
+struct WorkerEnv {
+  std::size_t index = 0;
+  SpscRing* tasks = nullptr;
+  SpscRing* results = nullptr;
+  PoolShared* shared = nullptr;
+  std::atomic<std::uint64_t>* taken = nullptr;
+  std::size_t max_tasks_per_child = 0;
+  const std::function<void()>* initializer = nullptr;  // fork
+  void (*initializer_function)() = nullptr;            // forkserver, spawn
+  // Tasks name their code by code handles (lib/task.h), not addresses.
+  bool code_handles = false;
+};
+
 // Set by a worker's SIGTERM handler: finish the running chunk, then exit.
 volatile sig_atomic_t g_worker_sigterm = 0;
 void on_worker_sigterm(int) { g_worker_sigterm = 1; }
 
 }  // namespace
+
+int worker_loop(const WorkerEnv& env);
+int pool_worker_task(std::string_view bytes);
 
 std::optional<std::span<const std::byte>> take(
     Queue& queue, std::vector<std::byte>& buffer,
@@ -228,6 +260,9 @@ struct Worker {
   bool unflushed = false;             // tasks committed but not published
   bool retiring = false;              // said it would exit after its last task
   bool exiting = false;               // handle_exit is under way for it
+  // forkserver, spawn: the rings' memfds, until the worker has started.
+  Fd tasks_fd;
+  Fd results_fd;
 };
 
 class PoolCore {
@@ -243,8 +278,16 @@ class PoolCore {
   void join();
   void terminate() noexcept;
 
+  StartMethod method;
   PoolOptions options;
   Mapping shared_memory;
+  Fd shared_fd;  // forkserver, spawn: shared_memory's memfd
+  // forkserver, spawn: what workers are handed to run the initializer and
+  // to check that they run the same code.
+  std::optional<std::uint64_t> initializer_handle;
+  std::string fingerprint;
+  // forkserver, spawn: code handles of the functions calls have used.
+  std::unordered_map<const void*, std::uint64_t> code_handles;
   PoolShared* shared = nullptr;
   std::vector<Worker> workers;
   std::map<std::uint64_t, Job> jobs;
@@ -292,44 +335,148 @@ void PoolCore::publish_pids() {
   for (Worker& w : workers) pids.push_back(w.process.pid());
 }
 
+namespace {
+
+// Shared memory a worker that is not a fork of this process can map: a
+// memfd (close-on-exec, no name anyone can open), its descriptor in `fd`.
+Mapping memfd_mapping(std::size_t bytes, Fd& fd) {
+  fd = Fd(::memfd_create("mp-pool", MFD_CLOEXEC));
+  if (!fd) throw_os_error("memfd_create");
+  check(::ftruncate(fd.get(), static_cast<off_t>(bytes)), "ftruncate");
+  void* address =
+      ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+  if (address == MAP_FAILED) throw_os_error("mmap", errno, "pool memfd");
+  return Mapping(address, bytes);
+}
+
+}  // namespace
+
 // Fresh rings for worker slot `index` (a replaced worker may have left a
 // half-written frame in its old ones).
 void PoolCore::make_rings(std::size_t index) {
   Worker& w = workers[index];
   if (w.tasks) retired_rings.push_back(std::move(w.tasks));
   if (w.results) retired_rings.push_back(std::move(w.results));
-  w.tasks = std::make_unique<SpscRing>(
-      SpscRingOptions{options.task_queue_bytes, options.wait});
-  w.results = std::make_unique<SpscRing>(
-      SpscRingOptions{options.result_queue_bytes, options.wait});
+  const SpscRingOptions task_options{options.task_queue_bytes, options.wait};
+  const SpscRingOptions result_options{options.result_queue_bytes,
+                                       options.wait};
+  if (method == StartMethod::fork) {
+    w.tasks = std::make_unique<SpscRing>(task_options);
+    w.results = std::make_unique<SpscRing>(result_options);
+  } else {
+    w.tasks = std::make_unique<SpscRing>(
+        task_options,
+        memfd_mapping(SpscRing::memory_bytes(task_options.capacity_bytes),
+                      w.tasks_fd),
+        SpscRing::In::kCreate);
+    w.results = std::make_unique<SpscRing>(
+        result_options,
+        memfd_mapping(SpscRing::memory_bytes(result_options.capacity_bytes),
+                      w.results_fd),
+        SpscRing::In::kCreate);
+  }
   w.puts = 0;
   w.unflushed = false;
   slot(index).taken.store(0, std::memory_order_relaxed);
 }
 
+// What a worker that is not a fork of this process needs to find its pool:
+// the argument of pool_worker_task.
+struct WorkerArgument {
+  std::uint64_t magic = kWorkerMagic;
+  std::uint64_t index = 0;
+  std::uint64_t workers = 0;
+  std::uint64_t task_queue_bytes = 0;
+  std::uint64_t result_queue_bytes = 0;
+  std::int64_t spin_ns = 0;
+  std::int64_t liveness_ns = 0;
+  std::uint64_t max_tasks_per_child = 0;
+  std::uint64_t has_initializer = 0;
+  std::uint64_t initializer = 0;  // a code handle
+  std::int64_t shared_fd = -1;
+  std::int64_t tasks_fd = -1;
+  std::int64_t results_fd = -1;
+  // startup_fingerprint() follows.
+};
+
 void PoolCore::start_worker(std::size_t index) {
-  Process process([this, index] { return worker_main(index); },
-                  "PoolWorker-" + std::to_string(started + 1));
+  Worker& w = workers[index];
+  const std::string name = "PoolWorker-" + std::to_string(started + 1);
+  Process process;
+  if (method == StartMethod::fork) {
+    process = Process([this, index] { return worker_main(index); }, name);
+  } else {
+    WorkerArgument argument;
+    argument.index = index;
+    argument.workers = workers.size();
+    argument.task_queue_bytes = options.task_queue_bytes;
+    argument.result_queue_bytes = options.result_queue_bytes;
+    argument.spin_ns = options.wait.spin.count();
+    argument.liveness_ns = options.wait.liveness_check.count();
+    argument.max_tasks_per_child = options.max_tasks_per_child;
+    argument.has_initializer = initializer_handle.has_value();
+    argument.initializer = initializer_handle.value_or(0);
+    argument.shared_fd = shared_fd.get();
+    argument.tasks_fd = w.tasks_fd.get();
+    argument.results_fd = w.results_fd.get();
+    std::string bytes(reinterpret_cast<const char*>(&argument),
+                      sizeof argument);
+    bytes += fingerprint;
+    process = Process(
+        mp::Task{pool_worker_task,
+                 std::move(bytes),
+                 {shared_fd.get(), w.tasks_fd.get(), w.results_fd.get()}},
+        name);
+    process.set_start_method(method);
+  }
   process.set_daemon(true);
-  process.start();
-  workers[index].process = std::move(process);
-  workers[index].retiring = false;
-  workers[index].exiting = false;
+  try {
+    process.start();
+  } catch (const std::exception& e) {
+    if (started < workers.size()) throw;  // the constructor reports it
+    // A replacement that cannot start (the fork server died): the pool
+    // cannot run what was queued for this slot.
+    broken = std::string("a worker could not be started: ") + e.what();
+    fail_all(broken);
+    return;
+  }
+  // The worker has mapped what it needs: its rings' descriptors are done.
+  w.tasks_fd.reset();
+  w.results_fd.reset();
+  w.process = std::move(process);
+  w.retiring = false;
+  w.exiting = false;
   ++started;
   publish_pids();
 }
 
 // The worker's life, in the forked child.
 int PoolCore::worker_main(std::size_t index) {
+  WorkerEnv env;
+  env.index = index;
+  env.tasks = workers[index].tasks.get();
+  env.results = workers[index].results.get();
+  env.shared = shared;
+  env.taken = &slot(index).taken;
+  env.max_tasks_per_child = options.max_tasks_per_child;
+  env.initializer = &options.initializer;
+  return worker_loop(env);
+}
+
+// A worker's loop, wherever it started: runs the chunks of its task ring
+// and reports in its result ring until told to stop.
+int worker_loop(const WorkerEnv& env) {
   g_worker_sigterm = 0;
   struct sigaction action {};
   action.sa_handler = on_worker_sigterm;
   sigemptyset(&action.sa_mask);
   ::sigaction(SIGTERM, &action, nullptr);
 
-  SpscRing& tasks = *workers[index].tasks;
-  SpscRing& results = *workers[index].results;
-  std::atomic<std::uint64_t>& taken = slot(index).taken;
+  const std::size_t index = env.index;
+  PoolShared* const shared = env.shared;
+  SpscRing& tasks = *env.tasks;
+  SpscRing& results = *env.results;
+  std::atomic<std::uint64_t>& taken = *env.taken;
   // Each chunk's results are published as the chunk ends, so that a worker
   // that dies loses only the chunk it runs; the parent is woken only if it
   // has announced that it sleeps (lib/spsc_ring.cc's protocol: its
@@ -364,10 +511,16 @@ int PoolCore::worker_main(std::size_t index) {
     loan->commit(Publish::kDeferred);
   };
   try {
-    if (options.initializer) {
+    if ((env.initializer != nullptr && *env.initializer) ||
+        env.initializer_function != nullptr) {
       ChunkFailure failure;
-      if (!run_chunk(1, failure,
-                     [&](std::uint64_t) { options.initializer(); })) {
+      if (!run_chunk(1, failure, [&](std::uint64_t) {
+            if (env.initializer_function != nullptr) {
+              env.initializer_function();
+            } else {
+              (*env.initializer)();
+            }
+          })) {
         report(ResultKind::kInitializerFailed, 0, 0,
                std::as_bytes(std::span(failure.what)));
         publish();
@@ -385,11 +538,20 @@ int PoolCore::worker_main(std::size_t index) {
       std::memcpy(&header, task.data(), sizeof header);
       const auto items = task.bytes().subspan(sizeof header);
       out.clear();
-      const auto invoker = reinterpret_cast<Invoker>(header.invoker);
-      void* const fn = reinterpret_cast<void*>(header.fn);
-      bool ok;
-      if (header.result_bytes != kUnknownSize &&
-          header.result_bytes <= results.max_message() - sizeof(ResultHeader)) {
+      void* fn = reinterpret_cast<void*>(header.fn);
+      void* invoker_address = reinterpret_cast<void*>(header.invoker);
+      if (env.code_handles) {
+        fn = code_address(header.fn);
+        invoker_address = code_address(header.invoker);
+      }
+      const auto invoker = reinterpret_cast<Invoker>(invoker_address);
+      bool ok = false;
+      if (fn == nullptr || invoker_address == nullptr) {
+        task.release();
+        failure = {0, "the worker cannot find the call's code"};
+      } else if (header.result_bytes != kUnknownSize &&
+                 header.result_bytes <=
+                     results.max_message() - sizeof(ResultHeader)) {
         // Results of a known size are written where they travel: straight
         // into the result ring, behind their header.
         const std::size_t bytes = sizeof(ResultHeader) + header.result_bytes;
@@ -440,8 +602,7 @@ int PoolCore::worker_main(std::size_t index) {
         publish();
         return 0;
       }
-      if (options.max_tasks_per_child != 0 &&
-          done == options.max_tasks_per_child) {
+      if (env.max_tasks_per_child != 0 && done == env.max_tasks_per_child) {
         // seq carries our pid: the pool may have replaced us already.
         report(ResultKind::kRetiring, static_cast<std::uint64_t>(::getpid()), 0,
                {});
@@ -470,7 +631,103 @@ int PoolCore::worker_main(std::size_t index) {
   }
 }
 
-PoolCore::PoolCore(PoolOptions opts) {
+namespace {
+
+// Maps `bytes` of the memfd `fd` (handed over by the pool) and closes it,
+// or reports why not on stderr and returns an empty Mapping.
+Mapping map_handed(int fd, std::size_t bytes) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    std::fprintf(stderr, "mp::Pool worker: fstat(%d): %s\n", fd,
+                 std::strerror(errno));
+    return {};
+  }
+  if (static_cast<std::size_t>(st.st_size) < bytes) {
+    std::fprintf(stderr, "mp::Pool worker: fd %d holds %lld bytes, not %zu\n",
+                 fd, static_cast<long long>(st.st_size), bytes);
+    return {};
+  }
+  void* address =
+      ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  const int error = errno;
+  ::close(fd);
+  if (address == MAP_FAILED) {
+    std::fprintf(stderr, "mp::Pool worker: mmap of fd %d: %s\n", fd,
+                 std::strerror(error));
+    return {};
+  }
+  return Mapping(address, bytes);
+}
+
+}  // namespace
+
+// A forkserver or spawn worker's entry (an mp::Task): maps the memory the
+// pool handed over and runs worker_loop.
+int pool_worker_task(std::string_view bytes) {
+  WorkerArgument argument;
+  if (bytes.size() < sizeof argument) {
+    std::fprintf(stderr, "mp::Pool worker: truncated argument\n");
+    return kBadStart;
+  }
+  std::memcpy(&argument, bytes.data(), sizeof argument);
+  if (argument.magic != kWorkerMagic || argument.workers == 0 ||
+      argument.index >= argument.workers) {
+    std::fprintf(stderr, "mp::Pool worker: not a pool worker's argument\n");
+    return kBadStart;
+  }
+  if (bytes.substr(sizeof argument) != startup_fingerprint()) {
+    std::fprintf(stderr,
+                 "mp::Pool worker: this program's code differs from its "
+                 "pool's (another build, or other libraries loaded)\n");
+    return kBadStart;
+  }
+  const WaitPolicy wait{std::chrono::nanoseconds(argument.spin_ns),
+                        std::chrono::nanoseconds(argument.liveness_ns)};
+  Mapping control = map_handed(static_cast<int>(argument.shared_fd),
+                               control_bytes(argument.workers));
+  Mapping task_memory =
+      map_handed(static_cast<int>(argument.tasks_fd),
+                 SpscRing::memory_bytes(argument.task_queue_bytes));
+  Mapping result_memory =
+      map_handed(static_cast<int>(argument.results_fd),
+                 SpscRing::memory_bytes(argument.result_queue_bytes));
+  if (!control || !task_memory || !result_memory) {
+    return kBadStart;
+  }
+  SpscRing tasks({argument.task_queue_bytes, wait}, std::move(task_memory),
+                 SpscRing::In::kAttach);
+  SpscRing results({argument.result_queue_bytes, wait},
+                   std::move(result_memory), SpscRing::In::kAttach);
+  WorkerEnv env;
+  env.index = argument.index;
+  env.tasks = &tasks;
+  env.results = &results;
+  env.shared = static_cast<PoolShared*>(control.data());
+  env.taken = &reinterpret_cast<WorkerSlot*>(control.bytes() +
+                                             kSlotsOffset)[argument.index]
+                   .taken;
+  env.max_tasks_per_child = argument.max_tasks_per_child;
+  env.code_handles = true;
+  if (argument.has_initializer) {
+    env.initializer_function =
+        reinterpret_cast<void (*)()>(code_address(argument.initializer));
+    if (env.initializer_function == nullptr) {
+      std::fprintf(stderr, "mp::Pool worker: cannot find the initializer\n");
+      return kBadStart;
+    }
+  }
+  return worker_loop(env);
+}
+
+namespace {
+
+StartMethod method_of(const PoolOptions& options) {
+  return options.start.value_or(get_start_method());
+}
+
+}  // namespace
+
+PoolCore::PoolCore(PoolOptions opts) : method(method_of(opts)) {
   if (opts.workers <= 0)
     opts.workers =
         static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -482,8 +739,25 @@ PoolCore::PoolCore(PoolOptions opts) {
                                 std::to_string(opts.result_queue_bytes));
   }
   options = std::move(opts);
+  if (method != StartMethod::fork) {
+    if (options.initializer) {
+      void (*const* function)() = options.initializer.target<void (*)()>();
+      if (function == nullptr || *function == nullptr) {
+        throw std::logic_error(
+            "Pool: start method " + std::string(to_string(method)) +
+            " cannot run an initializer closure, whose state lives only in "
+            "this process; give PoolOptions::initializer a plain function "
+            "pointer (+[] { ... } or &function), or use StartMethod::fork");
+      }
+      initializer_handle =
+          code_handle(reinterpret_cast<const void*>(*function));
+    }
+    fingerprint = startup_fingerprint();
+  }
   const auto n = static_cast<std::size_t>(options.workers);
-  shared_memory = Mapping::shared(kSlotsOffset + n * sizeof(WorkerSlot));
+  shared_memory = method == StartMethod::fork
+                      ? Mapping::shared(control_bytes(n))
+                      : memfd_mapping(control_bytes(n), shared_fd);
   shared = new (shared_memory.data()) PoolShared();
   for (std::size_t i = 0; i < n; ++i)
     new (shared_memory.bytes() + kSlotsOffset + i * sizeof(WorkerSlot))
@@ -841,6 +1115,11 @@ void PoolCore::handle_exit(std::size_t index) {
     broken = "the initializer failed in worker pid " + pid;
     fail_all(broken);
   }
+  if (code == kBadStart && broken.empty()) {
+    broken = "worker pid " + pid +
+             " could not join the pool (its reason is on stderr)";
+    fail_all(broken);
+  }
   const bool replace = !terminated && broken.empty() &&
                        !shared->stop.load(std::memory_order_relaxed) &&
                        !(closed && w.tasks->closed());
@@ -1024,6 +1303,24 @@ std::uint64_t Pool::start(void* fn, internal::ChunkCode code,
                           std::unique_ptr<internal::ChunkSource> source,
                           bool ordered, bool unbounded,
                           internal::ResultSink sink, void* out) {
+  if (core_->method != StartMethod::fork) {
+    // Workers that are not forks of this process find code by handle.
+    const auto handle = [&](const void* address) {
+      auto [it, added] = core_->code_handles.try_emplace(address, 0);
+      if (added) {
+        try {
+          it->second = internal::code_handle(address);
+        } catch (...) {
+          core_->code_handles.erase(it);
+          throw;
+        }
+      }
+      return it->second;
+    };
+    fn = reinterpret_cast<void*>(handle(fn));
+    code.invoker = reinterpret_cast<internal::Invoker>(
+        handle(reinterpret_cast<const void*>(code.invoker)));
+  }
   return core_->start_job(fn, code, std::move(source), ordered, unbounded, sink,
                           out);
 }
@@ -1032,6 +1329,7 @@ void Pool::close() { core_->closed = true; }
 void Pool::join() { core_->join(); }
 void Pool::terminate() noexcept { core_->terminate(); }
 int Pool::workers() const { return core_->options.workers; }
+StartMethod Pool::start_method() const { return core_->method; }
 
 std::vector<pid_t> Pool::worker_pids() const {
   std::lock_guard lock(core_->pids_mutex);

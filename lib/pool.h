@@ -14,11 +14,13 @@
 //
 // Functions: like multiprocessing, which pickles a function by name, the pool
 // sends workers a reference to code, not a closure: `fn` must be a function
-// pointer or a captureless lambda taking one argument. Workers are forked
-// copies of this process, so the reference is valid in them (code loaded with
-// dlopen after the pool started is not). State reaches workers through the
-// items, through memory they inherited when forked, or through the
-// initializer, which runs once in each worker as it starts.
+// pointer or a captureless lambda taking one argument. With the fork start
+// method workers are forked copies of this process, so the reference is
+// valid in them (code loaded with dlopen after the pool started is not);
+// with forkserver and spawn it travels as a code handle (PoolOptions::start).
+// State reaches workers through the items, through memory they inherited
+// when forked (fork only), or through the initializer, which runs once in
+// each worker as it starts.
 //
 // Data: each chunk of `chunksize` items travels as one message to a worker
 // (encoded with mp::Codec, written in place into that worker's task ring)
@@ -51,6 +53,12 @@
 // reap every worker, then exit". For one call over inherited data, see
 // mp::fork_map (lib/fork_map.h).
 //
+// Start methods: see PoolOptions::start. Every rule above (failures,
+// replacement, shutdown, SIGTERM) holds under each; with forkserver, a fork
+// server found dead when a worker must be (re)started breaks the pool: the
+// constructor throws mp::PeerError, a replacement fails pending and later
+// calls with mp::PoolError naming the cause.
+//
 // Children reaped elsewhere: a program that ignores SIGCHLD or reaps with
 // waitpid(-1) in another thread takes the workers' exit statuses. The pool
 // still notices a worker's exit (through its pidfd), reports its chunk with
@@ -82,6 +90,7 @@
 #include "lib/codec.h"
 #include "lib/error.h"
 #include "lib/pool_internal.h"
+#include "lib/start_method.h"
 #include "lib/wait.h"
 
 namespace mp {
@@ -109,6 +118,19 @@ struct PoolOptions {
   std::size_t result_queue_bytes = 2 << 20;
   // How the pool and its workers wait for each other.
   WaitPolicy wait = WaitPolicy::spin_then_block(std::chrono::microseconds(20));
+  // How workers (and their replacements) start (lib/start_method.h); none:
+  // the process-wide default (mp::get_start_method()) read when the pool is
+  // made. Under forkserver and spawn a worker is not a copy of this process:
+  // its rings and the pool's shared state live in memfd-backed shared memory
+  // whose descriptors are handed to it (nothing another process can open by
+  // name), it receives functions as code handles (mp::Task's rule: code of
+  // the executable or of a library loaded at program start; a function from
+  // a dlopen'ed library throws std::invalid_argument at the call), and it
+  // sees no memory of this process but the items. The initializer must then
+  // hold a plain function pointer (`+[] { ... }` or `&init`, so that
+  // initializer.target<void (*)()>() finds it); a closure throws
+  // std::logic_error at construction, as CPython fails to pickle one.
+  std::optional<StartMethod> start;
 };
 
 // CPython's default chunksize for map: ceil(items / (4 * workers)), at least 1.
@@ -325,6 +347,8 @@ class Pool {
   void terminate() noexcept;
 
   int workers() const;
+  // The method the workers start with.
+  StartMethod start_method() const;
   // Current worker pids (replacements included), for diagnostics and tests.
   // Safe to call from another thread.
   std::vector<pid_t> worker_pids() const;

@@ -1,6 +1,7 @@
 #include "lib/pool.h"
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,8 +18,10 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "lib/forkserver.h"
 #include "lib/mapping.h"
 #include "lib/process.h"
+#include "lib/start_method.h"
 #include "lib/test_util.h"
 #include "lib/testing/work.h"
 
@@ -480,6 +483,209 @@ TEST_F(PoolTest, WorkersReapedByAnotherThreadAreNoticedAndReplaced) {
   }
   stop = true;
   reaper.join();
+}
+
+// --- Every start method -----------------------------------------------------
+// The pool's fault rules, run with workers started by fork, by the fork server
+// and by spawn (workers that are not copies of this process).
+
+PoolOptions options(int workers, StartMethod method) {
+  PoolOptions o = options(workers);
+  o.start = method;
+  return o;
+}
+
+class PoolStartTest : public ::testing::TestWithParam<StartMethod> {
+ protected:
+  void TearDown() override {
+    ForkServer::stop();
+    EXPECT_EQ(leaks_.Check(), "");
+  }
+  testing::LeakCheck leaks_;
+};
+
+int g_initialized = 0;
+void initialize() { g_initialized = 42; }
+std::int64_t initialized_plus(const std::int64_t& x) {
+  return g_initialized + x;
+}
+
+TEST_P(PoolStartTest, MapImapAndApplyAsync) {
+  Pool pool(options(2, GetParam()));
+  EXPECT_EQ(pool.start_method(), GetParam());
+  const auto items = iota(1000);
+  for (std::size_t chunksize : {0, 1, 64}) {
+    EXPECT_EQ(pool.map(twice, items, chunksize),
+              serial_map(twice, std::span(items)));
+  }
+  EXPECT_EQ(pool.map(describe, items), serial_map(describe, std::span(items)));
+  std::int64_t sum = 0;
+  for (std::int64_t r : pool.imap_unordered(twice, std::span(items), 7))
+    sum += r;
+  EXPECT_EQ(sum, 999 * 1000);
+  EXPECT_EQ(pool.apply_async(twice, std::int64_t{21}).get(), 42);
+  try {
+    pool.map(fail_on_17, items, 4);
+    FAIL() << "map must fail";
+  } catch (const TaskError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("item 17"));
+  }
+  pool.close();
+  pool.join();
+}
+
+TEST_P(PoolStartTest, WorkerKilledMidChunkIsReportedAndReplaced) {
+  Pool pool(options(2, GetParam()));
+  const auto items = iota(40);
+  try {
+    pool.map(die_on_7, items, 4);
+    FAIL() << "map must fail";
+  } catch (const WorkerLost& e) {
+    EXPECT_THAT(e.what(), HasSubstr("was killed by signal 9"));
+    EXPECT_THAT(e.what(), HasSubstr("while running chunk 1 (items 4..7)"));
+  }
+  EXPECT_GE(pool.workers_started(), 3u);
+  EXPECT_EQ(pool.map(twice, items, 4), serial_map(twice, std::span(items)));
+  // Chunks queued behind the one that kills its worker run in the
+  // replacement, through the fresh rings it is handed.
+  Pool one(options(1, GetParam()));
+  auto dies = one.apply_async(die_on_7, std::int64_t{7});
+  auto after = one.apply_async(twice, std::int64_t{2});
+  EXPECT_THROW(dies.get(), WorkerLost);
+  EXPECT_EQ(after.get(), 4);
+}
+
+TEST_P(PoolStartTest, MaxTasksPerChildReplacesWorkersWithoutLosingTasks) {
+  PoolOptions o = options(2, GetParam());
+  o.max_tasks_per_child = 3;
+  Pool pool(o);
+  const auto items = iota(60);
+  EXPECT_EQ(pool.map(twice, items, 2), serial_map(twice, std::span(items)));
+  EXPECT_GE(pool.workers_started(), 10u);
+}
+
+TEST_P(PoolStartTest, CloseJoinAndTerminateLeaveNoWorker) {
+  Pool pool(options(2, GetParam()));
+  auto pending = pool.apply_async(slow_identity, std::int64_t{3});
+  pool.close();
+  pool.join();
+  EXPECT_EQ(pending.get(), 3);
+  for (pid_t pid : pool.worker_pids()) EXPECT_EQ(::kill(pid, 0), -1);
+  Pool other(options(2, GetParam()));
+  auto doomed = other.apply_async(slow_identity, std::int64_t{1});
+  other.terminate();
+  EXPECT_THROW(doomed.get(), PoolError);
+  for (pid_t pid : other.worker_pids()) EXPECT_EQ(::kill(pid, 0), -1);
+}
+
+TEST_P(PoolStartTest, InitializerRunsInEveryWorker) {
+  PoolOptions o = options(2, GetParam());
+  o.initializer = &initialize;  // a plain function: any method can run it
+  o.max_tasks_per_child = 2;    // replacements run it too
+  Pool pool(o);
+  const auto items = iota(20);
+  const auto got = pool.map(initialized_plus, items, 1);
+  for (std::size_t i = 0; i < items.size(); ++i)
+    EXPECT_EQ(got[i], 42 + items[i]);
+
+  PoolOptions failing = options(1, GetParam());
+  failing.initializer = +[] { throw std::runtime_error("no database"); };
+  Pool broken(failing);
+  try {
+    broken.map(twice, items);
+    FAIL();
+  } catch (const PoolError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("initializer failed"));
+  }
+}
+
+TEST_P(PoolStartTest, SigtermToTheParentLeavesNoProcessBehind) {
+  ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);  // orphans come to us
+  struct Shared {
+    std::atomic<pid_t> workers[2];
+    std::atomic<pid_t> server;
+    std::atomic<int> ready;
+  };
+  Mapping memory = Mapping::shared(sizeof(Shared));
+  auto* shared = new (memory.data()) Shared();
+  const StartMethod method = GetParam();
+  Process parent([shared, method] {
+    Pool pool(options(2, method));
+    const auto pids = pool.worker_pids();
+    for (std::size_t i = 0; i < 2; ++i) shared->workers[i] = pids[i];
+    shared->server = ForkServer::pid();
+    shared->ready = 1;
+    const auto items = iota(100000);
+    pool.map(slow_identity, items, 1);
+    return 7;  // never: SIGTERM arrives first
+  });
+  parent.set_start_method(StartMethod::fork);
+  parent.start();
+  while (shared->ready == 0) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(20ms);
+  parent.terminate();
+  ASSERT_TRUE(parent.join(30s));
+  EXPECT_EQ(parent.exitcode(), -SIGTERM);
+  std::vector<pid_t> left = {shared->workers[0], shared->workers[1]};
+  if (shared->server != 0) left.push_back(shared->server);
+  for (pid_t pid : left) {
+    EXPECT_TRUE(testing::wait_until_gone(pid, 5000ms))
+        << "pid " << pid << " outlived its parent";
+    // Orphans came to us (subreaper): reap them as init would.
+    if (testing::process_state(pid) == 'Z') ::waitpid(pid, nullptr, 0);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Methods, PoolStartTest,
+                         ::testing::Values(StartMethod::fork,
+                                           StartMethod::forkserver,
+                                           StartMethod::spawn),
+                         [](const ::testing::TestParamInfo<StartMethod>& info) {
+                           return std::string(to_string(info.param));
+                         });
+
+class PoolStartErrorsTest : public PoolStartTest {};
+
+TEST_F(PoolStartErrorsTest, AClosureInitializerNeedsFork) {
+  for (StartMethod method : {StartMethod::forkserver, StartMethod::spawn}) {
+    PoolOptions o = options(1, method);
+    int state = 1;
+    o.initializer = [state] { (void)state; };
+    try {
+      Pool pool(o);
+      FAIL() << "a closure initializer under " << to_string(method);
+    } catch (const std::logic_error& e) {
+      EXPECT_THAT(e.what(), HasSubstr("plain function pointer"));
+    }
+  }
+}
+
+TEST_F(PoolStartErrorsTest, DefaultIsTheProcessWideStartMethod) {
+  set_start_method(StartMethod::spawn);
+  Pool pool(options(1));
+  set_start_method(StartMethod::fork);
+  EXPECT_EQ(pool.start_method(), StartMethod::spawn);
+  EXPECT_EQ(pool.apply_async(twice, std::int64_t{4}).get(), 8);
+}
+
+// The fork server SIGKILLed under a pool: a worker that must be replaced
+// cannot be, and the pool says so (no hang); a new pool cannot start.
+TEST_F(PoolStartErrorsTest, KilledForkServerBreaksThePoolClearly) {
+  ForkServer::start();
+  const pid_t server = ForkServer::pid();
+  Pool pool(options(1, StartMethod::forkserver));
+  ASSERT_EQ(::kill(server, SIGKILL), 0);
+  ASSERT_TRUE(testing::wait_until_gone(server, 5000ms));
+  const auto items = iota(10);
+  EXPECT_THROW(pool.map(die_on_7, items, 1), WorkerLost);
+  try {
+    pool.map(twice, items);
+    FAIL() << "a pool without workers ran a map";
+  } catch (const PoolError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("a worker could not be started"));
+    EXPECT_THAT(e.what(), HasSubstr("has died"));
+  }
+  EXPECT_THROW(Pool(options(1, StartMethod::forkserver)), PeerError);
 }
 
 }  // namespace

@@ -92,6 +92,26 @@ SpscRing::SpscRing(SpscRingOptions options)
   shared->peers.set_creator(internal::current_pid());
 }
 
+SpscRing::SpscRing(SpscRingOptions options, Mapping memory, In in)
+    : capacity_(checked_capacity(options.capacity_bytes)),
+      mask_(capacity_ - 1),
+      policy_(options.wait) {
+  if (memory.size() < internal::kSpscDataOffset + capacity_) {
+    throw std::invalid_argument(
+        "SpscRing: " + std::to_string(memory.size()) + " bytes of memory for " +
+        std::to_string(internal::kSpscDataOffset + capacity_));
+  }
+  memory_ = std::move(memory);
+  if (in == In::kCreate) {
+    auto* shared = new (memory_.data()) SpscShared();
+    shared->peers.set_creator(internal::current_pid());
+  }
+}
+
+std::size_t SpscRing::memory_bytes(std::size_t capacity_bytes) {
+  return internal::kSpscDataOffset + checked_capacity(capacity_bytes);
+}
+
 SpscRing::~SpscRing() = default;
 
 internal::SpscShared& SpscRing::shared() const {

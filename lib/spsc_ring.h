@@ -159,6 +159,18 @@ class SpscRing {
   // Maps the shared memory. Throws mp::OsError("mmap"), or
   // std::invalid_argument for a capacity over 2^32.
   explicit SpscRing(SpscRingOptions options = {});
+  // The ring in `memory`, shared memory the caller mapped (a memfd handed to
+  // a process that is not a fork of this one, lib/pool.cc), of at least
+  // memory_bytes(options.capacity_bytes). kCreate lays a new ring out in it
+  // (zero-filled memory); kAttach takes the ring another process created
+  // there, with the same options, at position 0: this side must be the first
+  // to take its role (a new consumer of a ring not read yet, a new producer
+  // of one not written yet). Throws std::invalid_argument when `memory` is
+  // too small or the capacity over 2^32.
+  enum class In { kCreate, kAttach };
+  SpscRing(SpscRingOptions options, Mapping memory, In in);
+  // Bytes of shared memory a ring of `capacity_bytes` takes.
+  static std::size_t memory_bytes(std::size_t capacity_bytes);
   SpscRing(SpscRing&&) noexcept = default;
   SpscRing& operator=(SpscRing&&) noexcept = default;
   ~SpscRing();

@@ -118,15 +118,18 @@ struct CodeRef {
   std::string object;
   std::string identity;
   std::uint64_t offset = 0;
+  std::size_t index = 0;  // in startup_objects()
 };
 
-CodeRef reference(TaskFunction function) {
+CodeRef reference(const void* function) {
   const auto address = reinterpret_cast<ElfW(Addr)>(function);
   for (const Object& object : loaded_objects()) {
     if (!contains(object, address)) continue;
-    for (const StartupObject& startup : startup_objects()) {
-      if (startup.name == object.name && startup.object.base == object.base)
-        return {object.name, startup.identity, address - object.base};
+    const std::vector<StartupObject>& startup = startup_objects();
+    for (std::size_t i = 0; i < startup.size(); ++i) {
+      if (startup[i].name == object.name &&
+          startup[i].object.base == object.base)
+        return {object.name, startup[i].identity, address - object.base, i};
     }
     throw std::invalid_argument(
         "mp::Task: the function lives in " + object.name +
@@ -231,6 +234,35 @@ void validate_fds(const std::vector<int>& fds) {
 
 }  // namespace
 
+constexpr int kHandleOffsetBits = 48;
+
+std::uint64_t code_handle(const void* address) {
+  const CodeRef ref = reference(address);
+  if (ref.offset >> kHandleOffsetBits != 0)
+    throw std::invalid_argument("mp: code offset beyond 2^48");
+  return (std::uint64_t{ref.index} << kHandleOffsetBits) | ref.offset;
+}
+
+void* code_address(std::uint64_t handle) noexcept {
+  const std::vector<StartupObject>& startup = startup_objects();
+  const std::uint64_t index = handle >> kHandleOffsetBits;
+  if (index >= startup.size()) return nullptr;
+  const Object& object = startup[index].object;
+  const ElfW(Addr) address =
+      object.base + (handle & ((std::uint64_t{1} << kHandleOffsetBits) - 1));
+  if (!contains(object, address)) return nullptr;
+  return reinterpret_cast<void*>(address);
+}
+
+std::string startup_fingerprint() {
+  std::string out;
+  for (const StartupObject& object : startup_objects()) {
+    put_bytes(out, object.name);
+    put_bytes(out, object.identity);
+  }
+  return out;
+}
+
 void close_fds_except(std::span<int> keep) noexcept {
   std::sort(keep.begin(), keep.end());
   unsigned int from = 3;
@@ -247,7 +279,7 @@ std::string encode_task(const Task& task, std::string_view name, bool daemon,
   if (task.function == nullptr)
     throw std::invalid_argument("mp::Task: no function");
   validate_fds(task.fds);
-  const CodeRef ref = reference(task.function);
+  const CodeRef ref = reference(reinterpret_cast<const void*>(task.function));
   std::string out;
   put_u64(out, kMagic);
   put_u64(out, static_cast<std::uint64_t>(parent));
@@ -301,10 +333,13 @@ void worker_main(std::string_view task,
     int base = 2;
     for (std::uint64_t i = 0; i < fd_count; ++i) base = std::max(base, fds[i]);
     for (int fd : received) base = std::max(base, fd);
+    int moved[kMaxTaskFds];
     for (std::uint64_t i = 0; i < fd_count; ++i) {
-      const int moved = ::fcntl(received[i], F_DUPFD_CLOEXEC, base + 1);
-      if (moved == -1) fail("fcntl(F_DUPFD) failed");
-      if (::dup2(moved, fds[i]) == -1) fail("dup2 failed");
+      moved[i] = ::fcntl(received[i], F_DUPFD_CLOEXEC, base + 1);
+      if (moved[i] == -1) fail("fcntl(F_DUPFD) failed");
+    }
+    for (std::uint64_t i = 0; i < fd_count; ++i) {
+      if (::dup2(moved[i], fds[i]) == -1) fail("dup2 failed");
     }
   }
   close_fds_except(std::span<int>(fds, fd_count));

@@ -28,6 +28,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <span>
 #include <string>
 #include <string_view>
@@ -73,6 +74,20 @@ Fd task_memfd(std::string_view task);
 // travel inline); the descriptor is closed before the task runs.
 [[noreturn]] void worker_main_from_fd(int task_fd,
                                       std::span<const int> received) noexcept;
+
+// Code of this program as a number that stays valid in a forkserver or spawn
+// child (mp::Pool sends its workers functions this way): the index of the
+// object loaded at program start that holds `address`, and the offset in it.
+// Throws std::invalid_argument, as for a Task's function, for code loaded
+// later (dlopen) or for an address in no object's code.
+std::uint64_t code_handle(const void* address);
+// `handle`'s address in this process; nullptr when it names no code here.
+// Never throws; allocates nothing.
+void* code_address(std::uint64_t handle) noexcept;
+// The names and identities of the objects loaded at program start. A child
+// whose own fingerprint differs must not take code handles from this
+// process. Never throws (but may throw std::bad_alloc).
+std::string startup_fingerprint();
 
 // Closes every descriptor above 2 that is not in `keep` (sorted in place).
 // Never throws.

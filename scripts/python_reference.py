@@ -16,7 +16,10 @@ with no special case:
 * ``Queue`` and ``JoinableQueue`` throughput (sentinel end) and a ping-pong;
 * the seed's ``FloatChannel`` (its ``send`` bug fixed) moving 100 000 doubles
   a message;
-* ``Pool(2)`` creation under each start method (``PyPoolCreate/start:M``);
+* ``Pool(W)`` creation under each start method with 0 or 2048 MiB of parent
+  memory (``PyPoolCreate/start:M/workers:W/rss_mib:N``), and one map
+  (``x * 2``, 10000 items, chunksize 64, 2 workers) under each
+  (``PyPoolMap/double/.../start:M``);
 * ``Pool.map``/``imap_unordered`` against built-in ``map`` for ``x * 2`` and
   for the SHA-512 of 64 KiB items (inherited and sent), with pool creation and
   teardown timed apart.
@@ -89,6 +92,11 @@ QUICK_RSS_MIB = (0, 64)
 # BM_ProcessStartJoin/start:M/rss_mib:N.
 START_RSS_MIB = (0, 64, 512, 2048)
 START_METHODS = ("fork", "forkserver", "spawn")
+# PyPoolCreate/start:M/workers:W/rss_mib:N and the one map workload run
+# under each start method (items, chunksize, workers), as in bench/pool.cc.
+START_WORKERS = (1, 2)
+START_POOL_RSS_MIB = (0, 2048)
+START_MAP = (10000, 64, 2)
 QUICK_MAP_ITEMS = (100, 10000)
 QUICK_MAP_CHUNKSIZES_LARGE = (64, 512, 4096, "default")  # for 10000 items
 QUICK_SHA_ITEMS = (64,)
@@ -708,13 +716,15 @@ class Pools:
         self.pools = {}
         self.buffers_needed = 0
 
-    def get(self, workers):
-        if workers not in self.pools:
+    def get(self, workers, method=None):
+        key = (workers, method)
+        if key not in self.pools:
             ensure_buffers(self.buffers_needed)
-            pool = CTX.Pool(workers)
+            ctx = CTX if method is None else multiprocessing.get_context(method)
+            pool = ctx.Pool(workers)
             pool.map(double, range(4 * workers), 1)
-            self.pools[workers] = pool
-        return self.pools[workers]
+            self.pools[key] = pool
+        return self.pools[key]
 
     def close(self):
         for pool in self.pools.values():
@@ -730,10 +740,19 @@ def bm_pool_create(state, workers):
     bm_pool_create_with(state, "fork", workers, release_ballast=False)
 
 
-def bm_pool_create_with(state, method, workers, release_ballast=True):
+def bm_pool_create_with(state, method, workers, release_ballast=True,
+                        rss_mib=0):
+    """Pool(workers) under `method` while the parent holds `rss_mib` MiB of
+    ballast (released afterwards). A forkserver's server starts (once,
+    outside the timing) before the ballast, as for Process."""
     ctx = multiprocessing.get_context(method)
-    if release_ballast:
+    if method == "forkserver":
         BALLAST.hold(0)
+        p = ctx.Process(target=noop)
+        p.start()
+        p.join()
+    if release_ballast or rss_mib:
+        BALLAST.hold(rss_mib)
     bad = 0
     for _ in range(state.iterations):
         state.resume()
@@ -743,6 +762,8 @@ def bm_pool_create_with(state, method, workers, release_ballast=True):
             bad += 1
         pool.close()
         pool.join()
+    if rss_mib:
+        BALLAST.hold(0)
     state.expect(bad == 0, f"{bad} pools without {workers} workers")
     state.items = state.iterations
     state.check = (f"ok: {state.iterations} {method} Pool({workers}) "
@@ -799,9 +820,9 @@ def bm_serial_map(state, workload, items):
     state.check = "ok: last map returned " + _describe_result(workload, items)
 
 
-def bm_pool_map(state, workload, items, chunksize, workers):
+def bm_pool_map(state, workload, items, chunksize, workers, method=None):
     fn, inputs, expected = _map_job(workload, items)
-    pool = POOLS.get(workers)
+    pool = POOLS.get(workers, method)
     kwargs = {} if chunksize == "default" else {"chunksize": chunksize}
     result = None
     state.resume()
@@ -975,22 +996,43 @@ def registry(quick, slow=False):
                            f"outside the timing",
              "per_iteration": {"pools": 1, "workers": w}},
             max_iterations=5 if quick else None)
-        for method in START_METHODS:
-            add(f"PyPoolCreate/start:{method}/workers:{w}",
-                (lambda state, workers, method=method:
-                 bm_pool_create_with(state, method, workers)),
-                {"workers": w}, "us",
-                {"definition": f"get_context({method!r}).Pool({w}) "
-                               f"constructor; close()+join() outside the "
-                               f"timing",
-                 "per_iteration": {"pools": 1, "workers": w}},
-                max_iterations=3 if quick else None)
         add(f"PyPoolTeardown/workers:{w}", bm_pool_teardown, {"workers": w},
             "us",
             {"definition": f"Pool({w}).close(); join() after one warm-up map; "
                            f"construction outside the timing",
              "per_iteration": {"pools": 1, "workers": w}},
             max_iterations=5 if quick else None)
+
+    # BM_PoolCreate/start:M/workers:W/rss_mib:N and BM_PoolMap/.../start:M.
+    for method in START_METHODS:
+        for w in ((2,) if quick else START_WORKERS):
+            for mib in ((0,) if quick else START_POOL_RSS_MIB):
+                add(f"PyPoolCreate/start:{method}/workers:{w}/rss_mib:{mib}",
+                    (lambda state, workers, rss_mib, method=method:
+                     bm_pool_create_with(state, method, workers,
+                                         rss_mib=rss_mib)),
+                    {"workers": w, "rss_mib": mib}, "us",
+                    {"definition": f"get_context({method!r}).Pool({w}) "
+                                   f"constructor while the parent holds "
+                                   f"{mib} MiB of extra private memory, "
+                                   f"every 4 KiB page written; "
+                                   f"close()+join() outside the timing",
+                     "per_iteration": {"pools": 1, "workers": w}},
+                    max_iterations=3 if quick else None)
+    for method in START_METHODS:
+        n, c, w = START_MAP
+        add(f"PyPoolMap/double/items:{n}/chunksize:{c}/workers:{w}/"
+            f"start:{method}",
+            (lambda state, workload, items, chunksize, workers, method=method:
+             bm_pool_map(state, workload, items, chunksize, workers, method)),
+            {"workload": "double", "items": n, "chunksize": c, "workers": w},
+            "ms",
+            {"definition": f"pool.map(f, inputs, chunksize={c}) on a "
+                           f"get_context({method!r}).Pool({w}) created "
+                           f"outside the timing, f: x * 2 over "
+                           f"list(range({n}))",
+             "per_iteration": {"items": n}},
+            max_iterations=3 if quick else None)
 
     map_items = QUICK_MAP_ITEMS if quick else MAP_ITEMS
     sha_items = QUICK_SHA_ITEMS if quick else SHA_ITEMS

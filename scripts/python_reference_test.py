@@ -36,6 +36,9 @@ EXPECTED = [
     r"PyQueuePingPong/bytes:64",
     r"PyFloatChannel/doubles:100000",
     r"PyPoolCreate/workers:2",
+    r"PyPoolCreate/start:(fork|forkserver|spawn)/workers:2/rss_mib:0",
+    r"PyPoolMap/double/items:10000/chunksize:64/workers:2/"
+    r"start:(fork|forkserver|spawn)",
     r"PyPoolTeardown/workers:2",
     r"PySerialMap/double/items:100",
     r"PySerialMap/sha512_inherited/items:64",

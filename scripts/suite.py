@@ -91,6 +91,7 @@ FAMILY_SETTINGS = {
                        r"|(RawRingPoolMap|PoolMapInto)/double/items:10000"
                        r"/chunksize:(1|64)/workers:(1|2)"
                        r"|PoolCreate/workers:(1|2)|PoolTeardown/workers:(1|2)"
+                       r"|PoolCreate/start:[a-z]+/workers:2/rss_mib:0"
                        r"|ApplyAsyncRoundTrip)(/|$)"),
         },
     },

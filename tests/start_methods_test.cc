@@ -26,6 +26,7 @@
 #include "gtest/gtest.h"
 #include "lib/fd.h"
 #include "lib/forkserver.h"
+#include "lib/pool.h"
 #include "lib/process.h"
 #include "lib/start_method.h"
 #include "lib/task.h"
@@ -236,6 +237,46 @@ TEST_F(StartMethodsTest, AnotherUserCannotReachTheServerTheChildOrItsMemory) {
     EXPECT_FALSE(reachable(child.pid()).empty());
     child.terminate();
     child.join();
+  }
+}
+
+std::int64_t lock_and_allocate_item(const std::int64_t& x) {
+  lock_and_allocate("");
+  return x + 1;
+}
+
+// Pools whose workers take the lock the parent's second thread holds: under
+// forkserver and spawn no worker is a copy of that thread's state.
+TEST_F(StartMethodsTest, PoolsNeverDeadlockInAThreadedParent) {
+  BusyThreads threads;
+  const std::vector<std::int64_t> items = {1, 2, 3, 4};
+  for (StartMethod method : {StartMethod::forkserver, StartMethod::spawn}) {
+    for (int round = 0; round < 10; ++round) {
+      PoolOptions options;
+      options.workers = 2;
+      options.start = method;
+      Pool pool(options);
+      auto results = pool.imap(lock_and_allocate_item, items, 1);
+      for (std::int64_t expected : {2, 3, 4, 5})
+        ASSERT_EQ(results.next(10s), expected) << to_string(method);
+    }
+  }
+}
+
+TEST_F(StartMethodsTest, AnotherUserCannotReachAPoolsWorkersOrRings) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to become another uid";
+  if (!nobody_is_mapped()) GTEST_SKIP() << "no uid 65534 in this namespace";
+  for (StartMethod method : {StartMethod::forkserver, StartMethod::spawn}) {
+    PoolOptions options;
+    options.workers = 2;
+    options.start = method;
+    Pool pool(options);
+    std::vector<pid_t> targets = pool.worker_pids();
+    targets.push_back(::getpid());  // holds the pool's memfd
+    if (method == StartMethod::forkserver) targets.push_back(ForkServer::pid());
+    EXPECT_EQ(other_user_reaches(targets), 0) << to_string(method);
+    // Same uid, as a control: a worker's rings are found.
+    EXPECT_FALSE(reachable(pool.worker_pids()[0]).empty());
   }
 }
 
