@@ -143,8 +143,9 @@ class Connection {
   std::size_t begin_ = 0;
   std::size_t end_ = 0;
   std::size_t read_hint_ = kHeaderSize;  // bytes one frame likely takes
-  bool small_frames_ = true;       // payloads come through buffer_, not direct
-  bool behind_ = false;            // the last read found a backlog: take it all
+  bool small_frames_ = true;  // payloads come through buffer_, not direct
+  // A backlog waits (assumed at first): reads take all the pipe holds.
+  bool behind_ = true;
   std::uint32_t exact_reads_ = 0;  // reads since the last that took all
   std::vector<std::byte> scratch_;
 };
