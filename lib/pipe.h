@@ -24,13 +24,9 @@
 // with SIGPIPE (like CPython, creating a Pipe sets SIGPIPE to SIG_IGN if it is
 // still SIG_DFL; sockets also send with MSG_NOSIGNAL).
 //
-// Costs: a small message is one write() (the header travels in the same
-// call) and at most one read(): the receiver reads one frame at a time while
-// it keeps up with the sender, and all that is waiting (up to 64 KiB, many
-// frames in one read) once it has fallen behind. A large payload is written
-// with writev and read straight into the destination. Because of that
-// buffering, a message may already be here while fileno() reads as not
-// ready: wait with poll(), not on the descriptor.
+// Costs: a small message is one write() and one read(), as in a raw
+// write/read loop (the header travels in the same call); a large payload is
+// written with writev and read straight into the destination.
 //
 // Ownership: a Connection owns its descriptor (move-only); after fork both
 // processes hold a copy, and each should close() the ends it does not use.
@@ -114,9 +110,8 @@ class Connection {
   int fileno() const { return fd_.get(); }
 
  private:
-  // Ensures at least `n` bytes are buffered (one frame like the last, or all
-  // that is ready while behind_); false if end of file comes first (after
-  // `at_eof_` is set).
+  // Ensures at least `n` bytes are buffered; false if end of file comes
+  // first (after `at_eof_` is set).
   bool fill(std::size_t n);
   // Reads the next frame's length without consuming it; nullopt at EOF.
   std::optional<std::uint64_t> peek_length();
@@ -128,7 +123,7 @@ class Connection {
   // and the bytes of it already read only feed the truncation error.
   void read_payload(std::byte* out, std::uint64_t n, std::uint64_t frame_length,
                     std::uint64_t frame_done);
-  // Sets the read policy for frames like one with a `length`-byte payload.
+  // Sets read_hint_ for frames like one with a `length`-byte payload.
   void expect_frames_like(std::uint64_t length);
   void require_open(bool for_writing, const char* call) const;
   void write_contiguous(const std::byte* data, std::size_t size);
@@ -142,11 +137,8 @@ class Connection {
   std::vector<std::byte> buffer_;  // read buffer: [begin_, end_) is unread
   std::size_t begin_ = 0;
   std::size_t end_ = 0;
-  std::size_t read_hint_ = kHeaderSize;  // bytes one frame likely takes
-  bool small_frames_ = true;  // payloads come through buffer_, not direct
-  // A backlog waits (assumed at first): reads take all the pipe holds.
-  bool behind_ = true;
-  std::uint32_t exact_reads_ = 0;  // reads since the last that took all
+  std::size_t read_hint_ =
+      kHeaderSize;  // bytes the next frame is likely to take
   std::vector<std::byte> scratch_;
 };
 

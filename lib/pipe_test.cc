@@ -146,8 +146,8 @@ TEST_P(PipeTest, OverLongFrameIsRefusedAndStaysReadable) {
             pattern(5, 8));
 }
 
-// The reader asks for one frame of the last frame's size per read (or all
-// that waits, once behind); sizes that change, several frames waiting at once,
+// The reader asks for one frame of the last frame's size per read; sizes
+// that change, several frames waiting at once,
 // a message too long for the buffer and a frame cut short must all still come
 // out exactly as sent.
 TEST_P(PipeTest, ChangingSizesIntoOneBufferStayAligned) {
@@ -226,24 +226,11 @@ TEST_P(PipeTest, FramesArrivingInPiecesAreReassembled) {
   EXPECT_EQ(producer.exitcode(), 0);
 }
 
-// Read system calls made by this process so far (/proc/self/io's syscr).
-std::uint64_t read_calls() {
-  std::uint64_t calls = 0;
-  if (FILE* f = std::fopen("/proc/self/io", "re")) {
-    char line[128];
-    while (std::fgets(line, sizeof line, f) != nullptr) {
-      if (std::sscanf(line, "syscr: %lu", &calls) == 1) break;
-    }
-    std::fclose(f);
-  }
-  return calls;
-}
-
-// A reader that has fallen behind takes many waiting frames per read: reads
-// that end in the middle of a frame (and of a header), a frame large enough
-// to be read straight into its destination, and an empty one, all in the
-// backlog, must come out exactly as sent, in far fewer reads than frames.
-TEST_P(PipeTest, ABacklogIsReadManyFramesAtATime) {
+// A backlog of frames whose sizes change from one to the next (so reads
+// sized for the last frame end in the middle of the next one, or of its
+// header), with a frame large enough to be read straight into its
+// destination and an empty one, comes out exactly as sent.
+TEST_P(PipeTest, ABacklogOfMixedFramesArrivesIntact) {
   auto [receiver, sender] = Pipe(GetParam());
   std::vector<std::size_t> sizes;
   for (std::size_t i = 0; i < 3000; ++i) sizes.push_back((i * 37) % 200);
@@ -255,7 +242,6 @@ TEST_P(PipeTest, ABacklogIsReadManyFramesAtATime) {
     sender.close();
   });
   std::this_thread::sleep_for(50ms);  // let the backlog pile up
-  const std::uint64_t reads_before = read_calls();
   std::vector<std::byte> buffer(65536);
   for (std::size_t i = 0; i < sizes.size(); ++i) {
     ASSERT_EQ(receiver.recv_bytes_into(buffer), sizes[i]) << i;
@@ -263,25 +249,25 @@ TEST_P(PipeTest, ABacklogIsReadManyFramesAtATime) {
               pattern(sizes[i], static_cast<unsigned>(i)))
         << i;
   }
-  const std::uint64_t reads = read_calls() - reads_before;
   EXPECT_EQ(receiver.recv_bytes_into(buffer), std::nullopt);
   writer.join();
-  EXPECT_LT(reads, sizes.size() / 4);
 }
 
-// Part of a frame that a read took along with earlier ones is not a message
-// yet: poll() waits for the rest, which then completes it.
+// Part of a frame that a read took along with an earlier one is not a
+// message yet: poll() waits for the rest, which then completes it. (A
+// 100-byte frame first makes the reader ask for 108 bytes a read.)
 TEST_P(PipeTest, PollDoesNotCountAPartialBufferedFrame) {
   auto [receiver, sender] = Pipe(GetParam());
-  for (unsigned i = 0; i < 100; ++i) sender.send_bytes(pattern(16, i));
-  const auto last = pattern(64, 99);
+  sender.send_bytes(pattern(100, 1));
+  ASSERT_EQ(receiver.recv_bytes(), pattern(100, 1));
+  sender.send_bytes(pattern(16, 2));
+  const auto last = pattern(64, 3);
   std::vector<std::byte> frame(8 + last.size());
   const std::uint64_t length = last.size();
   std::memcpy(frame.data(), &length, 8);
   std::memcpy(frame.data() + 8, last.data(), last.size());
   ASSERT_EQ(::write(sender.fileno(), frame.data(), 20), 20);
-  for (unsigned i = 0; i < 100; ++i)
-    ASSERT_EQ(receiver.recv_bytes(), pattern(16, i)) << i;
+  ASSERT_EQ(receiver.recv_bytes(), pattern(16, 2));
   EXPECT_FALSE(receiver.poll(10ms));
   ASSERT_EQ(::write(sender.fileno(), frame.data() + 20, frame.size() - 20),
             static_cast<ssize_t>(frame.size() - 20));
@@ -322,8 +308,8 @@ TEST_P(PipeTest, SkipMessageDropsExactlyOne) {
 }
 
 // Alone, and at the end of a backlog of 100 small frames (what a socket's
-// send buffer takes without a reader), which a reader then takes many at a
-// time: every whole frame first, then the error, then end of file.
+// send buffer takes without a reader): every whole frame first, then the
+// error, then end of file.
 TEST_P(PipeTest, TruncatedFrameIsAPeerErrorThenEof) {
   for (const unsigned backlog : {0u, 100u}) {
     auto [receiver, sender] = Pipe(GetParam());
