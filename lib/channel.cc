@@ -65,7 +65,7 @@ std::size_t ChannelCore::slot_bytes() const { return slot_bytes_; }
 // from shared memory, so a corrupted peer cannot steer copies out of bounds.
 std::byte* ChannelCore::slot(std::uint64_t index) const {
   return static_cast<std::byte*>(memory_.data()) +
-         ChannelShared::slots_offset(slot_bytes_) +
+         ChannelShared::slots_offset() +
          (index % slots_) * ChannelShared::stride_for(slot_bytes_);
 }
 bool ChannelCore::closed() const {

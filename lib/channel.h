@@ -34,9 +34,7 @@
 // Zero copy (large messages): loan(n) lends the next free slot, the sender
 // writes its values in place and send()s it; recv_view() hands the receiver
 // the message in its slot, given back when the view is destroyed. A message
-// then costs the one write that fills the slot. The slots of a channel of
-// 512 bytes' capacity or more start on a 64-byte (cache line) boundary, so
-// a large copy into one runs at full speed. A process holds at most one
+// then costs the one write that fills the slot. A process holds at most one
 // loan and one view at a time; a copying send while it holds a loan (a
 // receive while it holds a view) throws std::logic_error.
 //

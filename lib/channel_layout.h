@@ -19,8 +19,7 @@ namespace bip = boost::interprocess;
 // writes `written`, the receiver alone `taken`, each on its own line;
 // `closed` is read-mostly. The first slot starts right after
 // the "full" semaphore, in the same cache line, so a small message, its
-// length and the post that announces it travel to the receiver as one line
-// (a large message's data starts on the next line: slots_offset()).
+// length and the post that announces it travel to the receiver as one line.
 // `written - taken` counts filled slots, so a "full" token with no message
 // behind it (the one close() posts) is recognised as the end of the stream;
 // the receiver compares them only once `closed` is set. The geometry is not
@@ -34,7 +33,7 @@ struct ChannelShared {
   alignas(64) bip::interprocess_semaphore empty;  // free slots
   alignas(
       64) bip::interprocess_semaphore full;  // filled slots (+1 after close)
-  // Slots follow `full`: see slots_offset().
+  // Slots follow `full` directly: see slots_offset().
 
   explicit ChannelShared(std::size_t n)
       : empty(static_cast<unsigned>(n)), full(0) {}
@@ -43,30 +42,16 @@ struct ChannelShared {
   static constexpr std::size_t stride_for(std::size_t bytes) {
     return (sizeof(std::uint64_t) + bytes + 63) / 64 * 64;
   }
-  // Slots of kAlignedSlotBytes and more have their data on a cache line
-  // boundary (the length just before it, still in `full`'s line): copying a
-  // large message into a misaligned destination runs measurably slower
-  // (glibc's memcpy, rep movsb). Smaller slots start right after `full`, so
-  // that a small message shares the announcing line.
-  static constexpr std::size_t kAlignedSlotBytes = 512;
-  static constexpr std::size_t slots_offset(std::size_t bytes) {
-    constexpr std::size_t after_full =
-        offsetof(ChannelShared, full) + sizeof(bip::interprocess_semaphore);
-    if (bytes < kAlignedSlotBytes) return after_full;
-    return (after_full + sizeof(std::uint64_t) + 63) / 64 * 64 -
-           sizeof(std::uint64_t);
+  static constexpr std::size_t slots_offset() {
+    return offsetof(ChannelShared, full) + sizeof(bip::interprocess_semaphore);
   }
   static constexpr std::size_t size_for(std::size_t n, std::size_t bytes) {
-    return slots_offset(bytes) + n * stride_for(bytes);
+    return slots_offset() + n * stride_for(bytes);
   }
 };
 
-static_assert(
-    ChannelShared::slots_offset(0) % 8 == 0 &&
-        ChannelShared::slots_offset(ChannelShared::kAlignedSlotBytes) % 64 ==
-            56,
-    "slot lengths and data stay 8-byte aligned; large slots' data "
-    "64-byte aligned");
+static_assert(ChannelShared::slots_offset() % 8 == 0,
+              "slot lengths and data stay 8-byte aligned");
 
 }  // namespace mp::internal
 

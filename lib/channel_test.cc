@@ -252,34 +252,6 @@ TEST_F(ChannelTest, SlotLengthNotAWholeNumberOfValuesIsRefused) {
   EXPECT_EQ(channel.try_recv(), std::vector<int>(2, 0x11111111));
 }
 
-// Slots of 512 bytes and more keep their data on a cache line boundary (a
-// large copy into a misaligned slot runs slower), every slot of the ring;
-// messages, a corrupt length and the end of the stream behave as in small
-// slots.
-TEST_F(ChannelTest, LargeSlotsAreCacheLineAligned) {
-  RingChannel<std::byte> channel(1 << 20, 3, fast_checks());
-  for (int i = 0; i < 6; ++i) {
-    auto slot = channel.loan(1000);
-    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(slot.data()) % 64, 0u) << i;
-    std::memset(slot.data(), i, 1000);
-    slot.send(i == 5 ? 999 : 1000);
-    auto view = channel.recv_view();
-    ASSERT_TRUE(view);
-    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(view->data()) % 64, 0u) << i;
-    EXPECT_EQ(view->size(), i == 5 ? 999u : 1000u);
-    EXPECT_EQ(view->data()[998], std::byte(i));
-  }
-  std::vector<std::byte> slot(8);
-  const std::uint64_t bogus_length = (1 << 20) + 1;
-  std::memcpy(slot.data(), &bogus_length, sizeof bogus_length);
-  internal::ChannelTestAccess::overwrite_and_post(
-      internal::ChannelTestAccess::core(channel), 6, slot);
-  EXPECT_THROW(channel.recv(), PeerError);
-  RingChannel<std::byte> small(64, 2, fast_checks());
-  auto loan = small.loan(64);
-  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(loan.data()) % 8, 0u);
-}
-
 // Zero copy across processes: the sender fills loaned slots in place (some
 // messages shorter than the loan), the receiver reads them in place; order,
 // lengths and contents arrive intact, then the end of the stream.
