@@ -176,10 +176,13 @@ void Connection::send_bytes(std::span<const std::byte> message) {
 
 bool Connection::fill(std::size_t n) {
   // Ask for one frame of the size the last one had (read_hint_), not for all
-  // the buffer can hold: a reader that drains the pipe faster than the
-  // writer fills it sleeps on every message, and each wake-up costs the
-  // writer far more than the system call saved. One frame per read matches
-  // the raw write/read loop call for call.
+  // the buffer can hold. A reader that drains the pipe makes the writer
+  // start a fresh pipe page and wake it for every message; one that stays a
+  // little behind leaves the writer appending to a page nobody else touches.
+  // Measured (64-byte messages, 2-vCPU Xeon): reads that take all that
+  // waits, always or only once a backlog of 4 or 16 frames is found, cost
+  // 1.4x the time per message of one frame per read. One frame per read
+  // also matches the raw write/read loop call for call.
   const std::size_t want = std::max(n, read_hint_);
   while (end_ - begin_ < n) {
     if (at_eof_) return false;
@@ -355,7 +358,13 @@ bool Connection::skip_message() {
 
 bool Connection::poll(std::chrono::nanoseconds timeout) {
   require_open(false, "poll");
-  if (end_ > begin_ || at_eof_) return true;
+  if (at_eof_) return true;
+  // A whole frame may be buffered already; part of one needs the rest.
+  if (end_ - begin_ >= kHeaderSize) {
+    std::uint64_t length;
+    std::memcpy(&length, buffer_.data() + begin_, kHeaderSize);
+    if (length <= end_ - begin_ - kHeaderSize) return true;
+  }
   const auto ns = std::max(timeout, std::chrono::nanoseconds(0));
   const timespec ts{static_cast<time_t>(ns.count() / 1'000'000'000),
                     static_cast<long>(ns.count() % 1'000'000'000)};

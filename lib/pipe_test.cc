@@ -147,8 +147,9 @@ TEST_P(PipeTest, OverLongFrameIsRefusedAndStaysReadable) {
 }
 
 // The reader asks for one frame of the last frame's size per read; sizes
-// that change, several frames waiting at once, a message too long for the
-// buffer and a frame cut short must all still come out exactly as sent.
+// that change, several frames waiting at once,
+// a message too long for the buffer and a frame cut short must all still come
+// out exactly as sent.
 TEST_P(PipeTest, ChangingSizesIntoOneBufferStayAligned) {
   auto [receiver, sender] = Pipe(GetParam());
   const std::vector<std::size_t> sizes = {2000, 2000, 2000, 1500, 1500, 3000,
@@ -225,6 +226,75 @@ TEST_P(PipeTest, FramesArrivingInPiecesAreReassembled) {
   EXPECT_EQ(producer.exitcode(), 0);
 }
 
+// A backlog of frames whose sizes change from one to the next (so reads
+// sized for the last frame end in the middle of the next one, or of its
+// header), with a frame large enough to be read straight into its
+// destination and an empty one, comes out exactly as sent.
+TEST_P(PipeTest, ABacklogOfMixedFramesArrivesIntact) {
+  auto [receiver, sender] = Pipe(GetParam());
+  std::vector<std::size_t> sizes;
+  for (std::size_t i = 0; i < 3000; ++i) sizes.push_back((i * 37) % 200);
+  sizes[1500] = 40000;  // over the direct-read threshold
+  sizes[1501] = 0;
+  std::thread writer([&, &sender = sender] {
+    for (std::size_t i = 0; i < sizes.size(); ++i)
+      sender.send_bytes(pattern(sizes[i], static_cast<unsigned>(i)));
+    sender.close();
+  });
+  std::this_thread::sleep_for(50ms);  // let the backlog pile up
+  std::vector<std::byte> buffer(65536);
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    ASSERT_EQ(receiver.recv_bytes_into(buffer), sizes[i]) << i;
+    ASSERT_EQ(std::vector<std::byte>(buffer.begin(), buffer.begin() + sizes[i]),
+              pattern(sizes[i], static_cast<unsigned>(i)))
+        << i;
+  }
+  EXPECT_EQ(receiver.recv_bytes_into(buffer), std::nullopt);
+  writer.join();
+}
+
+// Part of a frame that a read took along with an earlier one is not a
+// message yet: poll() waits for the rest, which then completes it. (A
+// 100-byte frame first makes the reader ask for 108 bytes a read.)
+TEST_P(PipeTest, PollDoesNotCountAPartialBufferedFrame) {
+  auto [receiver, sender] = Pipe(GetParam());
+  sender.send_bytes(pattern(100, 1));
+  ASSERT_EQ(receiver.recv_bytes(), pattern(100, 1));
+  sender.send_bytes(pattern(16, 2));
+  const auto last = pattern(64, 3);
+  std::vector<std::byte> frame(8 + last.size());
+  const std::uint64_t length = last.size();
+  std::memcpy(frame.data(), &length, 8);
+  std::memcpy(frame.data() + 8, last.data(), last.size());
+  ASSERT_EQ(::write(sender.fileno(), frame.data(), 20), 20);
+  ASSERT_EQ(receiver.recv_bytes(), pattern(16, 2));
+  EXPECT_FALSE(receiver.poll(10ms));
+  ASSERT_EQ(::write(sender.fileno(), frame.data() + 20, frame.size() - 20),
+            static_cast<ssize_t>(frame.size() - 20));
+  EXPECT_TRUE(receiver.poll(10s));
+  EXPECT_EQ(receiver.recv_bytes(), last);
+}
+
+// An over-long frame found in the middle of a backlog is refused and stays
+// unread; the frames after it are intact.
+TEST_P(PipeTest, OverLongFrameInABacklogStaysAligned) {
+  auto [receiver, sender] = Pipe(GetParam());
+  for (unsigned i = 0; i < 100; ++i)
+    sender.send_bytes(pattern(i == 80 ? 500 : 16, i));
+  std::vector<std::byte> buffer(100);
+  for (unsigned i = 0; i < 100; ++i) {
+    if (i == 80) {
+      EXPECT_THROW(receiver.recv_bytes_into(buffer), MessageTooLong);
+      EXPECT_EQ(receiver.recv_bytes(), pattern(500, i));
+      continue;
+    }
+    ASSERT_EQ(receiver.recv_bytes_into(buffer), 16u) << i;
+    ASSERT_EQ(std::vector<std::byte>(buffer.begin(), buffer.begin() + 16),
+              pattern(16, i))
+        << i;
+  }
+}
+
 TEST_P(PipeTest, SkipMessageDropsExactlyOne) {
   auto [receiver, sender] = Pipe(GetParam());
   std::thread drain([&, &receiver = receiver] {
@@ -237,20 +307,28 @@ TEST_P(PipeTest, SkipMessageDropsExactlyOne) {
   drain.join();
 }
 
+// Alone, and at the end of a backlog of 100 small frames (what a socket's
+// send buffer takes without a reader): every whole frame first, then the
+// error, then end of file.
 TEST_P(PipeTest, TruncatedFrameIsAPeerErrorThenEof) {
-  auto [receiver, sender] = Pipe(GetParam());
-  const std::uint64_t claimed = 100;
-  ASSERT_EQ(::write(sender.fileno(), &claimed, sizeof claimed), 8);
-  ASSERT_EQ(::write(sender.fileno(), "0123456789", 10), 10);
-  sender.close();
-  try {
-    receiver.recv_bytes();
-    FAIL();
-  } catch (const PeerError& e) {
-    EXPECT_THAT(e.what(),
-                HasSubstr("middle of a 100-byte message (10 bytes received)"));
+  for (const unsigned backlog : {0u, 100u}) {
+    auto [receiver, sender] = Pipe(GetParam());
+    for (unsigned i = 0; i < backlog; ++i) sender.send_bytes(pattern(16, i));
+    const std::uint64_t claimed = 100;
+    ASSERT_EQ(::write(sender.fileno(), &claimed, sizeof claimed), 8);
+    ASSERT_EQ(::write(sender.fileno(), "0123456789", 10), 10);
+    sender.close();
+    for (unsigned i = 0; i < backlog; ++i)
+      ASSERT_EQ(receiver.recv_bytes(), pattern(16, i)) << i;
+    try {
+      receiver.recv_bytes();
+      FAIL() << "backlog " << backlog;
+    } catch (const PeerError& e) {
+      EXPECT_THAT(e.what(), HasSubstr("middle of a 100-byte message (10 bytes "
+                                      "received)"));
+    }
+    EXPECT_EQ(receiver.recv_bytes(), std::nullopt);
   }
-  EXPECT_EQ(receiver.recv_bytes(), std::nullopt);
 }
 
 TEST_P(PipeTest, TruncatedHeaderIsAPeerError) {
