@@ -12,8 +12,10 @@
 // of its pass over the workers; a worker: unless the next chunk is already
 // in view), and always before they wait. The parent keeps each worker's
 // chunks in flight (no chunk ids on the wire) and hands a worker a new chunk
-// while fewer than half a ring of its items are in flight, so a slow worker
-// is not handed everything. Chunks larger than a ring stream through it.
+// while fewer than half a ring of its items, and fewer than its share of
+// the call's, are in flight: a slow worker is not handed everything, and a
+// call smaller than the rings is split over every worker. Chunks larger
+// than a ring stream through it.
 //
 // `Kernel` (copyable; `std::uint64_t operator()(std::uint64_t) const`) is
 // the work, fixed at construction so workers forked with it run it inlined.
@@ -234,6 +236,13 @@ class RingPool : public ring_pool::Base {
     if (broken_) throw RingPoolError("ring pool: unusable after an error");
     if (chunksize == 0) throw std::invalid_argument("chunksize 0");
     broken_ = true;  // until this map completes
+    // Items a worker may have in flight: half a ring, but no more than its
+    // share of the call, so that a call smaller than the rings (1,024
+    // SHA-512 items) is split over every worker instead of queued behind
+    // the first.
+    const std::uint64_t limit = std::min<std::uint64_t>(
+        kRingRecords / 2,
+        std::max<std::uint64_t>(chunksize, (n + workers_ - 1) / workers_));
     std::uint64_t next = 0, received = 0;
     while (received < n) {
       bool progress = false;
@@ -243,7 +252,7 @@ class RingPool : public ring_pool::Base {
         bool pushed = false;
         for (;;) {
           if (s.send_left == 0) {
-            if (next >= n || s.in_flight >= kRingRecords / 2) break;
+            if (next >= n || s.in_flight >= limit) break;
             const std::uint64_t count =
                 std::min<std::uint64_t>(chunksize, n - next);
             // The header and as many items as fit, in one span.
@@ -312,7 +321,7 @@ class RingPool : public ring_pool::Base {
             const Worker& s = state_[w];
             if (s.in_flight != 0 && from_[w].ready()) return true;
             const bool wants = s.send_left != 0 ||
-                               (next < n && s.in_flight < kRingRecords / 2);
+                               (next < n && s.in_flight < limit);
             if (wants && !to_[w].full()) return true;
           }
           return false;
