@@ -141,7 +141,7 @@ void register_workload(std::shared_ptr<Workload> workload,
             guarded(state, [&] {
               w->prepare(n);
               const double serial = serial_seconds(*w, n);
-              Pool pool(w->pool_options(workers));
+              Pool pool(w->pool_options(workers, c));
               run_map(state, *w, n, serial, pool.worker_pids(), ordered,
                       [&] { (w->*method)(pool, c); });
             });
@@ -178,7 +178,7 @@ void register_workload(std::shared_ptr<Workload> workload,
               guarded(state, [&] {
                 w->prepare(n);
                 const double serial = serial_seconds(*w, n);
-                Pool pool(w->pool_options(workers));
+                Pool pool(w->pool_options(workers, c));
                 // Steady state: the result vector and every page of the
                 // rings touched (by the parent and each worker) before the
                 // timed loop, so that minor_faults shows what a call

@@ -83,7 +83,13 @@ class Workload {
   // Makes the items of size n (no-op when they exist) and the serial
   // reference results. Outside timing; before pools of this size start.
   virtual void prepare(std::size_t n) = 0;
-  virtual PoolOptions pool_options(std::size_t workers) const = 0;
+  // The options of a row's Pool: the workload's, with `workers`, and a
+  // task ring that holds two of the row's chunks (one chunk travels as one
+  // message, see PoolOptions::task_queue_bytes; with room for the next, a
+  // worker starts on it while its results travel) when the workload's own
+  // is smaller. Call after prepare().
+  virtual PoolOptions pool_options(std::size_t workers,
+                                   std::size_t chunksize) const = 0;
   virtual void serial() = 0;
   virtual void serial_pointer() = 0;
   virtual void serial_into() = 0;
@@ -140,9 +146,21 @@ class WorkloadOf : public Workload {
     reference_ = results_;
     prepared_ = true;
   }
-  PoolOptions pool_options(std::size_t workers) const override {
+  PoolOptions pool_options(std::size_t workers,
+                           std::size_t chunksize) const override {
     PoolOptions options = options_;
     options.workers = static_cast<int>(workers);
+    if (items_.empty()) return options;
+    // The first chunk, encoded (a workload's items are alike in size), twice,
+    // plus room for headers.
+    const std::size_t c =
+        chunksize != 0 ? chunksize : default_chunksize(items_.size(), workers);
+    std::vector<std::byte> chunk;
+    Writer writer(chunk);
+    for (std::size_t i = 0; i < std::min(c, items_.size()); ++i)
+      Codec<T>::encode(items_[i], writer);
+    options.task_queue_bytes = std::max(options.task_queue_bytes,
+                                        std::bit_ceil(2 * chunk.size() + 4096));
     return options;
   }
 

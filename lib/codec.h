@@ -27,6 +27,12 @@
 //
 // (A trivially copyable Point needs no specialisation at all.)
 //
+// A Codec may also say how many bytes a value takes, with
+// `static std::size_t encoded_size(const T&)` (trivially copyable types,
+// std::string and std::vector of trivially copyable elements do): Pool then
+// encodes a chunk of such items straight into its ring (one copy) instead
+// of into a buffer first.
+//
 // Typed messages (Queue::put/get, Connection::send/recv) are framed by
 // encode_message/decode_message: an 8-byte type tag, then the value. The tag
 // is a hash of the compiler's name for T, so a message read as another type
@@ -57,18 +63,31 @@
 
 namespace mp {
 
-// Appends bytes to a buffer it does not own.
+// Appends bytes to a buffer it does not own: a vector, which grows, or a
+// fixed span, which a write past its end does not touch (std::length_error).
 class Writer {
  public:
-  explicit Writer(std::vector<std::byte>& out) : out_(out) {}
+  explicit Writer(std::vector<std::byte>& out) : vector_(&out) {}
+  explicit Writer(std::span<std::byte> out) : span_(out) {}
   void write(const void* data, std::size_t size) {
     const auto* bytes = static_cast<const std::byte*>(data);
-    out_.insert(out_.end(), bytes, bytes + size);
+    if (vector_ != nullptr) {
+      vector_->insert(vector_->end(), bytes, bytes + size);
+      return;
+    }
+    if (size > span_.size() - written_)
+      throw std::length_error("codec: a value larger than its encoded_size");
+    if (size != 0) std::memcpy(span_.data() + written_, bytes, size);
+    written_ += size;
   }
   void write_length(std::uint64_t length) { write(&length, sizeof length); }
+  // Bytes written into a fixed span.
+  std::size_t written() const { return written_; }
 
  private:
-  std::vector<std::byte>& out_;
+  std::vector<std::byte>* vector_ = nullptr;
+  std::span<std::byte> span_;
+  std::size_t written_ = 0;
 };
 
 // Reads bytes from a span it does not own, checking every read.
@@ -139,6 +158,7 @@ struct Codec<T, std::enable_if_t<std::is_trivially_copyable_v<T> &&
   static void encode(const T& value, Writer& out) {
     out.write(&value, sizeof(T));
   }
+  static std::size_t encoded_size(const T&) { return sizeof(T); }
   static T decode(Reader& in) {
     T value;
     std::memcpy(&value, in.read(sizeof(T)).data(), sizeof(T));
@@ -166,6 +186,9 @@ struct Codec<std::string> {
     out.write_length(value.size());
     out.write(value.data(), value.size());
   }
+  static std::size_t encoded_size(const std::string& value) {
+    return sizeof(std::uint64_t) + value.size();
+  }
   static std::string decode(Reader& in) {
     const std::size_t length = in.read_length(1);
     const auto bytes = in.read(length);
@@ -184,6 +207,10 @@ struct Codec<std::vector<T>> {
       for (const T& element : value) Codec<T>::encode(element, out);
     }
   }
+  static std::size_t encoded_size(const std::vector<T>& value) requires(
+      std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool>) {
+    return sizeof(std::uint64_t) + value.size() * sizeof(T);
+  }
   static std::vector<T> decode(Reader& in) {
     // Every element takes at least one byte, except empty trivially copyable
     // types, which read_length(0) does not bound: cap those explicitly.
@@ -192,7 +219,15 @@ struct Codec<std::vector<T>> {
                                                                     : 1;
     const std::size_t length = in.read_length(kMinElement);
     std::vector<T> value;
-    if constexpr (std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool>) {
+    if constexpr (std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool> &&
+                  alignof(T) == 1) {
+      // Bytes: one copy, no zero-filling first (resize would write each
+      // byte twice).
+      const auto bytes = in.read(length * sizeof(T));
+      const auto* first = reinterpret_cast<const T*>(bytes.data());
+      value.assign(first, first + length);
+    } else if constexpr (std::is_trivially_copyable_v<T> &&
+                         !std::is_same_v<T, bool>) {
       value.resize(length);
       const auto bytes = in.read(length * sizeof(T));
       if (length != 0)  // an empty vector's data() is null: no memcpy

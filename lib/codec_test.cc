@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <span>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -31,6 +33,36 @@ struct Person {  // not trivially copyable: field by field
 template <typename T>
 T round_trip(const T& value) {
   return decode<T>(encode(value));
+}
+
+// encoded_size, where a Codec has it, is what encode writes; a Writer over
+// a span of exactly that size takes the value and refuses one byte more.
+template <typename T>
+void expect_sized(const T& value) {
+  std::vector<std::byte> grown;
+  Writer to_vector(grown);
+  Codec<T>::encode(value, to_vector);
+  ASSERT_EQ(Codec<T>::encoded_size(value), grown.size());
+  std::vector<std::byte> fixed(grown.size());
+  Writer to_span{std::span<std::byte>(fixed)};
+  Codec<T>::encode(value, to_span);
+  EXPECT_EQ(to_span.written(), fixed.size());
+  EXPECT_EQ(fixed, grown);
+  if (!fixed.empty()) {
+    std::vector<std::byte> short_by_one(fixed.size() - 1);
+    Writer too_small{std::span<std::byte>(short_by_one)};
+    EXPECT_THROW(Codec<T>::encode(value, too_small), std::length_error);
+  }
+}
+
+TEST(CodecTest, EncodedSizeIsWhatEncodeWrites) {
+  expect_sized(std::int64_t{42});
+  expect_sized(Point{1.5, -2});
+  expect_sized(std::string());
+  expect_sized(std::string("seventeen bytes!!"));
+  expect_sized(std::vector<std::uint8_t>(65536, 7));
+  expect_sized(std::vector<double>{1, 2, 3});
+  expect_sized(std::vector<Point>{});
 }
 
 TEST(CodecTest, RoundTripsEverySupportedType) {

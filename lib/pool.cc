@@ -54,6 +54,8 @@ constexpr std::uint64_t kItemsAhead = 2048;
 // kPublishEvery chunks and kPublishAfter.
 constexpr std::uint64_t kPublishEvery = 64;
 constexpr auto kPublishAfter = std::chrono::microseconds(20);
+// A chunk at least this large is published as soon as it is in its ring.
+constexpr std::size_t kPublishAtOnceBytes = 64 << 10;
 // How long an idle worker waits for a task before it looks at its stop flags.
 constexpr auto kWorkerPoll = std::chrono::milliseconds(100);
 // A worker's exit code when its initializer threw.
@@ -327,6 +329,16 @@ class PoolCore {
   void fail_job(Job& job, std::exception_ptr error);
   void fail_all(const std::string& why);
   void publish_pids();
+  // Erases a job, keeping its staging buffer's capacity for the next one.
+  void erase_job(std::map<std::uint64_t, Job>::iterator it) {
+    if (it->second.staged_message.capacity() > spare_message.capacity())
+      spare_message = std::move(it->second.staged_message);
+    jobs.erase(it);
+  }
+  // A staging buffer left by a finished job: a call whose chunks are
+  // encoded before they travel (items of varying size) reuses its pages
+  // instead of faulting in fresh ones.
+  std::vector<std::byte> spare_message;
 };
 
 void PoolCore::publish_pids() {
@@ -781,6 +793,7 @@ std::uint64_t PoolCore::start_job(void* fn, ChunkCode code,
   if (!broken.empty()) throw PoolError("Pool: " + broken);
   const std::uint64_t id = next_job++;
   Job& job = jobs[id];
+  job.staged_message = std::move(spare_message);
   job.name = "call #" + std::to_string(id);
   job.fn = fn;
   job.invoker = code.invoker;
@@ -838,8 +851,14 @@ bool PoolCore::fill(std::size_t index, std::size_t level, std::uint64_t items) {
       task.position = w.puts++;
       task.message = loan.data();
       task.bytes = loan.size();
-      loan.commit(Publish::kDeferred);
-      w.unflushed = true;
+      // A large chunk is published at once: its worker starts on it while
+      // the next one is encoded for the others.
+      if (loan.size() >= kPublishAtOnceBytes) {
+        loan.commit(Publish::kNow);
+      } else {
+        loan.commit(Publish::kDeferred);
+        w.unflushed = true;
+      }
       w.in_flight.push_back(task);
       w.items_ahead += task.count;
       ++job->in_flight;
@@ -937,7 +956,7 @@ void PoolCore::complete_task(const Task& task) {
   if (job_it != jobs.end()) {
     --job_it->second.in_flight;
     if (job_it->second.abandoned && job_it->second.in_flight == 0)
-      jobs.erase(job_it);
+      erase_job(job_it);
   }
 }
 
@@ -992,7 +1011,7 @@ void PoolCore::handle_result(std::size_t index,
   Job& job = job_it->second;
   --job.in_flight;
   if (job.abandoned) {
-    if (job.in_flight == 0) jobs.erase(job_it);
+    if (job.in_flight == 0) erase_job(job_it);
     return;
   }
   if (job.failure) return;
@@ -1227,7 +1246,7 @@ void PoolCore::forget_job(std::uint64_t job_id) noexcept {
   if (it == jobs.end()) return;
   Job& job = it->second;
   if (job.in_flight == 0) {
-    jobs.erase(it);
+    erase_job(it);
     return;
   }
   job.abandoned = true;

@@ -196,27 +196,46 @@ class SpanSource final : public ChunkSource {
     return true;
   }
   std::optional<std::size_t> next_size() const override {
+    if (position_ >= items_.size()) return std::nullopt;
+    const std::size_t n = std::min(chunksize_, items_.size() - position_);
     if constexpr (kFlat) {
-      if (position_ < items_.size())
-        return std::min(chunksize_, items_.size() - position_) * sizeof(T);
+      return n * sizeof(T);
+    } else if constexpr (kSized) {
+      std::size_t bytes = 0;
+      for (std::size_t i = 0; i < n; ++i)
+        bytes += Codec<T>::encoded_size(items_[position_ + i]);
+      return bytes;
+    } else {
+      return std::nullopt;
     }
-    return std::nullopt;
   }
   void next_into(std::byte* out, std::uint64_t& first_item,
                  std::uint64_t& count) override {
+    const std::size_t n = std::min(chunksize_, items_.size() - position_);
     if constexpr (kFlat) {
-      const std::size_t n = std::min(chunksize_, items_.size() - position_);
       std::memcpy(out, items_.data() + position_, n * sizeof(T));
-      first_item = position_;
-      count = n;
-      position_ += n;
+    } else if constexpr (kSized) {
+      // Exactly next_size() bytes: the sizes were just summed.
+      std::size_t bytes = 0;
+      for (std::size_t i = 0; i < n; ++i)
+        bytes += Codec<T>::encoded_size(items_[position_ + i]);
+      Writer writer(std::span<std::byte>(out, bytes));
+      for (std::size_t i = 0; i < n; ++i)
+        Codec<T>::encode(items_[position_ + i], writer);
     } else {
-      (void)out, (void)first_item, (void)count;
+      return;
     }
+    first_item = position_;
+    count = n;
+    position_ += n;
   }
 
  private:
   static constexpr bool kFlat = internal::kFlat<T>;
+  // The Codec says how large an item is (lib/codec.h's encoded_size).
+  static constexpr bool kSized = requires(const T& item) {
+    { Codec<T>::encoded_size(item) } -> std::convertible_to<std::size_t>;
+  };
   std::span<const T> items_;
   std::size_t chunksize_;
   std::size_t position_ = 0;

@@ -72,6 +72,21 @@ TEST_F(PoolTest, MapOfNonTrivialResults) {
   EXPECT_EQ(out[49], "item-49");
 }
 
+std::size_t length_of(const std::string& s) { return s.size(); }
+
+// Strings of many sizes (the empty one included) are encoded straight into
+// the task ring (Codec<std::string>::encoded_size) and arrive intact.
+TEST_F(PoolTest, ItemsOfVaryingSizeArriveIntact) {
+  Pool pool(options(2));
+  std::vector<std::string> items;
+  for (std::size_t i = 0; i < 300; ++i)
+    items.push_back(std::string(i * 37 % 1000, 'a' + i % 26));
+  std::vector<std::size_t> expected;
+  for (const auto& s : items) expected.push_back(s.size());
+  for (std::size_t chunksize : {1, 7, 64, 300})
+    EXPECT_EQ(pool.map(length_of, items, chunksize), expected) << chunksize;
+}
+
 TEST_F(PoolTest, MapIntoWritesTheCallersBuffer) {
   Pool pool(options(2));
   const auto items = iota(1000);
