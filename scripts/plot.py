@@ -73,10 +73,13 @@ PRETTY = {
     "RawRingThroughput": "raw ring", "RawRingPingPong": "raw ring",
     "SpscRingThroughput": "SpscRing", "SpscRingPingPong": "SpscRing",
     "SpscRingLoanThroughput": "SpscRing loan",
+    "QueueMpmcThroughput": "Queue, 2 producers 2 consumers",
+    "RingChannelLoanThroughput": "RingChannel loan",
     "ForkExitWait": "fork + _exit + waitpid", "Vfork": "vfork",
     "PosixSpawn": "posix_spawn (/bin/true)", "ProcessStartJoin": "mp::Process start+join",
     "PoolMap": "Pool.map", "PoolImapUnordered": "Pool.imap_unordered",
     "ForkMap": "fork per chunk", "ThreadPoolMap": "thread pool",
+    "PoolMapInto": "Pool.map_into", "RawRingPoolMap": "raw ring pool",
 }
 # What the Python reference's benchmark of a family is, where the C++ label
 # would be wrong for it (CPython has no mp::Process).

@@ -202,40 +202,58 @@ def _has_counter(run, names, counter):
 def table_process(run) -> Table | None:
     fams = {f: v for f, v in _families(run).items()
             if any(n.arg("rss_mib") is not None for n, _ in v)
-            and all({k for k, _ in n.args} <= {"rss_mib"} for n, _ in v)}
+            and all({k for k, _ in n.args} <= {"rss_mib", "start"} for n, _ in v)}
     if not fams:
         return None
     order = _family_order(fams)
     rss_values = sorted({n.arg("rss_mib") for v in fams.values() for n, _ in v},
                         key=lambda x: (x is not None, float(x) if x else 0))
-    ratios = []
+    # One column per family and start method (mp::Process under fork,
+    # forkserver, spawn); "start:M/" comes before "rss_mib:N" in the name.
+    columns = []
     for f in order:
+        starts = sorted({n.arg("start") for n, _ in fams[f]},
+                        key=lambda x: (x is not None, x or ""))
+        for st in starts:
+            label = pretty(f) + (f" ({st})" if st else "")
+            columns.append((f, st, label))
+
+    def name(f, st, rss):
+        return ("BM_" + f + (f"/start:{st}" if st else "")
+                + (f"/rss_mib:{rss}" if rss is not None else ""))
+
+    ratios = []
+    for f, st, label in columns:
+        # A fork-based reference says what fork-based starts add to it; the
+        # other start methods are compared in their own columns.
+        if st not in (None, "fork"):
+            continue
         rule = references.rule_for("BM_" + f)
         if rule and rule.refs and rule.refs[0].family in fams:
-            ratios.append((f, rule.refs[0].family))
-    header = ["parent RSS"] + [pretty(f) for f in order] + [
-        f"{pretty(f)} / {pretty(r)}" for f, r in ratios]
+            r = rule.refs[0].family
+            ratios.append((f, st, label, r))
+    header = ["parent RSS"] + [label for _, _, label in columns] + [
+        f"{label} / {pretty(r)}" for _, _, label, r in ratios]
     rows, names = [], set()
     for rss in rss_values:
         row = ["(plain)" if rss is None else f"{rss} MiB"]
-        for f in order:
-            nm = "BM_" + f + (f"/rss_mib:{rss}" if rss is not None else "")
+        for f, st, _ in columns:
+            nm = name(f, st, rss)
             row.append(fmt_ns(med(run, nm)) if run.has(nm) else "")
             if run.has(nm):
                 names.add(nm)
-        for f, r in ratios:
-            suffix = f"/rss_mib:{rss}" if rss is not None else ""
-            a, b = med(run, f"BM_{f}{suffix}"), med(run, f"BM_{r}{suffix}")
+        for f, st, _, r in ratios:
+            a, b = med(run, name(f, st, rss)), med(run, name(r, None, rss))
             row.append(fmt_ratio(a / b) if a and b else "")
         rows.append(row)
     notes = ["Median time to create and reap one child (real time)."]
-    for f, r in ratios:
-        vals = [med(run, f"BM_{f}{s}") / med(run, f"BM_{r}{s}")
-                for s in [""] + [f"/rss_mib:{x}" for x in rss_values if x is not None]
-                if med(run, f"BM_{f}{s}") and med(run, f"BM_{r}{s}")]
+    for f, st, label, r in ratios:
+        vals = [med(run, name(f, st, x)) / med(run, name(r, None, x))
+                for x in rss_values
+                if med(run, name(f, st, x)) and med(run, name(r, None, x))]
         g = gbench.geomean(vals)
         if g:
-            notes.append(f"Geometric mean of {pretty(f)} / {pretty(r)} over "
+            notes.append(f"Geometric mean of {label} / {pretty(r)} over "
                          f"{len(vals)} rows: {sig(g)}.")
     return Table("process", "What a process costs", header, rows, notes, names)
 
