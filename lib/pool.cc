@@ -488,6 +488,12 @@ int worker_loop(const WorkerEnv& env) {
   PoolShared* const shared = env.shared;
   SpscRing& tasks = *env.tasks;
   SpscRing& results = *env.results;
+  // The parent sleeps on shared->results for all its result rings: every
+  // publication of ours wakes it there, those the ring makes while it waits
+  // for room included (a frame that wraps the ring's end waits for the
+  // parent to read the padding before it, and the parent learns of that
+  // padding only from such a wake-up).
+  results.set_consumer_event(&shared->results);
   std::atomic<std::uint64_t>& taken = *env.taken;
   // Each chunk's results are published as the chunk ends, so that a worker
   // that dies loses only the chunk it runs; the parent is woken only if it

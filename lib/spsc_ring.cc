@@ -187,7 +187,9 @@ void SpscRing::publish() {
   if (write_ == published_) return;
   published_ = write_;
   SpscShared& s = shared();
-  publish_and_wake(s.tail, write_, s.data, light_fences(producer_fences_));
+  publish_and_wake(s.tail, write_,
+                   consumer_event_ != nullptr ? *consumer_event_ : s.data,
+                   light_fences(producer_fences_));
 }
 
 void SpscRing::flush() { publish(); }
@@ -397,6 +399,9 @@ void SpscRing::close() {
   publish();
   s.closed.exchange(1, std::memory_order_seq_cst);
   if (s.data.sleepers.load(std::memory_order_seq_cst) != 0) s.data.notify_all();
+  if (consumer_event_ != nullptr &&
+      consumer_event_->sleepers.load(std::memory_order_seq_cst) != 0)
+    consumer_event_->notify_all();
 }
 
 // --- Consumer

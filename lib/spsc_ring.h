@@ -202,6 +202,16 @@ class SpscRing {
 
   // Publishes every message written with Publish::kDeferred. Never blocks.
   void flush();
+  // Producer: wakes `event` (a SharedEvent in memory the consumer shares,
+  // at its address in this process) instead of the ring's own, for a
+  // consumer that sleeps on one event for several rings (lib/pool.cc). Every
+  // publication wakes it, those made inside a send or loan that waits for
+  // room included; that consumer must check readable() after announcing
+  // itself there (lib/spsc_ring.cc's protocol). Not owned; nullptr restores
+  // the ring's own. Call before producing.
+  void set_consumer_event(internal::SharedEvent* event) {
+    consumer_event_ = event;
+  }
   // Publishes what was written and ends the stream: the consumer drains it,
   // then sees nullopt; sends throw mp::ClosedError. Idempotent. An
   // outstanding loan is abandoned.
@@ -300,6 +310,7 @@ class SpscRing {
   std::uint64_t published_ = 0;
   std::uint64_t head_cache_ = 0;
   bool loaned_ = false;
+  internal::SharedEvent* consumer_event_ = nullptr;
   Fences producer_fences_;
   internal::PeerRegistration producer_registration_;
   // Consumer's side: next frame position, cached tail.
