@@ -299,7 +299,8 @@ class PoolCore {
   std::size_t round_robin = 0;
   bool closed = false;
   bool terminated = false;
-  std::string broken;  // why the pool cannot run work, if it cannot
+  bool source_ended = false;  // a dispatch found a job's source empty
+  std::string broken;         // why the pool cannot run work, if it cannot
   Clock::time_point last_health_check = Clock::now();
   // Rings of replaced workers, kept until no view into them can be held.
   std::vector<std::unique_ptr<SpscRing>> retired_rings;
@@ -900,6 +901,7 @@ bool PoolCore::fill(std::size_t index, std::size_t level, std::uint64_t items) {
       std::uint64_t first = 0, count = 0;
       if (!job->source->next(message, first, count)) {
         job->source_done = true;
+        source_ended = true;
         continue;
       }
       make_task(message.data(), first, count);
@@ -1207,7 +1209,12 @@ void PoolCore::check_health() {
 // deadline passed.
 bool PoolCore::pump(const Deadline& deadline) {
   retired_rings.clear();  // no view into them is held here
+  source_ended = false;
   dispatch();
+  // A source found empty only now may have finished the caller's job (its
+  // chunks all sent and answered): let the caller look before we wait for
+  // results that will not come.
+  if (source_ended) return true;
   if (Clock::now() - last_health_check > kHealthInterval) check_health();
   if (poll_results()) return true;
   // Spin on the rings, then sleep until a worker publishes: it wakes us
