@@ -375,9 +375,7 @@ class Pool {
   // larger of the two; 0 when that is not known before encoding.
   template <typename T, typename R>
   static constexpr std::size_t flat_bytes() {
-    if constexpr (std::is_trivially_copyable_v<T> &&
-                  std::is_trivially_copyable_v<R> && !std::is_same_v<T, bool> &&
-                  !std::is_same_v<R, bool>) {
+    if constexpr (internal::kFlat<T> && internal::kFlat<R>) {
       return std::max(sizeof(T), sizeof(R));
     } else {
       return 0;

@@ -251,7 +251,7 @@ template <typename R>
 void decode_into(void* out, std::uint64_t first, std::uint64_t count,
                  std::span<const std::byte> payload) {
   R* to = static_cast<R*>(out) + first;
-  if constexpr (std::is_trivially_copyable_v<R> && !std::is_same_v<R, bool>) {
+  if constexpr (kFlat<R>) {
     if (payload.size() != count * sizeof(R)) {
       throw DecodeError("Pool: a chunk of " + std::to_string(count) +
                         " results in " + std::to_string(payload.size()) +
