@@ -277,15 +277,10 @@ void Process::start() {
     table.mutex().unlock();
     throw;
   }
-  // Under the lock no mp reaper can collect the child, so the pid is ours.
-  // Without a pidfd (ENOSYS on old kernels; ESRCH: exited and reaped by the
-  // kernel already, SIGCHLD being ignored) waitpid alone tells.
-  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
   table.mutex().unlock();
   pid_ = pid;
   reaped_ = false;
   status_unavailable_ = false;
-  pidfd_.reset(pidfd);
 }
 
 pid_t Process::start_task(StartMethod method, pid_t parent) {
@@ -306,8 +301,6 @@ pid_t Process::start_task(StartMethod method, pid_t parent) {
     ::waitpid(pid, nullptr, 0);
     throw;
   }
-  // As for fork: the pidfd tells the child's exit whoever reaps it.
-  pidfd_.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   return pid;
 }
 
@@ -352,6 +345,22 @@ bool Process::poll(int flags) {
   internal::throw_os_error("waitpid", error, pid_context(pid_));
 }
 
+int Process::open_pidfd_locked() {
+  if (pidfd_) return 0;
+  Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0)));
+  if (!pidfd) return errno;  // ENOSYS before Linux 5.3; ESRCH: reaped
+  // The pid was ours while the child lived unreaped; a child reaped outside
+  // mp may have left it to a stranger, who is not our child.
+  siginfo_t info{};
+  if (::waitid(static_cast<idtype_t>(P_PIDFD), pidfd.get(), &info,
+               WEXITED | WNOHANG | WNOWAIT) == -1 &&
+      errno == ECHILD) {
+    return ECHILD;
+  }
+  pidfd_ = std::move(pidfd);
+  return 0;
+}
+
 bool Process::exited_per_pidfd() const {
   pollfd pfd{pidfd_.get(), POLLIN, 0};
   return internal::retry_on_eintr([&] { return ::poll(&pfd, 1, 0); }) > 0;
@@ -372,6 +381,7 @@ bool Process::join_for(std::chrono::nanoseconds timeout) {
     ChildTable& table = ChildTable::instance();
     std::lock_guard lock(table.mutex());
     if (collect_locked()) return true;
+    open_pidfd_locked();  // without one, the loop below polls
   }
   auto backoff = std::chrono::microseconds(50);
   for (;;) {
@@ -422,6 +432,9 @@ void Process::send_signal(int signal_number) {
   // be reused between the check and kill.
   std::lock_guard lock(ChildTable::instance().mutex());
   if (collect_locked()) return;
+  const int pidfd_error = open_pidfd_locked();
+  // Reaped outside mp (the pid may be a stranger's by now): nothing to stop.
+  if (pidfd_error == ESRCH || pidfd_error == ECHILD) return;
   if (pidfd_) {
     // A pidfd names our child even if someone else reaped it and its pid
     // was reused; ESRCH: it has exited, nothing to stop.

@@ -193,6 +193,30 @@ TEST_F(ProcessTest, ChildReapedBehindItsBackHasExitedWithNoStatus) {
   EXPECT_NO_THROW(p.terminate());  // nothing left to stop
 }
 
+// The pidfd is opened on first need; a child reaped behind the Process's back
+// before that need is seen as gone, and its pid (free for reuse) is never
+// signalled.
+TEST_F(ProcessTest, SignalAndTimedJoinAfterAReapBehindItsBack) {
+  Process p([] { return 3; });
+  p.start();
+  int status;
+  ASSERT_EQ(::waitpid(p.pid(), &status, 0), p.pid());
+  EXPECT_NO_THROW(p.kill());
+  bool joined = false;
+  EXPECT_NO_THROW(joined = p.join(1s));
+  EXPECT_TRUE(joined);
+  EXPECT_TRUE(p.exit_status_unavailable());
+
+  // Opened by a timed join while the child runs, the pidfd confirms the
+  // exit when someone else reaps it.
+  Process q([] { std::this_thread::sleep_for(30ms); });
+  q.start();
+  EXPECT_FALSE(q.join(1ms));
+  ASSERT_EQ(::waitpid(q.pid(), &status, 0), q.pid());
+  EXPECT_NO_THROW(q.join());
+  EXPECT_TRUE(q.exit_status_unavailable());
+}
+
 // A program that ignores SIGCHLD: the kernel reaps every child at once.
 TEST_F(ProcessTest, ExitcodeDoesNotThrowWhenSigchldIsIgnored) {
   struct sigaction ignore {
