@@ -27,11 +27,14 @@
 #include "lib/pool.h"
 
 #include <openssl/evp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <numeric>
 #include <stdexcept>
@@ -44,6 +47,7 @@
 #include "bench/ring_pool.h"
 #include "bench/workload.h"
 #include "benchmark/benchmark.h"
+#include "lib/error.h"
 #include "lib/fork_map.h"
 #include "lib/forkserver.h"
 #include "lib/start_method.h"
@@ -104,15 +108,40 @@ std::vector<std::int64_t> indices(std::size_t n) {
 }
 
 // --- Start methods
-// ------------------------------------------------------------ Registered ahead
-// of the workloads, so that they run first, while this process holds none of
-// the workloads' inputs: the fork server is started here, with no ballast, as a
-// program starts it at the top of main.
+// ------------------------------------------------------------ Rows run in
+// random order (scripts/bench interleaves them), so a row that forks from this
+// process (pool creation and teardown, the fork server's start) first sheds
+// what earlier rows left: the workloads' inputs and results, ballast, freed
+// heap. Otherwise "rss_mib:0" would copy the page tables of whatever the last
+// map row held (45 MiB after a map of 1,000,000 doubles: creation of a
+// 2-worker fork pool 170 us -> 830 us). Outside timing; `parent_rss_mib`
+// reports what this process holds while the row runs.
 
+void shed_parent_memory() {
+  release_workloads();
+  hold_ballast(0);
+}
+
+// This process's resident memory in MiB (/proc/self/statm).
+double resident_mib() {
+  std::FILE* statm = std::fopen("/proc/self/statm", "r");
+  if (statm == nullptr)
+    mp::internal::throw_os_error("fopen /proc/self/statm", errno);
+  long size = 0, resident = 0;
+  const int read = std::fscanf(statm, "%ld %ld", &size, &resident);
+  std::fclose(statm);
+  if (read != 2)
+    throw std::runtime_error("/proc/self/statm: unexpected format");
+  return static_cast<double>(resident) *
+         static_cast<double>(::sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0);
+}
+
+// The fork server is started with no ballast and no workload held, as a
+// program starts it at the top of main.
 bool small_fork_server(benchmark::State& state) {
   try {
     if (!ForkServer::running()) {
-      hold_ballast(0);
+      shed_parent_memory();
       ForkServer::start();
     }
     return true;
@@ -149,8 +178,11 @@ void PoolCreateStart(benchmark::State& state, StartMethod method) {
   PoolOptions options;
   options.workers = static_cast<int>(state.range(0));
   options.start = method;
+  double parent_mib = 0;
   try {
+    shed_parent_memory();
     hold_ballast(static_cast<std::size_t>(state.range(1)));
+    parent_mib = resident_mib();
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
     return;
@@ -162,6 +194,7 @@ void PoolCreateStart(benchmark::State& state, StartMethod method) {
   time_pool_creation(state, options);
   faults.report(state);
   hold_ballast(0);
+  state.counters["parent_rss_mib"] = parent_mib;
   state.SetItemsProcessed(state.iterations());
 }
 
@@ -304,7 +337,21 @@ BENCHMARK(BM_RawRingPoolMap)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 
+// A small parent, as for the start-method rows above; `parent_rss_mib` as
+// there.
+bool small_parent(benchmark::State& state) {
+  try {
+    shed_parent_memory();
+    state.counters["parent_rss_mib"] = resident_mib();
+    return true;
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+    return false;
+  }
+}
+
 void BM_PoolCreate(benchmark::State& state) {
+  if (!small_parent(state)) return;
   PoolOptions options;
   options.workers = static_cast<int>(state.range(0));
   mpbench::MinorFaults faults;
@@ -314,6 +361,7 @@ void BM_PoolCreate(benchmark::State& state) {
 }
 
 void BM_PoolTeardown(benchmark::State& state) {
+  if (!small_parent(state)) return;
   PoolOptions options;
   options.workers = static_cast<int>(state.range(0));
   mpbench::MinorFaults faults;

@@ -1,5 +1,7 @@
 #include "bench/workload.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <chrono>
 #include <exception>
@@ -97,11 +99,25 @@ void add(const std::string& name,
 
 }  // namespace
 
+namespace {
+
+std::vector<std::shared_ptr<Workload>>& registered_workloads() {
+  static std::vector<std::shared_ptr<Workload>> alive;
+  return alive;
+}
+
+}  // namespace
+
+void release_workloads() {
+  for (const std::shared_ptr<Workload>& w : registered_workloads())
+    w->release();
+  ::malloc_trim(0);
+}
+
 void register_workload(std::shared_ptr<Workload> workload,
                        const MapGrid& grid) {
   Workload* w = workload.get();
-  static std::vector<std::shared_ptr<Workload>> alive;
-  alive.push_back(std::move(workload));
+  registered_workloads().push_back(std::move(workload));
 
   for (std::size_t n : grid.items) {
     const std::string base = w->name() + "/items:" + std::to_string(n);

@@ -102,12 +102,21 @@ class Workload {
   // The last map's results equal the serial loop's (as a multiset when
   // !ordered).
   virtual bool verify(bool ordered) const = 0;
+  // Frees the items and results; the next prepare() makes them again.
+  virtual void release() = 0;
 };
 
 // Registers the serial, Pool, fork_map and thread-pool rows of `workload`
 // over `grid` (see the top of this file). The workload lives as long as the
 // process.
 void register_workload(std::shared_ptr<Workload> workload, const MapGrid& grid);
+
+// Releases every registered workload's items and results and hands the freed
+// heap back to the system (malloc_trim), so that a row which forks from this
+// process (BM_PoolCreate, BM_PoolTeardown) copies the page tables of a small
+// parent, whatever rows ran before it (rows run in random order). Outside
+// timing.
+void release_workloads();
 
 namespace workload_internal {
 template <auto Fn>
@@ -284,6 +293,13 @@ class WorkloadOf : public Workload {
   std::string name_;
   std::function<std::vector<T>(std::size_t)> make_items_;
   PoolOptions options_;
+  void release() override {
+    prepared_ = false;
+    std::vector<T>().swap(items_);
+    std::vector<R>().swap(results_);
+    std::vector<R>().swap(reference_);
+  }
+
   bool prepared_ = false;
   std::vector<T> items_;
   std::vector<R> results_;
