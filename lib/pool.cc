@@ -316,6 +316,7 @@ class PoolCore {
   int worker_main(std::size_t index);
   void dispatch();
   bool fill(std::size_t index, std::size_t level, std::uint64_t items);
+  std::uint64_t items_ahead_limit() const;
   bool pump(const Deadline& deadline);
   bool poll_results();
   bool results_waiting() const;
@@ -930,6 +931,29 @@ bool PoolCore::fill(std::size_t index, std::size_t level, std::uint64_t items) {
   return true;
 }
 
+// kItemsAhead, but no more than a worker's share of the items the calls
+// still have to run (in flight or not yet dealt), so that a call smaller
+// than that (1,024 SHA-512 items) is split over every worker instead of
+// queued behind the first: map of 1,024 SHA-512s at chunksize 1 ran on one
+// worker, slower than the serial loop.
+std::uint64_t PoolCore::items_ahead_limit() const {
+  std::uint64_t outstanding = 0;
+  std::uint64_t live = 0;
+  for (const Worker& w : workers) {
+    outstanding += w.items_ahead;
+    if (!w.retiring && !w.exiting) ++live;
+  }
+  for (const auto& [id, job] : jobs) {
+    if (job.failure || job.abandoned || job.source_done) continue;
+    const std::optional<std::uint64_t> left = job.source->items_left();
+    if (!left) return kItemsAhead;  // a source of unknown length
+    outstanding += *left + (job.staged ? job.staged_task.count : 0);
+  }
+  if (live == 0) return kItemsAhead;
+  return std::clamp<std::uint64_t>((outstanding + live - 1) / live, 1,
+                                   kItemsAhead);
+}
+
 // Deals chunks out one per worker per round, up to `prefetch` each, so a
 // call of a few chunks spreads over every worker instead of queueing
 // behind the first one; then publishes each ring's new chunks at once.
@@ -945,10 +969,11 @@ void PoolCore::dispatch() {
         if (!fill(index, level, 0)) return;
       }
     }
+    const std::uint64_t ahead = items_ahead_limit();
     for (std::size_t k = 0; k < workers.size(); ++k) {
       const std::size_t index = (round_robin + k) % workers.size();
       if (workers[index].retiring || workers[index].exiting) continue;
-      if (!fill(index, SIZE_MAX, kItemsAhead)) return;
+      if (!fill(index, SIZE_MAX, ahead)) return;
     }
   }();
   round_robin = (round_robin + 1) % workers.size();

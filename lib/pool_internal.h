@@ -176,6 +176,10 @@ class ChunkSource {
                          std::uint64_t& count) {
     (void)out, (void)first_item, (void)count;
   }
+  // Items not yet taken into a chunk, when known.
+  virtual std::optional<std::uint64_t> items_left() const {
+    return std::nullopt;
+  }
 };
 
 template <typename T>
@@ -194,6 +198,9 @@ class SpanSource final : public ChunkSource {
     count = n;
     position_ += n;
     return true;
+  }
+  std::optional<std::uint64_t> items_left() const override {
+    return items_.size() - position_;
   }
   std::optional<std::size_t> next_size() const override {
     if (position_ >= items_.size()) return std::nullopt;

@@ -9,6 +9,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <numeric>
 #include <set>
 #include <stdexcept>
@@ -61,6 +62,21 @@ TEST_F(PoolTest, MapPreservesOrderForEveryChunksize) {
               serial_map(twice, std::span(items)))
         << "chunksize " << chunksize;
   }
+}
+
+std::int64_t worker_pid(const std::int64_t&) { return ::getpid(); }
+
+// A call smaller than the items a worker may queue is split over every
+// worker, not queued behind the first (which ran a map of slow items on one
+// worker only).
+TEST_F(PoolTest, SmallCallIsSplitOverEveryWorker) {
+  Pool pool(options(2));
+  const std::vector<std::int64_t> pids = pool.map(worker_pid, iota(400), 1);
+  std::map<std::int64_t, int> per_worker;
+  for (std::int64_t pid : pids) ++per_worker[pid];
+  ASSERT_EQ(per_worker.size(), 2u);
+  for (const auto& [pid, count] : per_worker)
+    EXPECT_GE(count, 100) << "worker " << pid;
 }
 
 TEST_F(PoolTest, MapOfNonTrivialResults) {
