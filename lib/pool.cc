@@ -54,6 +54,9 @@ constexpr std::uint64_t kItemsAhead = 2048;
 // kPublishEvery chunks and kPublishAfter.
 constexpr std::uint64_t kPublishEvery = 64;
 constexpr auto kPublishAfter = std::chrono::microseconds(20);
+// Items a frame of several small chunks carries at most (see
+// chunks_per_frame).
+constexpr std::uint64_t kPackItems = 64;
 // A chunk at least this large is published as soon as it is in its ring.
 constexpr std::size_t kPublishAtOnceBytes = 64 << 10;
 // How long an idle worker waits for a task before it looks at its stop flags.
@@ -72,6 +75,13 @@ struct TaskHeader {
   // (the worker reserves them in its result ring and fn writes them there),
   // kUnknownSize when they are encoded as they come.
   std::uint64_t result_bytes;
+  // Items per chunk: a frame may carry several consecutive chunks of one
+  // call (see fill()); the worker runs them one by one, telling its slot
+  // which one runs. At least `count` when the frame is one chunk.
+  std::uint64_t chunk_items;
+  // Bytes of one item when the frame carries several chunks (items travel
+  // as their object bytes then), else 0.
+  std::uint64_t item_bytes;
 };
 constexpr std::uint64_t kUnknownSize = ~std::uint64_t{0};
 
@@ -99,6 +109,9 @@ struct ResultHeader {
 // the ring (moved to its replacement). On its own cache line.
 struct alignas(64) WorkerSlot {
   std::atomic<std::uint64_t> taken{0};
+  // Which chunk of its current task's frame the worker runs (0 for a frame
+  // of one chunk): read once the worker has died, to name the chunk lost.
+  std::atomic<std::uint64_t> running_chunk{0};
 };
 
 // Shared between the parent and the workers; `workers` WorkerSlots follow.
@@ -126,7 +139,7 @@ struct WorkerEnv {
   SpscRing* tasks = nullptr;
   SpscRing* results = nullptr;
   PoolShared* shared = nullptr;
-  std::atomic<std::uint64_t>* taken = nullptr;
+  WorkerSlot* slot = nullptr;
   std::size_t max_tasks_per_child = 0;
   const std::function<void()>* initializer = nullptr;  // fork
   void (*initializer_function)() = nullptr;            // forkserver, spawn
@@ -173,9 +186,11 @@ std::string describe_exit(std::optional<int> exitcode) {
 
 struct Task {
   std::uint64_t job;
-  std::uint64_t chunk;
+  std::uint64_t chunk;  // the first of its frame's chunks
   std::uint64_t first_item;
   std::uint64_t count;
+  std::uint64_t chunks;       // in its frame
+  std::uint64_t chunk_items;  // items per chunk (the last may hold fewer)
   std::uint64_t seq;
   std::size_t worker;
   std::uint64_t position;  // index among the tasks put into the worker's ring
@@ -185,6 +200,17 @@ struct Task {
   const std::byte* message;
   std::size_t bytes;
 };
+
+// "chunk 3 (items 12..15)", or "chunks 0..63 (items 0..63)" for a frame of
+// several.
+std::string describe_chunks(const Task& task) {
+  std::string chunks = task.chunks > 1
+                           ? "chunks " + std::to_string(task.chunk) + ".." +
+                                 std::to_string(task.chunk + task.chunks - 1)
+                           : "chunk " + std::to_string(task.chunk);
+  return chunks + " (items " + std::to_string(task.first_item) + ".." +
+         std::to_string(task.first_item + task.count - 1) + ")";
+}
 
 // The tasks put into one worker's ring and not yet completed, oldest first:
 // a ring buffer that keeps its storage, so that steady traffic allocates
@@ -315,7 +341,10 @@ class PoolCore {
   void start_worker(std::size_t index);
   int worker_main(std::size_t index);
   void dispatch();
-  bool fill(std::size_t index, std::size_t level, std::uint64_t items);
+  bool fill(std::size_t index, std::size_t level, std::uint64_t items,
+            std::uint64_t share);
+  std::uint64_t chunks_per_frame(const Job& job, const Worker& w,
+                                 std::uint64_t items) const;
   std::uint64_t items_ahead_limit() const;
   bool pump(const Deadline& deadline);
   bool poll_results();
@@ -325,8 +354,10 @@ class PoolCore {
   void handle_result(std::size_t index, std::span<const std::byte> message);
   void check_health();
   void handle_exit(std::size_t index);
+  // `running`: which chunk of the task's frame was running, when known.
   void lose(const Task& task, const std::string& worker, const char* when,
-            const char* replaced);
+            const char* replaced,
+            std::optional<std::uint64_t> running = std::nullopt);
   void complete_task(const Task& task);
   void fail_job(Job& job, std::exception_ptr error);
   void fail_all(const std::string& why);
@@ -392,6 +423,7 @@ void PoolCore::make_rings(std::size_t index) {
   w.puts = 0;
   w.unflushed = false;
   slot(index).taken.store(0, std::memory_order_relaxed);
+  slot(index).running_chunk.store(0, std::memory_order_relaxed);
 }
 
 // What a worker that is not a fork of this process needs to find its pool:
@@ -471,7 +503,7 @@ int PoolCore::worker_main(std::size_t index) {
   env.tasks = workers[index].tasks.get();
   env.results = workers[index].results.get();
   env.shared = shared;
-  env.taken = &slot(index).taken;
+  env.slot = &slot(index);
   env.max_tasks_per_child = options.max_tasks_per_child;
   env.initializer = &options.initializer;
   return worker_loop(env);
@@ -496,7 +528,8 @@ int worker_loop(const WorkerEnv& env) {
   // parent to read the padding before it, and the parent learns of that
   // padding only from such a wake-up).
   results.set_consumer_event(&shared->results);
-  std::atomic<std::uint64_t>& taken = *env.taken;
+  std::atomic<std::uint64_t>& taken = env.slot->taken;
+  std::atomic<std::uint64_t>& running_chunk = env.slot->running_chunk;
   // Each chunk's results are published as the chunk ends, so that a worker
   // that dies loses only the chunk it runs; the parent is woken only if it
   // has announced that it sleeps (lib/spsc_ring.cc's protocol: its
@@ -551,6 +584,7 @@ int worker_loop(const WorkerEnv& env) {
     ChunkFailure failure;
     std::uint64_t done = 0;
     const auto run = [&](SpscRing::View& task) {
+      running_chunk.store(0, std::memory_order_relaxed);
       taken.store(done + 1, std::memory_order_release);
       // The gate's test build stretches a chunk's work and its report.
       [[maybe_unused]] const InjectedSlowdown<Primitive::kPool> slowdown;
@@ -565,6 +599,37 @@ int worker_loop(const WorkerEnv& env) {
         invoker_address = code_address(header.invoker);
       }
       const auto invoker = reinterpret_cast<Invoker>(invoker_address);
+      // A frame of several chunks runs chunk by chunk, so that the parent
+      // can name the one that was running if this worker dies.
+      const auto invoke = [&](std::byte* flat_out) {
+        if (header.item_bytes == 0 || header.chunk_items >= header.count ||
+            flat_out == nullptr) {
+          return invoker(fn, items, header.count, flat_out, out, failure);
+        }
+        if (header.chunk_items == 0 ||
+            items.size() != header.count * header.item_bytes ||
+            header.result_bytes % header.count != 0) {
+          failure = {0, "the worker received a malformed task"};
+          return false;
+        }
+        const std::uint64_t result_item_bytes =
+            header.result_bytes / header.count;
+        std::uint64_t chunk = 0;
+        for (std::uint64_t first = 0; first < header.count;
+             first += header.chunk_items, ++chunk) {
+          running_chunk.store(chunk, std::memory_order_relaxed);
+          const std::uint64_t n =
+              std::min(header.chunk_items, header.count - first);
+          if (!invoker(fn,
+                       items.subspan(first * header.item_bytes,
+                                     n * header.item_bytes),
+                       n, flat_out + first * result_item_bytes, out, failure)) {
+            failure.item += first;
+            return false;
+          }
+        }
+        return true;
+      };
       bool ok = false;
       if (fn == nullptr || invoker_address == nullptr) {
         task.release();
@@ -580,8 +645,7 @@ int worker_loop(const WorkerEnv& env) {
           publish();  // the parent makes room only for what it sees
           loan.emplace(results.loan(bytes));
         }
-        ok = invoker(fn, items, header.count,
-                     loan->data() + sizeof(ResultHeader), out, failure);
+        ok = invoke(loan->data() + sizeof(ResultHeader));
         task.release();
         if (ok) {
           const ResultHeader done_header{ResultKind::kResults,
@@ -591,7 +655,7 @@ int worker_loop(const WorkerEnv& env) {
           loan->commit(Publish::kDeferred);
         }
       } else {
-        ok = invoker(fn, items, header.count, nullptr, out, failure);
+        ok = invoke(nullptr);
         task.release();
         if (ok) report(ResultKind::kResults, header.seq, 0, out);
       }
@@ -723,9 +787,8 @@ int pool_worker_task(std::string_view bytes) {
   env.tasks = &tasks;
   env.results = &results;
   env.shared = static_cast<PoolShared*>(control.data());
-  env.taken = &reinterpret_cast<WorkerSlot*>(control.bytes() +
-                                             kSlotsOffset)[argument.index]
-                   .taken;
+  env.slot = &reinterpret_cast<WorkerSlot*>(control.bytes() +
+                                            kSlotsOffset)[argument.index];
   env.max_tasks_per_child = argument.max_tasks_per_child;
   env.code_handles = true;
   if (argument.has_initializer) {
@@ -827,10 +890,37 @@ void PoolCore::fail_all(const std::string& why) {
     fail_job(job, std::make_exception_ptr(PoolError("Pool: " + why)));
 }
 
+// How many chunks of `job` the next frame for worker `w` carries. Several
+// consecutive chunks dealt to one worker in one pass travel in one frame
+// when that changes nothing a caller can see: a map (its results go
+// straight to their place; it fails as a whole) of items and results that
+// travel as their object bytes, with no max_tasks_per_child (which counts
+// chunks). The worker still runs them chunk by chunk (an error or its death
+// names the exact chunk); the frame's header, its hand-off and its
+// bookkeeping are paid once per kPackItems items instead of once per chunk.
+// No more than `share` (items_ahead_limit()) minus what the worker holds, so
+// that a small call is still split over every worker, and a frame and its
+// results take at most a quarter of their rings.
+std::uint64_t PoolCore::chunks_per_frame(const Job& job, const Worker& w,
+                                         std::uint64_t items) const {
+  const std::uint64_t item_bytes = job.source->flat_item_bytes();
+  if (job.sink == nullptr || job.result_bytes == 0 || item_bytes == 0 ||
+      options.max_tasks_per_child != 0)
+    return 1;
+  std::uint64_t room = kPackItems;
+  if (items != 0 && items > w.items_ahead)
+    room = std::min(room, items - w.items_ahead);
+  room = std::min({room, w.tasks->max_message() / 4 / item_bytes,
+                   w.results->max_message() / 4 / job.result_bytes});
+  return std::max<std::uint64_t>(1, room / job.source->chunksize());
+}
+
 // Puts chunks into worker `index`'s ring until it holds `level` of them
 // or, with `items`, until they hold that many items (unpublished:
-// dispatch() flushes). Returns false when no job has a chunk to give.
-bool PoolCore::fill(std::size_t index, std::size_t level, std::uint64_t items) {
+// dispatch() flushes); frames of several chunks hold no more than `share`
+// (see chunks_per_frame). Returns false when no job has a chunk to give.
+bool PoolCore::fill(std::size_t index, std::size_t level, std::uint64_t items,
+                    std::uint64_t share) {
   Worker& w = workers[index];
   while (w.in_flight.size() < level && (items == 0 || w.items_ahead < items)) {
     Job* job = nullptr;
@@ -873,28 +963,49 @@ bool PoolCore::fill(std::size_t index, std::size_t level, std::uint64_t items) {
       job->staged = false;
     };
     const auto make_task = [&](std::byte* at, std::uint64_t first,
-                               std::uint64_t count) {
+                               std::uint64_t count, std::uint64_t chunks,
+                               std::uint64_t item_bytes) {
+      const std::uint64_t chunk_items =
+          chunks > 1 ? job->source->chunksize() : count;
       const TaskHeader header{
-          next_seq, count, reinterpret_cast<std::uint64_t>(job->invoker),
+          next_seq,
+          count,
+          reinterpret_cast<std::uint64_t>(job->invoker),
           reinterpret_cast<std::uint64_t>(job->fn),
-          job->result_bytes != 0 ? count * job->result_bytes : kUnknownSize};
+          job->result_bytes != 0 ? count * job->result_bytes : kUnknownSize,
+          chunk_items,
+          chunks > 1 ? item_bytes : 0};
       std::memcpy(at, &header, sizeof header);
-      job->staged_task = Task{
-          job_id, job->chunks_made++, first, count, next_seq, index, 0, nullptr,
-          0};
+      const std::uint64_t frame_chunks =
+          (count + chunk_items - 1) / chunk_items;
+      job->staged_task = Task{job_id,
+                              job->chunks_made,
+                              first,
+                              count,
+                              frame_chunks,
+                              chunk_items,
+                              next_seq,
+                              index,
+                              0,
+                              nullptr,
+                              0};
+      job->chunks_made += frame_chunks;
       ++next_seq;
     };
     std::vector<std::byte>& message = job->staged_message;
     if (!job->staged) {
+      const std::uint64_t chunks = chunks_per_frame(*job, w, share);
       // Items of a known encoded size are encoded straight into the ring.
-      const std::optional<std::size_t> direct = job->source->next_size();
+      const std::optional<std::size_t> direct = job->source->next_size(chunks);
       if (direct && sizeof(TaskHeader) + *direct <= w.tasks->max_message()) {
         std::optional<SpscRing::Loan> loan =
             w.tasks->try_loan(sizeof(TaskHeader) + *direct);
         if (!loan) return true;  // this worker's ring is full for now
         std::uint64_t first = 0, count = 0;
-        job->source->next_into(loan->data() + sizeof(TaskHeader), first, count);
-        make_task(loan->data(), first, count);
+        job->source->next_into(loan->data() + sizeof(TaskHeader), chunks, first,
+                               count);
+        make_task(loan->data(), first, count, chunks,
+                  job->source->flat_item_bytes());
         put(*loan);
         continue;
       }
@@ -905,7 +1016,7 @@ bool PoolCore::fill(std::size_t index, std::size_t level, std::uint64_t items) {
         source_ended = true;
         continue;
       }
-      make_task(message.data(), first, count);
+      make_task(message.data(), first, count, 1, 0);
       job->staged = true;
     }
     if (message.size() > w.tasks->max_message()) {
@@ -962,18 +1073,18 @@ void PoolCore::dispatch() {
       shared->stop.load(std::memory_order_relaxed))
     return;
   [&] {
+    const std::uint64_t ahead = items_ahead_limit();
     for (std::size_t level = 1; level <= options.prefetch; ++level) {
       for (std::size_t k = 0; k < workers.size(); ++k) {
         const std::size_t index = (round_robin + k) % workers.size();
         if (workers[index].retiring || workers[index].exiting) continue;
-        if (!fill(index, level, 0)) return;
+        if (!fill(index, level, 0, ahead)) return;
       }
     }
-    const std::uint64_t ahead = items_ahead_limit();
     for (std::size_t k = 0; k < workers.size(); ++k) {
       const std::size_t index = (round_robin + k) % workers.size();
       if (workers[index].retiring || workers[index].exiting) continue;
-      if (!fill(index, SIZE_MAX, ahead)) return;
+      if (!fill(index, SIZE_MAX, ahead, ahead)) return;
     }
   }();
   round_robin = (round_robin + 1) % workers.size();
@@ -1049,19 +1160,16 @@ void PoolCore::handle_result(std::size_t index,
   }
   if (job.failure) return;
   if (header.kind == ResultKind::kTooLong) {
-    fail_job(
-        job,
-        std::make_exception_ptr(MessageTooLong(
-            "Pool: the results of chunk " + std::to_string(task.chunk) +
-                " (items " + std::to_string(task.first_item) + ".." +
-                std::to_string(task.first_item + task.count - 1) + ") of " +
-                job.name + " take " + std::to_string(header.detail) +
-                " bytes, more than one message of the result queue "
-                "holds (" +
-                std::to_string(header.limit) +
-                " bytes): raise PoolOptions::result_queue_bytes or lower "
-                "chunksize",
-            header.detail, header.limit)));
+    fail_job(job,
+             std::make_exception_ptr(MessageTooLong(
+                 "Pool: the results of " + describe_chunks(task) + " of " +
+                     job.name + " take " + std::to_string(header.detail) +
+                     " bytes, more than one message of the result queue "
+                     "holds (" +
+                     std::to_string(header.limit) +
+                     " bytes): raise PoolOptions::result_queue_bytes or lower "
+                     "chunksize",
+                 header.detail, header.limit)));
     return;
   }
   if (header.kind == ResultKind::kError) {
@@ -1070,7 +1178,8 @@ void PoolCore::handle_result(std::size_t index,
         job,
         std::make_exception_ptr(TaskError(
             "Pool: item " + std::to_string(item) + " (chunk " +
-                std::to_string(task.chunk) + " of " + job.name + ") raised: " +
+                std::to_string(task.chunk + header.detail / task.chunk_items) +
+                " of " + job.name + ") raised: " +
                 std::string(reinterpret_cast<const char*>(payload.data()),
                             payload.size()),
             item)));
@@ -1129,21 +1238,28 @@ bool PoolCore::results_waiting() const {
 // Fails the job whose chunk `task` is: "Pool: worker pid <worker> <when>
 // chunk ... of call #n; <replaced>".
 void PoolCore::lose(const Task& task, const std::string& worker,
-                    const char* when, const char* replaced) {
+                    const char* when, const char* replaced,
+                    std::optional<std::uint64_t> running) {
   workers[task.worker].items_ahead -= task.count;
   complete_task(task);
   auto job_it = jobs.find(task.job);
   if (job_it == jobs.end() || job_it->second.failure ||
       job_it->second.abandoned)
     return;
-  fail_job(job_it->second,
-           std::make_exception_ptr(WorkerLost(
-               "Pool: worker pid " + worker + " " + when + " chunk " +
-                   std::to_string(task.chunk) + " (items " +
-                   std::to_string(task.first_item) + ".." +
-                   std::to_string(task.first_item + task.count - 1) + ") of " +
-                   job_it->second.name + "; " + replaced,
-               task.first_item, task.count)));
+  // The chunk that was running, when the frame holds several.
+  Task named = task;
+  if (running && *running < task.chunks) {
+    named.chunk = task.chunk + *running;
+    named.first_item = task.first_item + *running * task.chunk_items;
+    named.count =
+        std::min(task.chunk_items, task.count - *running * task.chunk_items);
+    named.chunks = 1;
+  }
+  fail_job(job_it->second, std::make_exception_ptr(WorkerLost(
+                               "Pool: worker pid " + worker + " " + when + " " +
+                                   describe_chunks(named) + " of " +
+                                   job_it->second.name + "; " + replaced,
+                               named.first_item, named.count)));
 }
 
 // A worker has exited (or announced that it is retiring): collect what it
@@ -1183,7 +1299,8 @@ void PoolCore::handle_exit(std::size_t index) {
     if (w.in_flight[i].position + 1 != taken) continue;
     const Task task = w.in_flight[i];
     w.in_flight.erase(i);
-    lose(task, worker, "while running", fate);
+    lose(task, worker, "while running", fate,
+         slot(index).running_chunk.load(std::memory_order_relaxed));
     break;
   }
   while (!w.in_flight.empty() && w.in_flight.front().position < taken) {

@@ -25,7 +25,13 @@
 // Data: each chunk of `chunksize` items travels as one message to a worker
 // (encoded with mp::Codec, written in place into that worker's task ring)
 // and its results come back as one message in the worker's result ring,
-// read in place. The rings are reused lap after lap: a busy pool makes no
+// read in place. Small chunks of a map (or map_into) whose items and results
+// travel as their object bytes go together: the consecutive chunks dealt to
+// one worker in one pass share one message of up to 64 items, unless
+// max_tasks_per_child is set; the worker still runs them chunk by chunk, and
+// an error or its death names the exact chunk. Chunksize 1 then costs about
+// what chunksize 64 does (a map of 10,000 doubles on 2 workers: 859 -> 99
+// us, Intel Xeon VM). The rings are reused lap after lap: a busy pool makes no
 // system call and, once the rings have been round once, touches no new
 // page (map_into also writes into the caller's buffer; map makes a fresh
 // vector, as Python's does). A pool

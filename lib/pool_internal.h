@@ -167,15 +167,25 @@ class ChunkSource {
   // Appends the next chunk's encoded items to `out`; false when none is left.
   virtual bool next(std::vector<std::byte>& out, std::uint64_t& first_item,
                     std::uint64_t& count) = 0;
-  // The next chunk's encoded size when it is known without encoding it
-  // (trivially copyable items), so that it can be encoded in place; nullopt
-  // otherwise or when none is left.
-  virtual std::optional<std::size_t> next_size() const { return std::nullopt; }
-  // Encodes the next chunk, of next_size() bytes, at `out`.
-  virtual void next_into(std::byte* out, std::uint64_t& first_item,
-                         std::uint64_t& count) {
-    (void)out, (void)first_item, (void)count;
+  // The encoded size of the next `chunks` chunks (fewer when fewer are
+  // left) when it is known without encoding them (items whose Codec knows
+  // their size), so that they can be encoded in place; nullopt otherwise or
+  // when none is left. More than one chunk only for flat_item_bytes() != 0.
+  virtual std::optional<std::size_t> next_size(std::uint64_t chunks) const {
+    (void)chunks;
+    return std::nullopt;
   }
+  // Encodes those chunks, next_size(chunks) bytes, at `out`; `count` items
+  // from `first_item`.
+  virtual void next_into(std::byte* out, std::uint64_t chunks,
+                         std::uint64_t& first_item, std::uint64_t& count) {
+    (void)out, (void)chunks, (void)first_item, (void)count;
+  }
+  // Items per chunk (the last chunk may hold fewer).
+  virtual std::uint64_t chunksize() const = 0;
+  // The bytes of one item when items travel as their object bytes (so that
+  // a frame of several chunks can be cut into chunks), else 0.
+  virtual std::size_t flat_item_bytes() const { return 0; }
   // Items not yet taken into a chunk, when known.
   virtual std::optional<std::uint64_t> items_left() const {
     return std::nullopt;
@@ -202,9 +212,11 @@ class SpanSource final : public ChunkSource {
   std::optional<std::uint64_t> items_left() const override {
     return items_.size() - position_;
   }
-  std::optional<std::size_t> next_size() const override {
+  std::uint64_t chunksize() const override { return chunksize_; }
+  std::size_t flat_item_bytes() const override { return kFlat ? sizeof(T) : 0; }
+  std::optional<std::size_t> next_size(std::uint64_t chunks) const override {
     if (position_ >= items_.size()) return std::nullopt;
-    const std::size_t n = std::min(chunksize_, items_.size() - position_);
+    const std::size_t n = items_in(chunks);
     if constexpr (kFlat) {
       return n * sizeof(T);
     } else if constexpr (kSized) {
@@ -216,9 +228,9 @@ class SpanSource final : public ChunkSource {
       return std::nullopt;
     }
   }
-  void next_into(std::byte* out, std::uint64_t& first_item,
-                 std::uint64_t& count) override {
-    const std::size_t n = std::min(chunksize_, items_.size() - position_);
+  void next_into(std::byte* out, std::uint64_t chunks,
+                 std::uint64_t& first_item, std::uint64_t& count) override {
+    const std::size_t n = items_in(chunks);
     if constexpr (kFlat) {
       std::memcpy(out, items_.data() + position_, n * sizeof(T));
     } else if constexpr (kSized) {
@@ -238,6 +250,11 @@ class SpanSource final : public ChunkSource {
   }
 
  private:
+  std::size_t items_in(std::uint64_t chunks) const {
+    return static_cast<std::size_t>(std::min<std::uint64_t>(
+        chunks * chunksize_, items_.size() - position_));
+  }
+
   static constexpr bool kFlat = internal::kFlat<T>;
   // The Codec says how large an item is (lib/codec.h's encoded_size).
   static constexpr bool kSized = requires(const T& item) {

@@ -79,6 +79,42 @@ TEST_F(PoolTest, SmallCallIsSplitOverEveryWorker) {
     EXPECT_GE(count, 100) << "worker " << pid;
 }
 
+std::int64_t fail_on_777(const std::int64_t& x) {
+  if (x == 777) throw std::runtime_error("777");
+  return x;
+}
+
+std::int64_t die_on_700(const std::int64_t& x) {
+  if (x == 700) ::raise(SIGKILL);
+  return x;
+}
+
+// Small chunks dealt to one worker travel together in one frame; an error
+// and a worker's death still name the exact chunk.
+TEST_F(PoolTest, SmallChunksTravelTogetherYetFailuresNameTheirChunk) {
+  Pool pool(options(2));
+  const auto items = iota(1000);
+  try {
+    pool.map(fail_on_777, items, 1);
+    FAIL() << "map must fail";
+  } catch (const TaskError& e) {
+    EXPECT_EQ(e.item_index(), 777u);
+    EXPECT_THAT(e.what(), HasSubstr("item 777 (chunk 777 of"));
+  }
+  try {
+    pool.map(die_on_700, items, 3);
+    FAIL() << "map must fail";
+  } catch (const WorkerLost& e) {
+    EXPECT_THAT(e.what(),
+                HasSubstr("while running chunk 233 (items 699..701)"));
+    EXPECT_EQ(e.first_item(), 699u);
+    EXPECT_EQ(e.count(), 3u);
+  }
+  std::vector<std::int64_t> out(items.size());
+  pool.map_into(twice, std::span(items), std::span(out), 1);
+  EXPECT_EQ(out, serial_map(twice, std::span(items)));
+}
+
 TEST_F(PoolTest, MapOfNonTrivialResults) {
   Pool pool(options(2));
   const auto items = iota(50);
