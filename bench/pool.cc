@@ -26,6 +26,7 @@
 
 #include "lib/pool.h"
 
+#include <malloc.h>
 #include <openssl/evp.h>
 #include <unistd.h>
 
@@ -111,14 +112,18 @@ std::vector<std::int64_t> indices(std::size_t n) {
 // ------------------------------------------------------------ Rows run in
 // random order (scripts/bench interleaves them), so a row that forks from this
 // process (pool creation and teardown, the fork server's start) first sheds
-// what earlier rows left: the workloads' inputs and results, ballast, freed
-// heap. Otherwise "rss_mib:0" would copy the page tables of whatever the last
-// map row held (45 MiB after a map of 1,000,000 doubles: creation of a
-// 2-worker fork pool 170 us -> 830 us). Outside timing; `parent_rss_mib`
-// reports what this process holds while the row runs.
+// what earlier rows left: the workloads' inputs and results, the SHA-512
+// buffers (64 MiB for 1,024 items; the next sha512 row makes them again before
+// its pool forks), ballast, freed heap. Otherwise "rss_mib:0" would copy the
+// page tables of whatever the last map row held (45 MiB after a map of
+// 1,000,000 doubles: creation of a 2-worker fork pool 170 us -> 830 us; 74 MiB
+// in a full run: 1.6 ms). Outside timing; `parent_rss_mib` reports what this
+// process holds while the row runs.
 
 void shed_parent_memory() {
   release_workloads();
+  std::vector<std::vector<std::uint8_t>>().swap(g_buffers);
+  ::malloc_trim(0);
   hold_ballast(0);
 }
 
