@@ -26,7 +26,6 @@
 
 #include "lib/pool.h"
 
-#include <malloc.h>
 #include <openssl/evp.h>
 #include <unistd.h>
 
@@ -121,9 +120,8 @@ std::vector<std::int64_t> indices(std::size_t n) {
 // process holds while the row runs.
 
 void shed_parent_memory() {
-  release_workloads();
   std::vector<std::vector<std::uint8_t>>().swap(g_buffers);
-  ::malloc_trim(0);
+  release_workloads();  // trims the heap, the buffers' included
   hold_ballast(0);
 }
 

@@ -189,7 +189,6 @@ struct Task {
   std::uint64_t chunk;  // the first of its frame's chunks
   std::uint64_t first_item;
   std::uint64_t count;
-  std::uint64_t chunks;       // in its frame
   std::uint64_t chunk_items;  // items per chunk (the last may hold fewer)
   std::uint64_t seq;
   std::size_t worker;
@@ -199,14 +198,19 @@ struct Task {
   // gets a copy.
   const std::byte* message;
   std::size_t bytes;
+
+  // Chunks in its frame.
+  std::uint64_t chunks() const {
+    return (count + chunk_items - 1) / chunk_items;
+  }
 };
 
 // "chunk 3 (items 12..15)", or "chunks 0..63 (items 0..63)" for a frame of
 // several.
 std::string describe_chunks(const Task& task) {
-  std::string chunks = task.chunks > 1
+  std::string chunks = task.chunks() > 1
                            ? "chunks " + std::to_string(task.chunk) + ".." +
-                                 std::to_string(task.chunk + task.chunks - 1)
+                                 std::to_string(task.chunk + task.chunks() - 1)
                            : "chunk " + std::to_string(task.chunk);
   return chunks + " (items " + std::to_string(task.first_item) + ".." +
          std::to_string(task.first_item + task.count - 1) + ")";
@@ -344,7 +348,7 @@ class PoolCore {
   bool fill(std::size_t index, std::size_t level, std::uint64_t items,
             std::uint64_t share);
   std::uint64_t chunks_per_frame(const Job& job, const Worker& w,
-                                 std::uint64_t items) const;
+                                 std::uint64_t share) const;
   std::uint64_t items_ahead_limit() const;
   bool pump(const Deadline& deadline);
   bool poll_results();
@@ -902,14 +906,13 @@ void PoolCore::fail_all(const std::string& why) {
 // that a small call is still split over every worker, and a frame and its
 // results take at most a quarter of their rings.
 std::uint64_t PoolCore::chunks_per_frame(const Job& job, const Worker& w,
-                                         std::uint64_t items) const {
+                                         std::uint64_t share) const {
   const std::uint64_t item_bytes = job.source->flat_item_bytes();
   if (job.sink == nullptr || job.result_bytes == 0 || item_bytes == 0 ||
       options.max_tasks_per_child != 0)
     return 1;
   std::uint64_t room = kPackItems;
-  if (items != 0 && items > w.items_ahead)
-    room = std::min(room, items - w.items_ahead);
+  if (share > w.items_ahead) room = std::min(room, share - w.items_ahead);
   room = std::min({room, w.tasks->max_message() / 4 / item_bytes,
                    w.results->max_message() / 4 / job.result_bytes});
   return std::max<std::uint64_t>(1, room / job.source->chunksize());
@@ -962,9 +965,9 @@ bool PoolCore::fill(std::size_t index, std::size_t level, std::uint64_t items,
       ++job->in_flight;
       job->staged = false;
     };
+    // `chunks`: how many chunks the frame carries (chunks_per_frame).
     const auto make_task = [&](std::byte* at, std::uint64_t first,
-                               std::uint64_t count, std::uint64_t chunks,
-                               std::uint64_t item_bytes) {
+                               std::uint64_t count, std::uint64_t chunks) {
       const std::uint64_t chunk_items =
           chunks > 1 ? job->source->chunksize() : count;
       const TaskHeader header{
@@ -974,22 +977,12 @@ bool PoolCore::fill(std::size_t index, std::size_t level, std::uint64_t items,
           reinterpret_cast<std::uint64_t>(job->fn),
           job->result_bytes != 0 ? count * job->result_bytes : kUnknownSize,
           chunk_items,
-          chunks > 1 ? item_bytes : 0};
+          chunks > 1 ? job->source->flat_item_bytes() : 0};
       std::memcpy(at, &header, sizeof header);
-      const std::uint64_t frame_chunks =
-          (count + chunk_items - 1) / chunk_items;
-      job->staged_task = Task{job_id,
-                              job->chunks_made,
-                              first,
-                              count,
-                              frame_chunks,
-                              chunk_items,
-                              next_seq,
-                              index,
-                              0,
-                              nullptr,
-                              0};
-      job->chunks_made += frame_chunks;
+      job->staged_task = Task{
+          job_id, job->chunks_made, first, count, chunk_items, next_seq, index,
+          0,      nullptr,          0};
+      job->chunks_made += job->staged_task.chunks();
       ++next_seq;
     };
     std::vector<std::byte>& message = job->staged_message;
@@ -1004,8 +997,7 @@ bool PoolCore::fill(std::size_t index, std::size_t level, std::uint64_t items,
         std::uint64_t first = 0, count = 0;
         job->source->next_into(loan->data() + sizeof(TaskHeader), chunks, first,
                                count);
-        make_task(loan->data(), first, count, chunks,
-                  job->source->flat_item_bytes());
+        make_task(loan->data(), first, count, chunks);
         put(*loan);
         continue;
       }
@@ -1016,7 +1008,7 @@ bool PoolCore::fill(std::size_t index, std::size_t level, std::uint64_t items,
         source_ended = true;
         continue;
       }
-      make_task(message.data(), first, count, 1, 0);
+      make_task(message.data(), first, count, 1);
       job->staged = true;
     }
     if (message.size() > w.tasks->max_message()) {
@@ -1248,12 +1240,12 @@ void PoolCore::lose(const Task& task, const std::string& worker,
     return;
   // The chunk that was running, when the frame holds several.
   Task named = task;
-  if (running && *running < task.chunks) {
+  if (running && *running < task.chunks()) {
     named.chunk = task.chunk + *running;
     named.first_item = task.first_item + *running * task.chunk_items;
     named.count =
         std::min(task.chunk_items, task.count - *running * task.chunk_items);
-    named.chunks = 1;
+    named.chunk_items = named.count;
   }
   fail_job(job_it->second, std::make_exception_ptr(WorkerLost(
                                "Pool: worker pid " + worker + " " + when + " " +
