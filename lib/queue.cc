@@ -308,6 +308,11 @@ Queue::Queue(QueueOptions options) : policy_(options.wait) {
   ring_size_ = ring_size;
   max_items_ =
       options.max_items == 0 ? internal::kCountMask : options.max_items;
+  // An eighth of the limits, so a producer waiting for its batch room
+  // (put_impl) sees it after a few publications.
+  publish_bytes_ = std::max<std::uint64_t>(
+      1, std::min<std::uint64_t>(internal::kBatchRoom, capacity_ / 8));
+  publish_items_ = std::max<std::uint32_t>(1, max_items_ / 8);
   q->peers.set_creator(internal::current_pid());
 }
 
@@ -345,8 +350,10 @@ Outcome Queue::put_impl(std::span<const std::byte> message,
   // on every message. So a producer that had to look at the consumers'
   // cursor waits first, for at most the policy's spin, for room for a batch
   // of records; past the spin (or when it cannot wait) any room will do.
+  // A policy that does not spin does not wait for a batch either.
+  const bool spins = policy_.spin.count() > 0;
   const std::uint64_t batch_need =
-      need <= capacity_ / 4
+      need <= capacity_ / 4 && spins
           ? need + std::min<std::uint64_t>(capacity_ / 4, internal::kBatchRoom)
           : need;
   bool waited = false, timed_out = false;
@@ -362,11 +369,18 @@ Outcome Queue::put_impl(std::span<const std::byte> message,
         q.put_side.peer_cache.load(std::memory_order_relaxed));
     bool room = fits(head, tail, need);
     if (!room) {
-      const std::uint64_t head_word = q.head.load(std::memory_order_acquire);
-      q.put_side.peer_cache.store(head_word, std::memory_order_relaxed);
-      head = internal::Cursor::unpack(head_word);
-      room = fits(head, tail, need) &&
-             (waited || fits(head, tail, batch_need) || deadline.passed());
+      // A producer that spins reads the batched copy first (QueueShared),
+      // and the consumers' own cursor only when that shows no room and it
+      // will not wait for a batch (it has waited, or it cannot). One that
+      // never spins polls nothing: the exact cursor gives it the most room.
+      const bool any_room = waited || batch_need == need || deadline.passed();
+      head = internal::load(spins ? q.head_batched : q.head);
+      room = fits(head, tail, any_room ? need : batch_need);
+      if (!room && any_room && spins) {
+        head = internal::load(q.head);
+        room = fits(head, tail, need);
+      }
+      q.put_side.peer_cache.store(head.pack(), std::memory_order_relaxed);
     }
     if (room) {
       const auto length = static_cast<std::uint32_t>(message.size());
@@ -390,14 +404,21 @@ Outcome Queue::put_impl(std::span<const std::byte> message,
     // Full: wait for room without the lock, so other producers' try_ forms
     // and timeouts are not held up, then try again (once more after the
     // deadline: the spin may have ended there with room for this message).
-    auto room_for = [&](std::uint64_t bytes) {
-      return fits(internal::load(q.head), internal::load(q.tail), bytes) ||
+    // Spinning polls the batched head (rarely written); sleeping needs the
+    // exact one too (the consumers wake sleepers after each get, not each
+    // batch), but only when the batched one shows no room.
+    auto room_for = [&](const std::atomic<std::uint64_t>& head,
+                        std::uint64_t bytes) {
+      return fits(internal::load(head), internal::load(q.tail), bytes) ||
              q.closed.load(std::memory_order_acquire) != 0;
     };
     waited = true;
     timed_out = !internal::wait_for_other_side(
         q.not_full, q.not_full_announced, policy_, deadline,
-        [&] { return room_for(batch_need); }, [&] { return room_for(need); },
+        [&] { return room_for(q.head_batched, batch_need); },
+        [&] {
+          return room_for(q.head_batched, need) || room_for(q.head, need);
+        },
         q.peers, PeerTable::kConsumer,
         [] {
           return "Queue::put: the queue is full and no process that could "
@@ -445,6 +466,15 @@ Outcome Queue::get_impl(const Deadline& deadline, Sink&& sink) {
       const internal::Cursor next =
           head.advanced(internal::kRecordHeader + length);
       q.head.store(next.pack(), std::memory_order_release);  // take
+      // Published to the producers' polling copy every publish_bytes_ or
+      // publish_items_, and when this side has caught up with what it knows
+      // of the producers (QueueShared).
+      const internal::Cursor batched = internal::load(q.head_batched);
+      if (next.pack() == tail_word ||
+          internal::bytes_between(batched, next) >= publish_bytes_ ||
+          internal::messages_between(batched, next) >= publish_items_) {
+        q.head_batched.store(next.pack(), std::memory_order_release);
+      }
       // The next records' lines, within what is published.
       const internal::Window ahead =
           internal::ahead_window(internal::kRecordHeader + length,

@@ -215,6 +215,9 @@ class Queue {
   std::uint64_t capacity_ = 0;
   std::uint64_t ring_size_ = 0;
   std::uint64_t max_items_ = 0;
+  // How far the consumers' cursor runs ahead of its batched copy at most.
+  std::uint64_t publish_bytes_ = 1;
+  std::uint32_t publish_items_ = 1;
   WaitPolicy policy_;
   internal::PeerRegistration registration_;
 };

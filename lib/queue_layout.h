@@ -32,12 +32,22 @@ struct QueueSide {
 // modulo 2^24, which bounds capacity at 2^39 bytes and a queue at 2^24 - 1
 // messages (differences stay exact). Producers write `tail`, consumers
 // `head`; each sits on its own cache line, as does each side's lock.
+//
+// The consumers also publish a copy of `head` in batches (`head_batched`:
+// after an eighth of the capacity or of max_items, at most 4 KiB, and
+// whenever they catch up with the producers). Producers that spin poll that
+// copy while they wait for room, so a waiting producer does not pull away
+// the line that consumers write on every get (which stalled each get for a
+// round trip between cores). It is never ahead of `head`: a producer that
+// reads it sees less room than there is, never more, and one that finds no
+// room there reads `head` itself before it sleeps or gives up.
 struct QueueShared {
   QueueSide put_side;  // producers: owner, cached head
   QueueSide get_side;  // consumers: owner, cached tail
 
   alignas(64) std::atomic<std::uint64_t> tail{0};  // producers' cursor
   alignas(64) std::atomic<std::uint64_t> head{0};  // consumers' cursor
+  alignas(64) std::atomic<std::uint64_t> head_batched{0};
   alignas(64) std::atomic<std::uint32_t> closed{0};
   alignas(64) std::atomic<std::uint32_t> done{0};  // task_done calls, mod 2^24
 

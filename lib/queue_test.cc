@@ -241,6 +241,35 @@ TEST_F(QueueTest, RoomForOneMessageIsEnoughForEveryPut) {
   EXPECT_FALSE(q.try_put_bytes(message));
 }
 
+// Consumers publish their cursor to spinning producers in batches
+// (QueueShared::head_batched); room that one get made and no batch has
+// published yet must still reach a producer in another process, whether it
+// spins, sleeps or tries. Here the consumer takes one message from a full
+// queue and then stops taking until the producer has put two more.
+TEST_F(QueueTest, RoomThatNoBatchHasPublishedReachesTheProducer) {
+  QueueOptions o = options(4096);
+  o.wait = WaitPolicy::spin_then_block(1ms);
+  Queue q(o);
+  Queue done(options());
+  const std::vector<std::byte> message(60, std::byte{1});
+  int queued = 0;
+  while (q.try_put_bytes(message)) ++queued;
+  ASSERT_GT(queued, 10);
+  Process consumer([&] {
+    std::vector<std::byte> buffer(64);
+    if (q.get_bytes_into(buffer) != 60u) _exit(1);
+    if (q.get_bytes_into(buffer) != 60u) _exit(1);
+    done.get<int>();  // holds back its next get until the puts are in
+  });
+  consumer.start();
+  EXPECT_NO_THROW(q.put_bytes(message, 10s));  // spins, then sleeps
+  while (!q.try_put_bytes(message)) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(q.qsize(), static_cast<std::size_t>(queued));
+  done.put(1);
+  consumer.join();
+  EXPECT_EQ(consumer.exitcode(), 0);
+}
+
 TEST_F(QueueTest, JoinableQueueJoinWaitsForEveryTaskDone) {
   JoinableQueue q(options());
   Mapping done_memory = Mapping::shared(sizeof(std::atomic<int>));

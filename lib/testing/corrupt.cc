@@ -17,6 +17,7 @@ void QueueTestAccess::overwrite(Queue& queue, std::uint64_t head_word,
   std::memcpy(ring.data, bytes.data(),
               std::min<std::size_t>(bytes.size(), ring.size));
   queue.shared().head.store(head_word);
+  queue.shared().head_batched.store(head_word);
   queue.shared().tail.store(tail_word);
   // Each side's cached copy of the other's cursor, as a side that had just
   // read them would hold it.
