@@ -350,12 +350,16 @@ Outcome Queue::put_impl(std::span<const std::byte> message,
   // on every message. So a producer that had to look at the consumers'
   // cursor waits first, for at most the policy's spin, for room for a batch
   // of records; past the spin (or when it cannot wait) any room will do.
-  // A policy that does not spin does not wait for a batch either.
-  const bool spins = policy_.spin.count() > 0;
   const std::uint64_t batch_need =
-      need <= capacity_ / 4 && spins
+      need <= capacity_ / 4
           ? need + std::min<std::uint64_t>(capacity_ / 4, internal::kBatchRoom)
           : need;
+  // The consumers' cursor that this producer polls: the batched copy when
+  // the policy spins (QueueShared), the exact one when it does not (then
+  // consumers keep no batched copy: the policy is the queue's, the same in
+  // every process).
+  const std::atomic<std::uint64_t>& polled =
+      policy_.spin.count() > 0 ? q.head_batched : q.head;
   bool waited = false, timed_out = false;
   for (;;) {
     if (q.closed.load(std::memory_order_acquire))
@@ -363,20 +367,19 @@ Outcome Queue::put_impl(std::span<const std::byte> message,
     internal::SideLock lock(q.put_side, policy_, deadline);
     if (!lock.locked()) return Outcome::kTimedOut;
     const internal::Cursor tail = internal::load(q.tail);
-    // The cached head first: the consumers' line is read only when it
+    // The cached head first: the consumers' lines are read only when it
     // shows no room.
     internal::Cursor head = internal::Cursor::unpack(
         q.put_side.peer_cache.load(std::memory_order_relaxed));
     bool room = fits(head, tail, need);
     if (!room) {
-      // A producer that spins reads the batched copy first (QueueShared),
-      // and the consumers' own cursor only when that shows no room and it
-      // will not wait for a batch (it has waited, or it cannot). One that
-      // never spins polls nothing: the exact cursor gives it the most room.
-      const bool any_room = waited || batch_need == need || deadline.passed();
-      head = internal::load(spins ? q.head_batched : q.head);
-      room = fits(head, tail, any_room ? need : batch_need);
-      if (!room && any_room && spins) {
+      // The polled cursor, then the exact one if they differ and this
+      // producer will not wait for a batch (it has waited, or it cannot).
+      const bool any_room = waited || deadline.passed();
+      head = internal::load(polled);
+      room =
+          fits(head, tail, need) && (any_room || fits(head, tail, batch_need));
+      if (!room && any_room && &polled != &q.head) {
         head = internal::load(q.head);
         room = fits(head, tail, need);
       }
@@ -404,9 +407,9 @@ Outcome Queue::put_impl(std::span<const std::byte> message,
     // Full: wait for room without the lock, so other producers' try_ forms
     // and timeouts are not held up, then try again (once more after the
     // deadline: the spin may have ended there with room for this message).
-    // Spinning polls the batched head (rarely written); sleeping needs the
-    // exact one too (the consumers wake sleepers after each get, not each
-    // batch), but only when the batched one shows no room.
+    // Spinning polls `polled`; sleeping needs the exact cursor too (the
+    // consumers wake sleepers after each get, not each batch), but only
+    // when the polled one shows no room.
     auto room_for = [&](const std::atomic<std::uint64_t>& head,
                         std::uint64_t bytes) {
       return fits(internal::load(head), internal::load(q.tail), bytes) ||
@@ -415,9 +418,10 @@ Outcome Queue::put_impl(std::span<const std::byte> message,
     waited = true;
     timed_out = !internal::wait_for_other_side(
         q.not_full, q.not_full_announced, policy_, deadline,
-        [&] { return room_for(q.head_batched, batch_need); },
+        [&] { return room_for(polled, batch_need); },
         [&] {
-          return room_for(q.head_batched, need) || room_for(q.head, need);
+          return room_for(polled, need) ||
+                 (&polled != &q.head && room_for(q.head, need));
         },
         q.peers, PeerTable::kConsumer,
         [] {
@@ -468,12 +472,15 @@ Outcome Queue::get_impl(const Deadline& deadline, Sink&& sink) {
       q.head.store(next.pack(), std::memory_order_release);  // take
       // Published to the producers' polling copy every publish_bytes_ or
       // publish_items_, and when this side has caught up with what it knows
-      // of the producers (QueueShared).
-      const internal::Cursor batched = internal::load(q.head_batched);
-      if (next.pack() == tail_word ||
-          internal::bytes_between(batched, next) >= publish_bytes_ ||
-          internal::messages_between(batched, next) >= publish_items_) {
-        q.head_batched.store(next.pack(), std::memory_order_release);
+      // of the producers (QueueShared). Only producers that spin poll it, and
+      // the policy is the queue's, the same in every process.
+      if (policy_.spin.count() > 0) {
+        const internal::Cursor batched = internal::load(q.head_batched);
+        if (next.pack() == tail_word ||
+            internal::bytes_between(batched, next) >= publish_bytes_ ||
+            internal::messages_between(batched, next) >= publish_items_) {
+          q.head_batched.store(next.pack(), std::memory_order_release);
+        }
       }
       // The next records' lines, within what is published.
       const internal::Window ahead =
