@@ -33,14 +33,15 @@ struct QueueSide {
 // messages (differences stay exact). Producers write `tail`, consumers
 // `head`; each sits on its own cache line, as does each side's lock.
 //
-// The consumers also publish a copy of `head` in batches (`head_batched`:
-// after an eighth of the capacity or of max_items, at most 4 KiB, and
-// whenever they catch up with the producers). Producers that spin poll that
-// copy while they wait for room, so a waiting producer does not pull away
-// the line that consumers write on every get (which stalled each get for a
-// round trip between cores). It is never ahead of `head`: a producer that
-// reads it sees less room than there is, never more, and one that finds no
-// room there reads `head` itself before it sleeps or gives up.
+// When the queue's policy spins, the consumers also publish a copy of `head`
+// in batches (`head_batched`: after an eighth of the capacity or of
+// max_items, at most 4 KiB, and whenever they catch up with the producers).
+// Producers that spin poll that copy while they wait for room, so a waiting
+// producer does not pull away the line that consumers write on every get (which
+// stalled each get for a round trip between cores). It is never ahead of
+// `head`: a producer that reads it sees less room than there is, never more,
+// and one that finds no room there reads `head` itself before it sleeps or
+// gives up.
 struct QueueShared {
   QueueSide put_side;  // producers: owner, cached head
   QueueSide get_side;  // consumers: owner, cached tail
