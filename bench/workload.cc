@@ -158,6 +158,11 @@ void register_workload(std::shared_ptr<Workload> workload,
               w->prepare(n);
               const double serial = serial_seconds(*w, n);
               Pool pool(w->pool_options(workers, c));
+              // Steady state, as for BM_PoolMapInto below: the rings' first
+              // laps are the pool's set-up, so minor_faults counts what a
+              // call touches anew (the fresh result vector's pages).
+              warm_until_steady(pool.worker_pids(),
+                                [&] { (w->*method)(pool, c); });
               run_map(state, *w, n, serial, pool.worker_pids(), ordered,
                       [&] { (w->*method)(pool, c); });
             });
@@ -198,7 +203,7 @@ void register_workload(std::shared_ptr<Workload> workload,
                 // Steady state: the result vector and every page of the
                 // rings touched (by the parent and each worker) before the
                 // timed loop, so that minor_faults shows what a call
-                // touches anew. BM_PoolMap keeps the first laps in its count.
+                // touches anew.
                 warm_until_steady(pool.worker_pids(),
                                   [&] { w->pool_map_into(pool, c); });
                 run_map(state, *w, n, serial, pool.worker_pids(), true,

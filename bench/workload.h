@@ -19,7 +19,9 @@
 //   BM_ForkMap/<...>                     mp::fork_map (forks W per call)
 //   BM_ThreadPoolMap/<...>               RingPool on threads (ring_pool.h)
 // with `speedup` = BM_SerialMap's time (measured once per process) over
-// this time. Pools are started outside the timed loop; the timed loop runs
+// this time. Pools are started outside the timed loop, and called untimed
+// until a call faults in no new page (their rings have lapped, the heap
+// holds a fresh result vector), at most 64 calls; the timed loop runs
 // the map alone, and its last results are checked against the serial
 // loop's after the loop (SkipWithError when they differ). Chunksizes past
 // the first that covers all N items add nothing and are skipped;
