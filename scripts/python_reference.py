@@ -24,6 +24,9 @@ with no special case:
   for the SHA-512 of 64 KiB items (inherited and sent), with pool creation and
   teardown timed apart.
 
+A peer and the benchmark run pinned to two CPUs, as in //bench:ipc
+(MPBENCH_PIN=0 leaves them to the scheduler on both sides).
+
 Names are our C++ names with ``Py`` instead of ``BM_`` and without the
 ``/real_time`` suffix: ``PyPipeThroughput/bytes:4096`` pairs with
 ``BM_PipeThroughput/bytes:4096/real_time``. Every time is real (wall-clock)
@@ -189,8 +192,34 @@ def wait_for(conn, what):
     return conn.recv()
 
 
+def pinned_cpus():
+    """The two CPUs that a benchmark and its peer run on, as //bench:ipc's
+    Placement picks them (the first two this process may use), or None when
+    MPBENCH_PIN=0 or fewer than two are allowed: then the scheduler places
+    them. The same placement on both sides keeps a row and its C++
+    counterpart comparable (two processes on two cores)."""
+    if os.environ.get("MPBENCH_PIN") == "0":
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    return (cpus[0], cpus[1]) if len(cpus) >= 2 else None
+
+
+def _pinned_peer(cpu, target, args):
+    os.sched_setaffinity(0, {cpu})
+    target(*args)
+
+
 def start_peer(target, *args):
-    proc = CTX.Process(target=target, args=args, daemon=True)
+    """Starts a peer process; with pinned_cpus(), pins this process to the
+    first CPU (until the benchmark returns: call() restores it) and the peer
+    to the second."""
+    cpus = pinned_cpus()
+    if cpus is None:
+        proc = CTX.Process(target=target, args=args, daemon=True)
+    else:
+        proc = CTX.Process(target=_pinned_peer,
+                           args=(cpus[1], target, args), daemon=True)
+        os.sched_setaffinity(0, {cpus[0]})
     proc.start()
     return proc
 
@@ -1103,7 +1132,11 @@ UNIT_NS = {"ns": 1, "us": 1e3, "ms": 1e6, "s": 1e9}
 
 def call(bench, iterations):
     state = State(iterations)
-    bench.fn(state, **bench.params)
+    allowed = os.sched_getaffinity(0)
+    try:
+        bench.fn(state, **bench.params)
+    finally:
+        os.sched_setaffinity(0, allowed)  # start_peer's pin ends here
     return state
 
 

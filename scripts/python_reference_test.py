@@ -211,5 +211,56 @@ class FailureTest(unittest.TestCase):
             self.assertIn(name + "\n", proc.stdout)
 
 
+def _report_affinity(conn):
+    conn.send(sorted(os.sched_getaffinity(0)))
+
+
+class PlacementTest(unittest.TestCase):
+    """Peers and the benchmark run on two CPUs, as in //bench:ipc, and the
+    benchmark's own pin ends with it, even when it fails."""
+
+    def setUp(self):
+        import python_reference
+        self.ref = python_reference
+        self.allowed = os.sched_getaffinity(0)
+
+    def tearDown(self):
+        os.sched_setaffinity(0, self.allowed)
+
+    def test_pin_off(self):
+        old = os.environ.get("MPBENCH_PIN")
+        os.environ["MPBENCH_PIN"] = "0"
+        try:
+            self.assertIsNone(self.ref.pinned_cpus())
+        finally:
+            if old is None:
+                del os.environ["MPBENCH_PIN"]
+            else:
+                os.environ["MPBENCH_PIN"] = old
+
+    def test_peer_and_benchmark_on_two_cpus_until_it_returns(self):
+        cpus = self.ref.pinned_cpus()
+        if cpus is None:
+            self.skipTest("fewer than two CPUs allowed")
+        seen = {}
+
+        def bench(state):
+            r, w = self.ref.CTX.Pipe(duplex=False)
+            peer = self.ref.start_peer(_report_affinity, w)
+            seen["peer"] = r.recv()
+            seen["self"] = sorted(os.sched_getaffinity(0))
+            self.ref.join_peer(peer)
+            raise RuntimeError("fails after the peer ran")
+
+        class Bench:
+            fn = staticmethod(bench)
+            params = {}
+
+        with self.assertRaises(RuntimeError):
+            self.ref.call(Bench, 1)
+        self.assertEqual(seen, {"peer": [cpus[1]], "self": [cpus[0]]})
+        self.assertEqual(os.sched_getaffinity(0), self.allowed)
+
+
 if __name__ == "__main__":
     unittest.main()
