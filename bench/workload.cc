@@ -64,11 +64,12 @@ void run_map(benchmark::State& state, Workload& workload, std::size_t n,
 
 // Calls `body` until one call faults in no new page in this process or
 // `peers` (a pool's rings lap after a few calls), at most 64 calls or about
-// a second; at least once.
+// a quarter of a second (a row of slow calls, SHA-512 maps, pays no more);
+// at least once.
 template <typename Body>
 void warm_until_steady(const std::vector<pid_t>& peers, Body body) {
   const auto begin = Clock::now();
-  for (int calls = 0; calls < 64 && seconds_since(begin) < 1.0; ++calls) {
+  for (int calls = 0; calls < 64 && seconds_since(begin) < 0.25; ++calls) {
     const std::uint64_t before = mpbench::minor_faults_now(peers);
     body();
     if (mpbench::minor_faults_now(peers) == before) return;

@@ -35,8 +35,12 @@
 // spins, for room for a few KiB more than its message (then writes a batch
 // without sharing lines with the consumer reading just ahead of it); once
 // the spin is over, or for a try_ or a timeout that ends first, room for the
-// message is enough. A message of n bytes occupies n + 4 bytes of capacity;
-// a queue holds at most 2^24 - 1 messages at once.
+// message is enough. While it spins it polls a copy of the consumers' cursor
+// that they publish every few KiB, not the cursor each get writes, so a
+// full queue's producer does not slow its consumers down; before it sleeps
+// or gives up it reads the exact cursor, so no room a get made is missed. A
+// message of n bytes occupies n + 4 bytes of capacity; a queue holds at most
+// 2^24 - 1 messages at once.
 //
 // Ending a stream: close() (consumers drain, then get() returns nullopt), or
 // the seeds' sentinel pattern (put a value the consumer recognises, once per

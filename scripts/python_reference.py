@@ -211,25 +211,30 @@ def _pinned_peer(cpu, target, args):
 
 def start_peer(target, *args):
     """Starts a peer process; with pinned_cpus(), pins this process to the
-    first CPU (until the benchmark returns: call() restores it) and the peer
-    to the second."""
+    first CPU until join_peer (or the end of the benchmark: call() restores
+    it too) and the peer to the second."""
     cpus = pinned_cpus()
+    allowed = os.sched_getaffinity(0)
     if cpus is None:
         proc = CTX.Process(target=target, args=args, daemon=True)
     else:
         proc = CTX.Process(target=_pinned_peer,
                            args=(cpus[1], target, args), daemon=True)
         os.sched_setaffinity(0, {cpus[0]})
+    proc.allowed = allowed
     proc.start()
     return proc
 
 
 def join_peer(proc):
-    proc.join(PEER_TIMEOUT_S)
-    if proc.is_alive():
-        proc.kill()
-        proc.join()
-        raise CheckFailed("peer process did not exit")
+    try:
+        proc.join(PEER_TIMEOUT_S)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+            raise CheckFailed("peer process did not exit")
+    finally:
+        os.sched_setaffinity(0, proc.allowed)
     State.expect(proc.exitcode == 0, f"peer exited with {proc.exitcode}")
 
 

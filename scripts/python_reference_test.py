@@ -261,6 +261,17 @@ class PlacementTest(unittest.TestCase):
         self.assertEqual(seen, {"peer": [cpus[1]], "self": [cpus[0]]})
         self.assertEqual(os.sched_getaffinity(0), self.allowed)
 
+    def test_join_peer_ends_the_pin_outside_a_benchmark(self):
+        # The float channel's self-check at start-up runs a peer outside
+        # call(); a pin left behind put every later row on one CPU.
+        if self.ref.pinned_cpus() is None:
+            self.skipTest("fewer than two CPUs allowed")
+        r, w = self.ref.CTX.Pipe(duplex=False)
+        peer = self.ref.start_peer(_report_affinity, w)
+        r.recv()
+        self.ref.join_peer(peer)
+        self.assertEqual(os.sched_getaffinity(0), self.allowed)
+
 
 if __name__ == "__main__":
     unittest.main()
