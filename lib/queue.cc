@@ -359,7 +359,7 @@ Outcome Queue::put_impl(std::span<const std::byte> message,
   // consumers keep no batched copy: the policy is the queue's, the same in
   // every process).
   const std::atomic<std::uint64_t>& polled =
-      policy_.spin.count() > 0 ? q.head_batched : q.head;
+      keeps_batched_head() ? q.head_batched : q.head;
   bool waited = false, timed_out = false;
   for (;;) {
     if (q.closed.load(std::memory_order_acquire))
@@ -474,7 +474,7 @@ Outcome Queue::get_impl(const Deadline& deadline, Sink&& sink) {
       // publish_items_, and when this side has caught up with what it knows
       // of the producers (QueueShared). Only producers that spin poll it, and
       // the policy is the queue's, the same in every process.
-      if (policy_.spin.count() > 0) {
+      if (keeps_batched_head()) {
         const internal::Cursor batched = internal::load(q.head_batched);
         if (next.pack() == tail_word ||
             internal::bytes_between(batched, next) >= publish_bytes_ ||

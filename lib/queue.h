@@ -219,6 +219,9 @@ class Queue {
   std::uint64_t capacity_ = 0;
   std::uint64_t ring_size_ = 0;
   std::uint64_t max_items_ = 0;
+  // Whether consumers publish QueueShared::head_batched: only for spinning
+  // producers, and the policy is the queue's, the same in every process.
+  bool keeps_batched_head() const { return policy_.spin.count() > 0; }
   // How far the consumers' cursor runs ahead of its batched copy at most.
   std::uint64_t publish_bytes_ = 1;
   std::uint32_t publish_items_ = 1;
