@@ -2,7 +2,8 @@
 // measured in the same run.
 //
 // Throughput (producer here, consumer in a peer process started once per
-// benchmark run, outside the timed loop; one message per iteration; the last
+// benchmark run and ready, its buffer in place, before the timed loop; a
+// ring's first lap sent untimed; one message per iteration; the last
 // iteration waits until the consumer has received every message):
 //   BM_MemcpyThroughput        one memcpy in one process: the memory-bus limit
 //   BM_RawPipeThroughput       write()/read() loops on a pipe of the default
@@ -79,6 +80,7 @@
 #include <span>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -186,25 +188,55 @@ class Placement {
   bool pinned_ = false;
 };
 
-// A peer process for one benchmark run. `body(count)` runs in the child and
-// returns 0 when every message checked out.
+// A peer process for one benchmark run. `body(count)` runs in the child, once
+// for each announce(count) (a warm-up round, then the timed one), and returns
+// 0 when every message checked out. A body with set-up of its own (a receive
+// buffer to allocate and fault in) takes `body(count, ready)` and calls
+// ready() when that is done; a plain body is ready at once. The body object
+// lives on in the child between rounds, so what it keeps is set up once.
 class Peer {
  public:
   template <typename Body>
   explicit Peer(Body body)
       : process_([this, body]() mutable -> int {
           placement_.pin_peer();
-          const auto count = control_.to_peer_read.recv<uint64_t>();
-          if (!count) return 10;
-          const int code = body(*count);
-          control_.from_peer_write.send(code);
+          // The parent's ends: with them open here, its close would never
+          // read as end of file.
+          control_.to_peer_write.close();
+          control_.from_peer_read.close();
+          const auto ready = [this] { control_.from_peer_write.send(kReady); };
+          int code = 10;  // no round announced
+          while (const auto count = control_.to_peer_read.recv<uint64_t>()) {
+            if constexpr (std::is_invocable_v<Body&, uint64_t,
+                                              decltype(ready)&>) {
+              code = body(*count, ready);
+            } else {
+              ready();
+              code = body(*count);
+            }
+            control_.from_peer_write.send(code);
+            if (code != 0) break;
+          }
           return code;
         }) {
     process_.set_daemon(true);
     process_.start();
   }
-  void announce(uint64_t count) { control_.to_peer_write.send(count); }
-  // Waits for the peer's verdict; 0 means it received everything intact.
+  // Tells the peer how many messages to expect and waits until it is ready
+  // for the first, so that the timed loop starts with the peer running and
+  // its buffers in place (as a benchmark's own set-up stays outside it).
+  // Throws PeerError if the peer ends first.
+  void announce(uint64_t count) {
+    control_.to_peer_write.send(count);
+    const auto reply = control_.from_peer_read.recv<int>();
+    if (reply != kReady) {
+      throw PeerError(reply ? "peer failed before it was ready (code " +
+                                  std::to_string(*reply) + ")"
+                            : "peer exited before it was ready");
+    }
+  }
+  // Waits for the peer's verdict on the round; 0 means it received
+  // everything intact.
   int verdict() {
     const auto code = control_.from_peer_read.recv<int>();
     return code ? *code : 11;
@@ -224,6 +256,7 @@ class Peer {
   Process& process() { return process_; }
 
  private:
+  static constexpr int kReady = -1;
   Placement placement_;
   Control control_;
   Process process_;
@@ -232,14 +265,26 @@ class Peer {
 // Runs a throughput benchmark: `send(i)` moves message i; the peer runs
 // `receive(count)`. The last iteration includes waiting for the consumer's
 // verdict, so the time covers delivery, not just handing bytes to a buffer.
+// `warm` messages go first, untimed, in a round of their own that the
+// consumer must finish before the timed one starts: enough to walk a ring
+// once, whose first lap faults in its pages in both processes (at 16 MiB a
+// message, most of what a row of a few dozen iterations would count).
 template <typename Send, typename Receive>
 void run_throughput(benchmark::State& state, std::size_t bytes, Send send,
-                    Receive receive) {
+                    Receive receive, uint64_t warm = 0) {
   try {
     Peer peer(receive);
     MinorFaults faults({peer.process().pid()});
-    faults.start();
+    if (warm > 0) {
+      peer.announce(warm);
+      for (uint64_t i = 0; i < warm; ++i) send(i);
+      if (const int verdict = peer.verdict(); verdict != 0) {
+        throw PeerError("consumer saw a wrong message while warming up (code " +
+                        std::to_string(verdict) + ")");
+      }
+    }
     peer.announce(static_cast<uint64_t>(state.max_iterations));
+    faults.start();
     uint64_t i = 0;
     int verdict = 0;
     for (auto _ : state) {
@@ -284,8 +329,8 @@ void run_ping_pong(benchmark::State& state, RoundTrip round_trip, Echo echo) {
   try {
     Peer peer(echo);
     MinorFaults faults({peer.process().pid()});
-    faults.start();
     peer.announce(static_cast<uint64_t>(state.max_iterations));
+    faults.start();
     uint64_t i = 0;
     for (auto _ : state) {
       const auto begin = Clock::now();
@@ -447,6 +492,7 @@ class RawRingLink {
         capacity_(capacity) {
     new (memory_.data()) Cursors();
   }
+  std::size_t buffer_bytes() const { return capacity_; }
   void send(std::span<const std::byte> message) {
     Cursors& c = cursors();
     announce(c.producer_pid);
@@ -541,7 +587,9 @@ class SpscRingLink {
  public:
   SpscRingLink(std::size_t bytes, int64_t spin_us)
       : ring_({.capacity_bytes = ring_capacity(bytes),
-               .wait = policy_for(spin_us)}) {}
+               .wait = policy_for(spin_us)}),
+        capacity_(ring_capacity(bytes)) {}
+  std::size_t buffer_bytes() const { return capacity_; }
   void send(std::span<const std::byte> message) { ring_.send_bytes(message); }
   std::optional<std::size_t> recv_into(std::span<std::byte> buffer) {
     return ring_.recv_bytes_into(buffer);
@@ -550,6 +598,7 @@ class SpscRingLink {
 
  private:
   SpscRing ring_;
+  std::size_t capacity_;
 };
 
 class PipeLink {
@@ -567,7 +616,9 @@ class PipeLink {
 class QueueLink {
  public:
   QueueLink(std::size_t bytes, int64_t spin_us)
-      : queue_(queue_options(bytes, spin_us)) {}
+      : queue_(queue_options(bytes, spin_us)),
+        capacity_(queue_options(bytes, spin_us).capacity_bytes) {}
+  std::size_t buffer_bytes() const { return capacity_; }
   void send(std::span<const std::byte> message) { queue_.put_bytes(message); }
   std::optional<std::size_t> recv_into(std::span<std::byte> buffer) {
     return queue_.get_bytes_into(buffer);
@@ -575,12 +626,14 @@ class QueueLink {
 
  private:
   Queue queue_;
+  std::size_t capacity_;
 };
 
 class ChannelLink {
  public:
   ChannelLink(std::size_t bytes, std::size_t slots, int64_t spin_us)
-      : channel_(bytes, slots, policy_for(spin_us)) {}
+      : channel_(bytes, slots, policy_for(spin_us)), bytes_(bytes) {}
+  std::size_t buffer_bytes() const { return channel_.slots() * bytes_; }
   void send(std::span<const std::byte> message) { channel_.send(message); }
   std::optional<std::size_t> recv_into(std::span<std::byte> buffer) {
     return channel_.recv_into(buffer);
@@ -588,12 +641,14 @@ class ChannelLink {
 
  private:
   RingChannel<std::byte> channel_;
+  std::size_t bytes_;
 };
 
 class BoostMqLink {
  public:
   BoostMqLink(std::size_t bytes, std::size_t messages)
-      : mq_(make_boost_mq(bytes, messages)) {}
+      : mq_(make_boost_mq(bytes, messages)), buffer_bytes_(bytes * messages) {}
+  std::size_t buffer_bytes() const { return buffer_bytes_; }
   void send(std::span<const std::byte> message) {
     mq_->send(message.data(), message.size(), 0);
   }
@@ -606,7 +661,19 @@ class BoostMqLink {
 
  private:
   std::unique_ptr<bip::message_queue> mq_;
+  std::size_t buffer_bytes_;
 };
+
+// Messages of `bytes` that walk a link's buffer once (0 for a link whose
+// buffer is the kernel's, a pipe's).
+template <typename Link>
+uint64_t first_lap(const Link& link, std::size_t bytes) {
+  if constexpr (requires { link.buffer_bytes(); }) {
+    return link.buffer_bytes() / std::max<std::size_t>(bytes, 1) + 1;
+  } else {
+    return 0;
+  }
+}
 
 // Throughput over one link: message i from here to the peer per iteration.
 template <typename Link>
@@ -618,15 +685,18 @@ void link_throughput(benchmark::State& state, std::size_t bytes, Link& link) {
         stamp(message, i);
         link.send(message);
       },
-      [&](uint64_t count) {
-        std::vector<std::byte> buffer(bytes);
+      [&, buffer = std::vector<std::byte>()](uint64_t count,
+                                             const auto& ready) mutable {
+        buffer.resize(bytes);
+        ready();
         for (uint64_t i = 0; i < count; ++i) {
           const auto n = link.recv_into(buffer);
           if (!n || *n != bytes) return 1;
           if (!stamped(buffer.data(), bytes, i)) return 2;
         }
         return 0;
-      });
+      },
+      first_lap(link, bytes));
 }
 
 // Round trips over two links: message i out on `ping`, echoed back on `pong`.
@@ -642,8 +712,9 @@ void link_ping_pong(benchmark::State& state, std::size_t bytes, Link& ping,
         if (pong.recv_into(reply) != bytes)
           throw PeerError("short or missing reply");
       },
-      [&](uint64_t count) {
+      [&](uint64_t count, const auto& ready) {
         std::vector<std::byte> buffer(bytes);
+        ready();
         for (uint64_t i = 0; i < count; ++i) {
           if (ping.recv_into(buffer) != bytes) return 1;
           if (!stamped(buffer.data(), bytes, i)) return 2;
@@ -731,7 +802,8 @@ void BM_SpscRingLoanThroughput(benchmark::State& state) {
                 if (!stamped(view->data(), bytes, i)) return 2;
               }
               return 0;
-            });
+            },
+            first_lap(link, bytes));
       });
 }
 
@@ -966,8 +1038,10 @@ void BM_JoinableQueueThroughput(benchmark::State& state) {
               if (i + 1 == static_cast<uint64_t>(state.max_iterations))
                 queue.join();
             },
-            [&](uint64_t count) {
-              std::vector<std::byte> buffer(bytes);
+            [&, buffer = std::vector<std::byte>()](uint64_t count,
+                                                   const auto& ready) mutable {
+              buffer.resize(bytes);
+              ready();
               for (uint64_t i = 0; i < count; ++i) {
                 const auto n = queue.get_bytes_into(buffer);
                 if (!n || *n != bytes) return 1;
@@ -975,7 +1049,8 @@ void BM_JoinableQueueThroughput(benchmark::State& state) {
                 queue.task_done();
               }
               return 0;
-            });
+            },
+            queue_options(bytes, 50).capacity_bytes / bytes + 1);
       });
 }
 
@@ -1006,8 +1081,10 @@ void BM_FloatChannel(benchmark::State& state) {
               values[0] = static_cast<double>(i);
               channel.send(values);
             },
-            [&](uint64_t messages) {
-              std::vector<double> got(count);
+            [&, got = std::vector<double>()](uint64_t messages,
+                                             const auto& ready) mutable {
+              got.resize(count);
+              ready();
               for (uint64_t i = 0; i < messages; ++i) {
                 const auto n = channel.recv_into(got);
                 if (!n || *n != count) return 1;
@@ -1016,7 +1093,8 @@ void BM_FloatChannel(benchmark::State& state) {
                   return 2;
               }
               return 0;
-            });
+            },
+            /*warm=*/2);
       });
 }
 
