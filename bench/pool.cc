@@ -288,8 +288,9 @@ const bool workloads_registered = [] {
       },
       grid({64, 1024}));
   // Each row's task ring is sized to hold two of its chunks
-  // (Workload::pool_options): 32 MiB at the default chunksize of 1,024
-  // items on 2 workers, 256 MiB when all 1,024 buffers are one chunk.
+  // (Workload::pool_options): 4 MiB at the default chunksize (15 buffers, a
+  // megabyte: mp::kDefaultChunkBytes), 256 MiB when all 1,024 buffers are
+  // one chunk.
   register_map_benchmarks<sha512_of_buffer>(
       "sha512_sent",
       [](std::size_t n) {

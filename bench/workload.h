@@ -157,6 +157,13 @@ class WorkloadOf : public Workload {
     reference_ = results_;
     prepared_ = true;
   }
+  // Pool::map's default chunksize for these items (mp::default_chunksize
+  // with their mean size), which the other rows at chunksize:default use.
+  std::size_t map_default_chunksize(std::size_t workers) const {
+    return default_chunksize(
+        items_.size(), workers,
+        internal::mean_encoded_bytes(std::span<const T>(items_)));
+  }
   PoolOptions pool_options(std::size_t workers,
                            std::size_t chunksize) const override {
     PoolOptions options = options_;
@@ -165,7 +172,7 @@ class WorkloadOf : public Workload {
     // The first chunk, encoded (a workload's items are alike in size), twice,
     // plus room for headers.
     const std::size_t c =
-        chunksize != 0 ? chunksize : default_chunksize(items_.size(), workers);
+        chunksize != 0 ? chunksize : map_default_chunksize(workers);
     std::vector<std::byte> chunk;
     Writer writer(chunk);
     for (std::size_t i = 0; i < std::min(c, items_.size()); ++i)
@@ -197,8 +204,7 @@ class WorkloadOf : public Workload {
     }
   }
   void pool_imap_unordered(Pool& pool, std::size_t chunksize) override {
-    if (chunksize == 0)
-      chunksize = default_chunksize(items_.size(), pool.workers());
+    if (chunksize == 0) chunksize = map_default_chunksize(pool.workers());
     results_.clear();
     for (auto& r :
          pool.imap_unordered(kInlined, std::span<const T>(items_), chunksize))
@@ -268,8 +274,7 @@ class WorkloadOf : public Workload {
     void map(std::size_t chunksize) override {
       WorkloadOf& w = *self_;
       if (w.results_.size() != w.items_.size()) w.serial();
-      if (chunksize == 0)
-        chunksize = default_chunksize(w.items_.size(), pool_.workers());
+      if (chunksize == 0) chunksize = w.map_default_chunksize(pool_.workers());
       if constexpr (kByValue) {
         pool_.map(
             w.items_.size(), chunksize,

@@ -36,6 +36,14 @@ std::size_t default_chunksize(std::size_t items, std::size_t workers) {
   return std::max<std::size_t>(1, (items + per - 1) / per);
 }
 
+std::size_t default_chunksize(std::size_t items, std::size_t workers,
+                              std::size_t mean_item_bytes) {
+  const std::size_t python = default_chunksize(items, workers);
+  if (mean_item_bytes == 0) return python;
+  return std::clamp<std::size_t>(kDefaultChunkBytes / mean_item_bytes, 1,
+                                 python);
+}
+
 namespace internal {
 namespace {
 
@@ -1454,10 +1462,11 @@ Pool::Pool(PoolOptions options)
 Pool::~Pool() { terminate(); }
 
 std::size_t Pool::chunksize_or_default(std::size_t chunksize, std::size_t items,
-                                       std::size_t item_bytes) const {
+                                       std::size_t item_bytes,
+                                       std::size_t mean_bytes) const {
   if (chunksize != 0) return chunksize;
   const std::size_t python =
-      default_chunksize(items, static_cast<std::size_t>(workers()));
+      default_chunksize(items, static_cast<std::size_t>(workers()), mean_bytes);
   if (item_bytes == 0) return python;
   const PoolOptions& o = core_->options;
   const std::size_t quarter =

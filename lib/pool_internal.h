@@ -265,6 +265,28 @@ class SpanSource final : public ChunkSource {
   std::size_t position_ = 0;
 };
 
+// The items' mean encoded size, for the default chunksize's byte budget
+// (mp::kDefaultChunkBytes); 0 for no items, or where the Codec cannot tell
+// a size before encoding. Sums sizes (a vector's is its length), copies
+// nothing.
+template <typename T>
+std::size_t mean_encoded_bytes(std::span<const T> items) {
+  if (items.empty()) return 0;
+  if constexpr (kFlat<T>) {
+    return sizeof(T);
+  } else if constexpr (requires(const T& item) {
+                         {
+                           Codec<T>::encoded_size(item)
+                           } -> std::convertible_to<std::size_t>;
+                       }) {
+    std::size_t total = 0;
+    for (const T& item : items) total += Codec<T>::encoded_size(item);
+    return (total + items.size() - 1) / items.size();
+  } else {
+    return 0;
+  }
+}
+
 // Decodes a chunk's `count` encoded results from `payload` into
 // out[first .. first + count) of the caller's buffer (Pool::map_into).
 // Throws mp::DecodeError when the payload does not hold exactly that.

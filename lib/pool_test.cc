@@ -210,6 +210,45 @@ TEST_F(PoolTest, DefaultChunksizeFollowsCPython) {
   EXPECT_EQ(default_chunksize(10000, 2), 1250u);
 }
 
+TEST_F(PoolTest, DefaultChunkOfLargeItemsStopsAtAMegabyte) {
+  // Small items: CPython's count, whatever the size.
+  EXPECT_EQ(default_chunksize(10000, 2, sizeof(double)), 1250u);
+  EXPECT_EQ(default_chunksize(10000, 2, 0), 1250u);  // size unknown
+  // 64 KiB (+ its 8-byte length) items: 15 to a megabyte, not 128.
+  EXPECT_EQ(default_chunksize(1024, 2, 65536 + 8), 15u);
+  // An item larger than the budget travels alone.
+  EXPECT_EQ(default_chunksize(1024, 2, kDefaultChunkBytes * 3), 1u);
+  EXPECT_EQ(internal::mean_encoded_bytes(std::span<const double>()), 0u);
+  const std::vector<std::vector<std::uint8_t>> sizes = {
+      std::vector<std::uint8_t>(100), std::vector<std::uint8_t>(301)};
+  // Each vector's length prefix and bytes, averaged and rounded up.
+  const std::size_t mean = internal::mean_encoded_bytes(
+      std::span<const std::vector<std::uint8_t>>(sizes));
+  EXPECT_EQ(mean,
+            (Codec<std::vector<std::uint8_t>>::encoded_size(sizes[0]) +
+             Codec<std::vector<std::uint8_t>>::encoded_size(sizes[1]) + 1) /
+                2);
+}
+
+TEST_F(PoolTest, MapOfLargeItemsAtTheDefaultChunksize) {
+  // 64 items of 256 KiB: four to a default chunk (CPython's would be 8),
+  // every result in its place.
+  Pool pool(options(2));
+  std::vector<std::vector<std::uint8_t>> items;
+  for (std::size_t i = 0; i < 64; ++i)
+    items.emplace_back(256 << 10, static_cast<std::uint8_t>(i));
+  const auto sums = pool.map(
+      +[](const std::vector<std::uint8_t>& v) -> std::uint64_t {
+        std::uint64_t sum = 0;
+        for (std::uint8_t b : v) sum += b;
+        return sum;
+      },
+      items);
+  ASSERT_EQ(sums.size(), items.size());
+  for (std::size_t i = 0; i < items.size(); ++i)
+    EXPECT_EQ(sums[i], (i % 256) * (256 << 10)) << i;
+}
+
 TEST_F(PoolTest, ImapIsOrderedAndLazy) {
   Pool pool(options(2));
   const auto items = iota(500);
