@@ -263,17 +263,20 @@ void announce_sequence(const SharedEvent& event,
 // `spin_ready()`, then sleeps on `event` until `ready()`, in slices between
 // which the peers' liveness is checked (wait_while_peers_live). `ready()`
 // must follow from `spin_ready()`. Returns false once `deadline` passes.
+// `light_wakers`: whether the other side may wake with light fences
+// (Queue::wakes_with_light_fences), which a sleeper must then complete with
+// a heavy one.
 template <typename SpinReady, typename Ready, typename What>
 bool wait_for_other_side(SharedEvent& event,
                          std::atomic<std::uint32_t>& announced,
                          const WaitPolicy& policy, const Deadline& deadline,
-                         SpinReady&& spin_ready, Ready&& ready,
-                         const PeerTable& peers, PeerTable::Role role,
-                         What&& what) {
+                         bool light_wakers, SpinReady&& spin_ready,
+                         Ready&& ready, const PeerTable& peers,
+                         PeerTable::Role role, What&& what) {
   auto block = [&](std::chrono::nanoseconds slice) {
     return ready() || sleep_until_ready(event, slice, ready, [&] {
              announce_sequence(event, announced);
-             heavy_fence();  // for wakers that use light fences
+             if (light_wakers) heavy_fence();
            });
   };
   return wait_while_peers_live(
@@ -318,6 +321,10 @@ Queue::Queue(QueueOptions options) : policy_(options.wait) {
 
 // The shared state lives on in the other processes; this only unmaps.
 Queue::~Queue() = default;
+
+bool Queue::wakes_with_light_fences() const {
+  return spins() && internal::light_fences();
+}
 
 QueueShared& Queue::shared() const {
   return *static_cast<QueueShared*>(memory_.data());
@@ -399,7 +406,7 @@ Outcome Queue::put_impl(std::span<const std::byte> message,
                                ahead.bytes, true);
       lock.unlock();
       internal::wake_sleepers(q.not_empty, q.not_empty_announced,
-                              internal::light_fences());
+                              wakes_with_light_fences());
       return Outcome::kDone;
     }
     lock.unlock();
@@ -417,7 +424,7 @@ Outcome Queue::put_impl(std::span<const std::byte> message,
     };
     waited = true;
     timed_out = !internal::wait_for_other_side(
-        q.not_full, q.not_full_announced, policy_, deadline,
+        q.not_full, q.not_full_announced, policy_, deadline, spins(),
         [&] { return room_for(polled, batch_need); },
         [&] {
           return room_for(polled, need) ||
@@ -490,7 +497,7 @@ Outcome Queue::get_impl(const Deadline& deadline, Sink&& sink) {
                                ahead.bytes, false);
       lock.unlock();
       internal::wake_sleepers(q.not_full, q.not_full_announced,
-                              internal::light_fences());
+                              wakes_with_light_fences());
       return Outcome::kDone;
     }
     lock.unlock();
@@ -508,8 +515,8 @@ Outcome Queue::get_impl(const Deadline& deadline, Sink&& sink) {
              q.closed.load(std::memory_order_acquire) != 0;
     };
     if (!internal::wait_for_other_side(
-            q.not_empty, q.not_empty_announced, policy_, deadline, ready, ready,
-            q.peers, PeerTable::kProducer, [] {
+            q.not_empty, q.not_empty_announced, policy_, deadline, spins(),
+            ready, ready, q.peers, PeerTable::kProducer, [] {
               return "Queue::get: the queue is empty, not closed, and no "
                      "process that could put into it is alive";
             }))

@@ -219,9 +219,18 @@ class Queue {
   std::uint64_t capacity_ = 0;
   std::uint64_t ring_size_ = 0;
   std::uint64_t max_items_ = 0;
-  // Whether consumers publish QueueShared::head_batched: only for spinning
-  // producers, and the policy is the queue's, the same in every process.
-  bool keeps_batched_head() const { return policy_.spin.count() > 0; }
+  // Whether the policy spins. It is the queue's, the same in every process
+  // (a Queue is shared by fork only), so every side follows the same rules:
+  // consumers publish QueueShared::head_batched only for spinning
+  // producers, and only a spinning queue's wakers use light fences (whose
+  // sleepers pay a membarrier, an IPI to every CPU: microseconds in a VM)
+  // instead of a locked instruction a message. A queue that never spins
+  // has sleepers often (a producer at every full ring), and a membarrier
+  // each time cost more than the locked instructions it saved (64 B
+  // messages, 2-vCPU Intel Xeon VM: a third of the producer's time).
+  bool spins() const { return policy_.spin.count() > 0; }
+  bool keeps_batched_head() const { return spins(); }
+  bool wakes_with_light_fences() const;
   // How far the consumers' cursor runs ahead of its batched copy at most.
   std::uint64_t publish_bytes_ = 1;
   std::uint32_t publish_items_ = 1;
