@@ -119,6 +119,22 @@ void pipe_seeds(std::map<std::string, Bytes>& seeds) {
                   c.send(std::vector<double>{1.0, 2.5, -3.0});
                   c.send(std::int64_t{42});
                 }));
+  // Large frames read with recv_bytes_into into a 65,535-byte buffer, so
+  // that each is read with its header in one readv sized by the last
+  // (Connection::recv_large_into): one shorter than the last (the read
+  // takes the next frame's first bytes too), a small one, one too long for
+  // the buffer (skipped), and a large one cut short.
+  Bytes large = captured_stream([](mp::Connection& c) {
+    c.send_bytes(Bytes(40000, std::byte{1}));
+    c.send_bytes(Bytes(33000, std::byte{2}));
+    c.send_bytes(Bytes(10, std::byte{3}));
+    c.send_bytes(Bytes(40000, std::byte{4}));
+    c.send_bytes(Bytes(70000, std::byte{5}));
+    c.send_bytes(Bytes(40000, std::byte{6}));
+    c.send_bytes(Bytes(40000, std::byte{7}));
+  });
+  large.resize(large.size() - 1000);
+  seeds[dir + "seed-large-frames"] = pipe_seed(0, 0xaaaa, 65535, large);
   // A frame cut short by the peer: PeerError, then end of file.
   Bytes cut = captured_stream([](mp::Connection& c) {
     c.send_bytes(str("whole"));

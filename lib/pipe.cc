@@ -269,6 +269,7 @@ void Connection::read_payload(std::byte* out, std::uint64_t n,
 }
 
 void Connection::expect_frames_like(std::uint64_t length) {
+  last_length_ = length;
   // A payload read straight into its destination needs only the header
   // buffered; a smaller one comes whole with its header in one read.
   read_hint_ = length >= kDirectRead
@@ -316,10 +317,55 @@ std::optional<std::vector<std::byte>> Connection::recv_bytes(
   return message;
 }
 
+std::optional<std::size_t> Connection::recv_large_into(
+    std::span<std::byte> out) {
+  std::uint64_t header;
+  iovec parts[2] = {{&header, kHeaderSize},
+                    {out.data(), static_cast<std::size_t>(last_length_)}};
+  ssize_t got;
+  do {
+    got = ::readv(fd_.get(), parts, 2);
+  } while (got == -1 && errno == EINTR);
+  if (got == -1 && errno != ECONNRESET)
+    internal::throw_os_error("readv", errno);
+  if (got <= 0) {
+    at_eof_ = true;
+    return std::nullopt;
+  }
+  const auto bytes = static_cast<std::size_t>(got);
+  if (bytes >= kHeaderSize && header <= out.size() &&
+      bytes - kHeaderSize <= header) {
+    // All of it is this frame's: read the rest of the payload after it.
+    const std::uint64_t payload = bytes - kHeaderSize;
+    if (payload < header)
+      read_payload(out.data() + payload, header - payload, header, payload);
+    expect_frames_like(header);
+    return static_cast<std::size_t>(header);
+  }
+  // A short header, a frame that does not fit, or one shorter than the
+  // last (the next frame's first bytes came too): buffer what was read, in
+  // stream order, and let the general path take it from there.
+  if (buffer_.size() < std::max(bytes, kReadBuffer))
+    buffer_.resize(std::max(bytes, kReadBuffer));
+  const std::size_t in_header = std::min(bytes, kHeaderSize);
+  std::memcpy(buffer_.data(), &header, in_header);
+  std::memcpy(buffer_.data() + in_header, out.data(), bytes - in_header);
+  begin_ = 0;
+  end_ = bytes;
+  return std::nullopt;
+}
+
 std::optional<std::size_t> Connection::recv_bytes_into(
     std::span<std::byte> buffer) {
   [[maybe_unused]] const internal::InjectedSlowdown<internal::Primitive::kPipe>
       slowdown;
+  // Large frames like the last: header and payload in one call, as a raw
+  // read of the payload alone would take.
+  if (fd_ && readable_ && !at_eof_ && begin_ == end_ &&
+      last_length_ >= kDirectRead && last_length_ <= buffer.size()) {
+    if (const auto length = recv_large_into(buffer)) return length;
+    if (at_eof_) return std::nullopt;
+  }
   // Fast path, the common case for small messages: one read brought the
   // whole frame (read_hint_ asks for exactly one), so copy it out and go.
   if (fd_ && readable_ && (end_ - begin_ >= kHeaderSize || fill(kHeaderSize))) {

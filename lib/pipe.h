@@ -125,6 +125,11 @@ class Connection {
                     std::uint64_t frame_done);
   // Sets read_hint_ for frames like one with a `length`-byte payload.
   void expect_frames_like(std::uint64_t length);
+  // recv_bytes_into's path for a large frame expected at the size of the
+  // last: one readv of the header (into this buffer) and of the payload
+  // (straight into `out`). Returns the length, or nullopt having left what
+  // it read buffered, as if fill() had read it, for the general path.
+  std::optional<std::size_t> recv_large_into(std::span<std::byte> out);
   void require_open(bool for_writing, const char* call) const;
   void write_contiguous(const std::byte* data, std::size_t size);
   [[noreturn]] void throw_send_error(int error) const;
@@ -138,7 +143,8 @@ class Connection {
   std::size_t begin_ = 0;
   std::size_t end_ = 0;
   std::size_t read_hint_ =
-      kHeaderSize;  // bytes the next frame is likely to take
+      kHeaderSize;                 // bytes the next frame is likely to take
+  std::uint64_t last_length_ = 0;  // the last frame's payload
   std::vector<std::byte> scratch_;
 };
 
