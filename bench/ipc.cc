@@ -587,9 +587,8 @@ class SpscRingLink {
  public:
   SpscRingLink(std::size_t bytes, int64_t spin_us)
       : ring_({.capacity_bytes = ring_capacity(bytes),
-               .wait = policy_for(spin_us)}),
-        capacity_(ring_capacity(bytes)) {}
-  std::size_t buffer_bytes() const { return capacity_; }
+               .wait = policy_for(spin_us)}) {}
+  std::size_t buffer_bytes() const { return ring_.capacity_bytes(); }
   void send(std::span<const std::byte> message) { ring_.send_bytes(message); }
   std::optional<std::size_t> recv_into(std::span<std::byte> buffer) {
     return ring_.recv_bytes_into(buffer);
@@ -598,7 +597,6 @@ class SpscRingLink {
 
  private:
   SpscRing ring_;
-  std::size_t capacity_;
 };
 
 class PipeLink {
@@ -616,9 +614,8 @@ class PipeLink {
 class QueueLink {
  public:
   QueueLink(std::size_t bytes, int64_t spin_us)
-      : queue_(queue_options(bytes, spin_us)),
-        capacity_(queue_options(bytes, spin_us).capacity_bytes) {}
-  std::size_t buffer_bytes() const { return capacity_; }
+      : queue_(queue_options(bytes, spin_us)) {}
+  std::size_t buffer_bytes() const { return queue_.capacity_bytes(); }
   void send(std::span<const std::byte> message) { queue_.put_bytes(message); }
   std::optional<std::size_t> recv_into(std::span<std::byte> buffer) {
     return queue_.get_bytes_into(buffer);
@@ -626,14 +623,15 @@ class QueueLink {
 
  private:
   Queue queue_;
-  std::size_t capacity_;
 };
 
 class ChannelLink {
  public:
   ChannelLink(std::size_t bytes, std::size_t slots, int64_t spin_us)
-      : channel_(bytes, slots, policy_for(spin_us)), bytes_(bytes) {}
-  std::size_t buffer_bytes() const { return channel_.slots() * bytes_; }
+      : channel_(bytes, slots, policy_for(spin_us)) {}
+  std::size_t buffer_bytes() const {
+    return channel_.slots() * channel_.capacity();
+  }
   void send(std::span<const std::byte> message) { channel_.send(message); }
   std::optional<std::size_t> recv_into(std::span<std::byte> buffer) {
     return channel_.recv_into(buffer);
@@ -641,14 +639,15 @@ class ChannelLink {
 
  private:
   RingChannel<std::byte> channel_;
-  std::size_t bytes_;
 };
 
 class BoostMqLink {
  public:
   BoostMqLink(std::size_t bytes, std::size_t messages)
-      : mq_(make_boost_mq(bytes, messages)), buffer_bytes_(bytes * messages) {}
-  std::size_t buffer_bytes() const { return buffer_bytes_; }
+      : mq_(make_boost_mq(bytes, messages)) {}
+  std::size_t buffer_bytes() const {
+    return mq_->get_max_msg() * mq_->get_max_msg_size();
+  }
   void send(std::span<const std::byte> message) {
     mq_->send(message.data(), message.size(), 0);
   }
@@ -661,15 +660,18 @@ class BoostMqLink {
 
  private:
   std::unique_ptr<bip::message_queue> mq_;
-  std::size_t buffer_bytes_;
 };
 
-// Messages of `bytes` that walk a link's buffer once (0 for a link whose
-// buffer is the kernel's, a pipe's).
+// Messages of `bytes` that walk a buffer of `buffer_bytes` once.
+uint64_t first_lap(std::size_t buffer_bytes, std::size_t bytes) {
+  return buffer_bytes / std::max<std::size_t>(bytes, 1) + 1;
+}
+// The same for a link's buffer (0 for a link whose buffer is the kernel's,
+// a pipe's).
 template <typename Link>
 uint64_t first_lap(const Link& link, std::size_t bytes) {
   if constexpr (requires { link.buffer_bytes(); }) {
-    return link.buffer_bytes() / std::max<std::size_t>(bytes, 1) + 1;
+    return first_lap(link.buffer_bytes(), bytes);
   } else {
     return 0;
   }
@@ -1050,7 +1052,7 @@ void BM_JoinableQueueThroughput(benchmark::State& state) {
               }
               return 0;
             },
-            queue_options(bytes, 50).capacity_bytes / bytes + 1);
+            first_lap(queue.capacity_bytes(), bytes));
       });
 }
 

@@ -1461,10 +1461,9 @@ Pool::Pool(PoolOptions options)
     : core_(std::make_unique<internal::PoolCore>(std::move(options))) {}
 Pool::~Pool() { terminate(); }
 
-std::size_t Pool::chunksize_or_default(std::size_t chunksize, std::size_t items,
-                                       std::size_t item_bytes,
-                                       std::size_t mean_bytes) const {
-  if (chunksize != 0) return chunksize;
+std::size_t Pool::map_default_chunksize(std::size_t items,
+                                        std::size_t item_bytes,
+                                        std::size_t mean_bytes) const {
   const std::size_t python =
       default_chunksize(items, static_cast<std::size_t>(workers()), mean_bytes);
   if (item_bytes == 0) return python;

@@ -279,11 +279,9 @@ class Pool {
       map_into(fn, all, std::span<R>(out), chunksize);
       return out;
     } else {
-      MapIterator<R> results = imap_impl<R, T>(
-          fn, all,
-          chunksize_or_default(chunksize, all.size(), flat_bytes<T, R>(),
-                               internal::mean_encoded_bytes(all)),
-          /*ordered=*/true, /*unbounded=*/true);
+      MapIterator<R> results =
+          imap_impl<R, T>(fn, all, chunksize_for<T, R>(chunksize, all),
+                          /*ordered=*/true, /*unbounded=*/true);
       std::vector<R> out;
       out.reserve(all.size());
       while (auto r = results.next()) out.push_back(std::move(*r));
@@ -311,13 +309,12 @@ class Pool {
           "Pool::map_into: " + std::to_string(all.size()) + " items but " +
           std::to_string(out.size()) + " places for results");
     }
-    const std::uint64_t job = start(
-        function_pointer(fn), internal::chunk_code<F, T>(),
-        std::make_unique<internal::SpanSource<T>>(
-            all, chunksize_or_default(chunksize, all.size(), flat_bytes<T, R>(),
-                                      internal::mean_encoded_bytes(all))),
-        /*ordered=*/false, /*unbounded=*/true, &internal::decode_into<R>,
-        out.data());
+    const std::uint64_t job =
+        start(function_pointer(fn), internal::chunk_code<F, T>(),
+              std::make_unique<internal::SpanSource<T>>(
+                  all, chunksize_for<T, R>(chunksize, all)),
+              /*ordered=*/false, /*unbounded=*/true, &internal::decode_into<R>,
+              out.data());
     internal::finish_job(*core_, job);
   }
   // The same into a vector, resized to items.size() (its capacity reused).
@@ -407,14 +404,22 @@ class Pool {
       return 0;
     }
   }
-  // `chunksize`, or for 0 default_chunksize(items, workers, mean_bytes),
-  // lowered where `item_bytes` (the larger of an item's and a result's
-  // fixed size) is known so that a chunk and its results take at most a
-  // quarter of a ring (a large map at the default chunksize never fails
-  // with MessageTooLong).
-  std::size_t chunksize_or_default(std::size_t chunksize, std::size_t items,
-                                   std::size_t item_bytes,
-                                   std::size_t mean_bytes) const;
+  // map's default: default_chunksize(items, workers, mean_bytes), lowered
+  // where `item_bytes` (the larger of an item's and a result's fixed size)
+  // is known so that a chunk and its results take at most a quarter of a
+  // ring (a large map at the default chunksize never fails with
+  // MessageTooLong).
+  std::size_t map_default_chunksize(std::size_t items, std::size_t item_bytes,
+                                    std::size_t mean_bytes) const;
+  // `chunksize`, or for 0 map's default for `items` (whose sizes are summed
+  // only then).
+  template <typename T, typename R>
+  std::size_t chunksize_for(std::size_t chunksize,
+                            std::span<const T> items) const {
+    if (chunksize != 0) return chunksize;
+    return map_default_chunksize(items.size(), flat_bytes<T, R>(),
+                                 internal::mean_encoded_bytes(items));
+  }
   std::uint64_t start(void* fn, internal::ChunkCode code,
                       std::unique_ptr<internal::ChunkSource> source,
                       bool ordered, bool unbounded,

@@ -365,8 +365,7 @@ Outcome Queue::put_impl(std::span<const std::byte> message,
   // the policy spins (QueueShared), the exact one when it does not (then
   // consumers keep no batched copy: the policy is the queue's, the same in
   // every process).
-  const std::atomic<std::uint64_t>& polled =
-      keeps_batched_head() ? q.head_batched : q.head;
+  const std::atomic<std::uint64_t>& polled = spins() ? q.head_batched : q.head;
   bool waited = false, timed_out = false;
   for (;;) {
     if (q.closed.load(std::memory_order_acquire))
@@ -481,7 +480,7 @@ Outcome Queue::get_impl(const Deadline& deadline, Sink&& sink) {
       // publish_items_, and when this side has caught up with what it knows
       // of the producers (QueueShared). Only producers that spin poll it, and
       // the policy is the queue's, the same in every process.
-      if (keeps_batched_head()) {
+      if (spins()) {
         const internal::Cursor batched = internal::load(q.head_batched);
         if (next.pack() == tail_word ||
             internal::bytes_between(batched, next) >= publish_bytes_ ||

@@ -229,7 +229,6 @@ class Queue {
   // each time cost more than the locked instructions it saved (64 B
   // messages, 2-vCPU Intel Xeon VM: a third of the producer's time).
   bool spins() const { return policy_.spin.count() > 0; }
-  bool keeps_batched_head() const { return spins(); }
   bool wakes_with_light_fences() const;
   // How far the consumers' cursor runs ahead of its batched copy at most.
   std::uint64_t publish_bytes_ = 1;
