@@ -25,16 +25,18 @@
 // the map alone, and its last results are checked against the serial
 // loop's after the loop (SkipWithError when they differ). Chunksizes past
 // the first that covers all N items add nothing and are skipped;
-// `chunksize:default` is CPython's ceil(N / (4 W)).
+// `chunksize:default` is mp::default_chunksize: CPython's ceil(N / (4 W)),
+// lowered so that a chunk carries at most mp::kDefaultChunkBytes.
 //
 // fn: a plain function R fn(const T&) (Pool sends code references, so no
-// closures), R copyable and ==-comparable (and < for imap_unordered's check;
-// without < only the count is checked). The items are made by make_items(N)
-// once per size before any pool or worker of that size starts, so workers
-// inherit whatever make_items set up. Call before benchmark::Initialize
-// (e.g. from a static initialiser); not thread-safe. The ring thread pool
-// sends 8-byte trivially copyable items and results by value and anything
-// else by index into the shared vectors.
+// closures), or R fn(std::span<const E>) for items std::vector<E> (Pool's
+// workers pass a view of the task message, lib/pool.h), R copyable and
+// ==-comparable (and < for imap_unordered's check; without < only the count is
+// checked). The items are made by make_items(N) once per size before any pool
+// or worker of that size starts, so workers inherit whatever make_items set up.
+// Call before benchmark::Initialize (e.g. from a static initialiser); not
+// thread-safe. The ring thread pool sends 8-byte trivially copyable items and
+// results by value and anything else by index into the shared vectors.
 #ifndef MPBENCH_BENCH_WORKLOAD_H_
 #define MPBENCH_BENCH_WORKLOAD_H_
 
@@ -121,11 +123,23 @@ void register_workload(std::shared_ptr<Workload> workload, const MapGrid& grid);
 void release_workloads();
 
 namespace workload_internal {
+// The items a function of A maps: A's value type, and std::vector<E> for a
+// function that takes std::span<const E> (which Pool's workers pass as a view
+// of the task message).
+template <typename A>
+struct ItemOf {
+  using type = std::decay_t<A>;
+};
+template <typename E>
+struct ItemOf<std::span<const E>> {
+  using type = std::vector<E>;
+};
 template <auto Fn>
 struct Signature;
 template <typename R, typename A, R (*F)(A)>
 struct Signature<F> {
-  using Item = std::decay_t<A>;
+  using Arg = A;
+  using Item = typename ItemOf<std::decay_t<A>>::type;
   using Result = std::decay_t<R>;
 };
 // Read through a volatile: the compiler cannot see which function it is.
@@ -234,7 +248,11 @@ class WorkloadOf : public Workload {
   // Fn as a captureless lambda: the pool calls it through its type, so its
   // workers inline it into their chunk loop, as the serial loop and the raw
   // ring pool's workers do.
-  static constexpr auto kInlined = [](const T& item) { return Fn(item); };
+  // It takes what Fn takes, so that a span parameter still reaches Pool.
+  static constexpr auto kInlined =
+      [](typename workload_internal::Signature<Fn>::Arg item) {
+        return Fn(item);
+      };
 
   // The plain loop into a fresh vector; `fn` a lambda the compiler inlines
   // or a pointer it cannot see through.

@@ -101,14 +101,51 @@ using Invoker = bool (*)(void* fn, std::span<const std::byte> items,
 
 // Calls fn: a captureless lambda is called through its type, so that the
 // compiler inlines it into the chunk loop; a function through its pointer.
-template <typename F, typename T>
-decltype(auto) call_fn(void* fn, const T& item) {
+template <typename F, typename Arg>
+decltype(auto) call_fn(void* fn, const Arg& item) {
   if constexpr (std::is_empty_v<F> && std::is_default_constructible_v<F>) {
     (void)fn;
     return F{}(item);
   } else {
     return reinterpret_cast<decltype(+std::declval<F&>())>(fn)(item);
   }
+}
+
+// Items of type std::vector<E>, E flat, reach a function that takes a
+// std::span<const E> as a view of the task message, where the worker reads
+// them in place: no vector is allocated and no element copied (a vector
+// would be both, for every item). kView<F, T> says when; ViewOf names E.
+template <typename T>
+struct ViewOf {
+  using element = void;
+};
+template <typename E>
+struct ViewOf<std::vector<E>> {
+  using element = E;
+};
+template <typename F, typename T>
+inline constexpr bool kView = [] {
+  using E = typename ViewOf<T>::element;
+  if constexpr (std::is_void_v<E>) {
+    return false;
+  } else {
+    return kFlat<E> && std::is_invocable_v<F&, std::span<const E>>;
+  }
+}();
+
+// Reads one std::vector<E> item as a span of the message when its elements
+// lie aligned for E there; otherwise (elements wider than a byte, at an
+// offset the codec does not align) copies them into `scratch`, which is
+// reused from item to item. Throws DecodeError as Codec's decode would.
+template <typename E>
+std::span<const E> read_view(Reader& reader, std::vector<E>& scratch) {
+  const std::size_t length = reader.read_length(sizeof(E));
+  const auto bytes = reader.read(length * sizeof(E));
+  if (reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(E) == 0)
+    return {reinterpret_cast<const E*>(bytes.data()), length};
+  scratch.resize(length);
+  if (length != 0) std::memcpy(scratch.data(), bytes.data(), bytes.size());
+  return scratch;
 }
 
 template <typename F, typename T>
@@ -134,10 +171,20 @@ bool invoke_chunk(void* fn, std::span<const std::byte> items,
   }
   Reader reader(items);
   Writer writer(results);
-  const bool ok = run_chunk(count, failure, [&](std::uint64_t) {
-    const T item = Codec<T>::decode(reader);
-    Codec<R>::encode(call_fn<F, T>(fn, item), writer);
-  });
+  bool ok;
+  if constexpr (kView<F, T>) {
+    using E = typename ViewOf<T>::element;
+    std::vector<E> scratch;
+    ok = run_chunk(count, failure, [&](std::uint64_t) {
+      const std::span<const E> item = read_view(reader, scratch);
+      Codec<R>::encode(call_fn<F, std::span<const E>>(fn, item), writer);
+    });
+  } else {
+    ok = run_chunk(count, failure, [&](std::uint64_t) {
+      const T item = Codec<T>::decode(reader);
+      Codec<R>::encode(call_fn<F, T>(fn, item), writer);
+    });
+  }
   if constexpr (kFlat<R>) {
     // count * sizeof(R) bytes, where the caller reserved them.
     if (ok && flat_out != nullptr && !results.empty())

@@ -9,9 +9,12 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
+#include <cstring>
 #include <map>
 #include <numeric>
 #include <set>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -247,6 +250,79 @@ TEST_F(PoolTest, MapOfLargeItemsAtTheDefaultChunksize) {
   ASSERT_EQ(sums.size(), items.size());
   for (std::size_t i = 0; i < items.size(); ++i)
     EXPECT_EQ(sums[i], (i % 256) * (256 << 10)) << i;
+}
+
+TEST_F(PoolTest, FunctionTakingASpanReadsVectorItemsWhereTheyArrived) {
+  // A chunk's items lie back to back in its task message, each behind its
+  // 8-byte length: read in place, consecutive items of 100 bytes start 108
+  // bytes apart. Decoded copies would be separate vectors.
+  Pool pool(options(2));
+  std::vector<std::vector<std::uint8_t>> items;
+  for (std::size_t i = 0; i < 64; ++i)
+    items.emplace_back(100, static_cast<std::uint8_t>(i));
+  const auto where = pool.map(
+      +[](std::span<const std::uint8_t> v) -> std::uintptr_t {
+        if (v.size() != 100 || v[0] != v[99]) throw std::runtime_error("bad");
+        return reinterpret_cast<std::uintptr_t>(v.data());
+      },
+      items, /*chunksize=*/4);
+  ASSERT_EQ(where.size(), items.size());
+  for (std::size_t i = 0; i < items.size(); i += 4) {
+    for (std::size_t j = 1; j < 4; ++j)
+      EXPECT_EQ(where[i + j] - where[i + j - 1], 108u) << i + j;
+  }
+}
+
+TEST_F(PoolTest, FunctionTakingASpanSeesEveryItemIntact) {
+  Pool pool(options(2));
+  std::vector<std::vector<double>> items;
+  for (std::size_t i = 0; i < 300; ++i)
+    items.emplace_back(i % 37, 0.5 * static_cast<double>(i));
+  const auto sum = +[](std::span<const double> v) {
+    double total = 0;
+    for (double x : v) total += x;
+    return total;
+  };
+  const std::vector<double> expected = serial_map(sum, items);
+  for (std::size_t chunksize : {0, 1, 7, 300}) {
+    EXPECT_EQ(pool.map(sum, items, chunksize), expected) << chunksize;
+    std::vector<double> unordered;
+    for (double r : pool.imap_unordered(sum, std::span(items), chunksize))
+      unordered.push_back(r);
+    std::vector<double> sorted = expected;
+    std::sort(sorted.begin(), sorted.end());
+    std::sort(unordered.begin(), unordered.end());
+    EXPECT_EQ(unordered, sorted) << chunksize;
+  }
+  EXPECT_EQ(pool.apply_async(sum, items[36]).get(), expected[36]);
+}
+
+TEST(ReadViewTest, ElementsOutOfAlignmentAreCopied) {
+  // A length prefix and three uint64_t, once at an aligned offset (viewed
+  // in place) and once one byte further (copied into the scratch vector).
+  const std::uint64_t values[] = {3, 11, 22, 33};
+  alignas(8) std::byte storage[sizeof values + 8];
+  std::vector<std::uint64_t> scratch;
+  for (std::size_t offset : {0, 1}) {
+    std::memcpy(storage + offset, values, sizeof values);
+    Reader reader(std::span<const std::byte>(storage + offset, sizeof values));
+    const auto view = internal::read_view<std::uint64_t>(reader, scratch);
+    ASSERT_EQ(view.size(), 3u);
+    EXPECT_EQ(view[0], 11u);
+    EXPECT_EQ(view[2], 33u);
+    EXPECT_EQ(reader.remaining(), 0u);
+    if (offset == 0) {
+      EXPECT_EQ(static_cast<const void*>(view.data()),
+                static_cast<const void*>(storage + 8));
+    } else {
+      EXPECT_EQ(view.data(), scratch.data());
+    }
+  }
+  // A length the rest cannot hold is the codec's DecodeError.
+  const std::uint64_t too_long = 4;
+  Reader reader(std::as_bytes(std::span(&too_long, 1)));
+  EXPECT_THROW(internal::read_view<std::uint64_t>(reader, scratch),
+               DecodeError);
 }
 
 TEST_F(PoolTest, ImapIsOrderedAndLazy) {
