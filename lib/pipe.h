@@ -110,9 +110,13 @@ class Connection {
   int fileno() const { return fd_.get(); }
 
  private:
-  // Ensures at least `n` bytes are buffered; false if end of file comes
-  // first (after `at_eof_` is set).
-  bool fill(std::size_t n);
+  // Ensures at least `n` bytes are buffered, asking the descriptor for up to
+  // `want` (>= n) bytes in all; false if end of file comes first (after
+  // `at_eof_` is set).
+  bool fill(std::size_t n, std::size_t want);
+  // fill() for the next frame's header, asking for a whole frame of the last
+  // frame's size (read_hint_).
+  bool fill_frame_start();
   // Reads the next frame's length without consuming it; nullopt at EOF.
   std::optional<std::uint64_t> peek_length();
   // Consumes the frame whose length was peeked, writing its payload to

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -283,6 +284,29 @@ TEST_P(PipeTest, LargeFramesOfChangingSizesArriveIntact) {
 // Part of a frame that a read took along with an earlier one is not a
 // message yet: poll() waits for the rest, which then completes it. (A
 // 100-byte frame first makes the reader ask for 108 bytes a read.)
+// A backlog of frames of one size is read a frame at a time, never part of
+// the next: after each message, what the kernel still holds is whole frames.
+// (A read that took the next frame's header along with a payload left every
+// later frame split across two reads, each message on the slow path.)
+TEST_P(PipeTest, ReadsOfABacklogEndAtFrameBoundaries) {
+  auto [receiver, sender] = Pipe(GetParam());
+  constexpr std::size_t kFrames = 3;
+  for (std::size_t size : {0, 8, 100, 4096, 16000}) {
+    const auto message = pattern(size, static_cast<unsigned>(size));
+    for (std::size_t i = 0; i < kFrames; ++i) sender.send_bytes(message);
+    std::vector<std::byte> buffer(size);
+    for (std::size_t left = kFrames; left-- > 0;) {
+      ASSERT_EQ(receiver.recv_bytes_into(buffer), size);
+      EXPECT_EQ(buffer, message);
+      int unread = -1;
+      ASSERT_EQ(::ioctl(receiver.fileno(), FIONREAD, &unread), 0);
+      EXPECT_EQ(static_cast<std::size_t>(unread),
+                left * (Connection::kHeaderSize + size))
+          << size << "-byte frames, " << left << " left";
+    }
+  }
+}
+
 TEST_P(PipeTest, PollDoesNotCountAPartialBufferedFrame) {
   auto [receiver, sender] = Pipe(GetParam());
   sender.send_bytes(pattern(100, 1));
