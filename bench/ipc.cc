@@ -11,6 +11,11 @@
 //   BM_RawPipeGrownThroughput  the same on a pipe grown as mp::Pipe grows its
 //                              pipes (mp::grow_pipe_buffer, to
 //                              /proc/sys/fs/pipe-max-size)
+//   BM_RawPipeFramedThroughput the plainest length-prefixed loop on a grown
+//                              pipe (an 8-byte length with each payload, one
+//                              call each way): what any framing costs, so
+//                              that mp::Pipe's own overhead is its gap to
+//                              this row
 //   BM_PipeThroughput          mp::Pipe(false) send_bytes / recv_bytes_into
 //   BM_RawRingThroughput       the plainest lock-free SPSC byte ring in shared
 //                              memory (memcpy in and out, cursors on separate
@@ -63,6 +68,7 @@
 #include <linux/futex.h>
 #include <sched.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -457,6 +463,84 @@ class RawPipeLink {
   Fd read_, write_;
 };
 
+// BM_RawPipeFramedThroughput's link: a grown pipe carrying an 8-byte length
+// before each payload, each frame in one call each way. Up to 4 KiB the frame
+// is copied whole into a buffer and written, and read whole and copied out
+// (a two-part writev or readv costs more there, as mp::Pipe found); above
+// that, writev and readv take the length and the payload in place. No
+// checks beyond the length's.
+class RawFramedPipeLink {
+ public:
+  RawFramedPipeLink() {
+    int fds[2];
+    internal::check(::pipe2(fds, O_CLOEXEC), "pipe2");
+    read_.reset(fds[0]);
+    write_.reset(fds[1]);
+    grow_pipe_buffer(write_.get());
+  }
+  void send(std::span<const std::byte> message) {
+    std::uint64_t length = message.size();
+    if (message.size() <= kCopied) {
+      std::memcpy(frame_.data(), &length, sizeof length);
+      std::memcpy(frame_.data() + sizeof length, message.data(),
+                  message.size());
+      if (!write_all(write_.get(), frame_.data(),
+                     sizeof length + message.size()))
+        throw OsError("write", errno);
+      return;
+    }
+    iovec parts[2] = {{&length, sizeof length},
+                      {const_cast<std::byte*>(message.data()), message.size()}};
+    if (!transfer_all(::writev, write_.get(), parts))
+      throw OsError("writev", errno);
+  }
+  std::optional<std::size_t> recv_into(std::span<std::byte> buffer) {
+    std::uint64_t length;
+    if (buffer.size() <= kCopied) {
+      if (!read_all(read_.get(), frame_.data(), sizeof length + buffer.size()))
+        return std::nullopt;
+      std::memcpy(&length, frame_.data(), sizeof length);
+      if (length != buffer.size()) return std::nullopt;
+      std::memcpy(buffer.data(), frame_.data() + sizeof length, buffer.size());
+      return buffer.size();
+    }
+    iovec parts[2] = {{&length, sizeof length}, {buffer.data(), buffer.size()}};
+    if (!transfer_all(::readv, read_.get(), parts) || length != buffer.size())
+      return std::nullopt;
+    return buffer.size();
+  }
+
+ private:
+  static constexpr std::size_t kCopied = 4096;
+  // writev or readv of both parts until done; false on EOF or an error.
+  template <typename Call>
+  static bool transfer_all(Call call, int fd, iovec (&parts)[2]) {
+    iovec* next = parts;
+    int count = 2;
+    while (count > 0) {
+      const ssize_t n = call(fd, next, count);
+      if (n <= 0) {
+        if (n == -1 && errno == EINTR) continue;
+        return false;
+      }
+      auto done = static_cast<std::size_t>(n);
+      while (count > 0 && done >= next->iov_len) {
+        done -= next->iov_len;
+        ++next;
+        --count;
+      }
+      if (count > 0) {
+        next->iov_base = static_cast<std::byte*>(next->iov_base) + done;
+        next->iov_len -= done;
+      }
+    }
+    return true;
+  }
+
+  Fd read_, write_;
+  std::array<std::byte, sizeof(std::uint64_t) + kCopied> frame_;
+};
+
 // The ring size of every ring row, raw and ours: 1 MiB, or room for two
 // messages (so that the loaned variant can hold one whole).
 std::size_t ring_capacity(std::size_t bytes) {
@@ -757,6 +841,11 @@ void BM_RawPipeThroughput(benchmark::State& state) {
 
 void BM_RawPipeGrownThroughput(benchmark::State& state) {
   RawPipeLink link(/*grown=*/true);
+  link_throughput(state, bytes_arg(state), link);
+}
+
+void BM_RawPipeFramedThroughput(benchmark::State& state) {
+  RawFramedPipeLink link;
   link_throughput(state, bytes_arg(state), link);
 }
 
@@ -1258,6 +1347,7 @@ void ping_sizes_spins(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_MemcpyThroughput)->Apply(sizes);
 BENCHMARK(BM_RawPipeThroughput)->Apply(sizes)->UseRealTime();
 BENCHMARK(BM_RawPipeGrownThroughput)->Apply(sizes)->UseRealTime();
+BENCHMARK(BM_RawPipeFramedThroughput)->Apply(sizes)->UseRealTime();
 BENCHMARK(BM_PipeThroughput)->Apply(sizes)->UseRealTime();
 BENCHMARK(BM_RawRingThroughput)->Apply(sizes)->UseRealTime();
 BENCHMARK(BM_SpscRingThroughput)->Apply(sizes)->UseRealTime();

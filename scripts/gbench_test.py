@@ -134,7 +134,8 @@ class ReferencesTest(unittest.TestCase):
         self.assertEqual(self.refs("BM_ProcessStartJoin/real_time"), ["BM_ForkExitWait"])
         self.assertEqual(self.refs("BM_PipeThroughput/bytes:512/real_time"),
                          ["BM_RawPipeThroughput/bytes:512",
-                          "BM_RawPipeGrownThroughput/bytes:512"])
+                          "BM_RawPipeGrownThroughput/bytes:512",
+                          "BM_RawPipeFramedThroughput/bytes:512"])
         self.assertEqual(self.refs("BM_SpscRingThroughput/bytes:64/real_time"),
                          ["BM_RawRingThroughput/bytes:64", "BM_MemcpyThroughput/bytes:64"])
         self.assertEqual(self.refs("BM_SpscRingPingPong/bytes:64/spin_us:50"),

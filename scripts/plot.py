@@ -69,6 +69,7 @@ PRETTY = {
     "QueuePingPong": "Queue", "ChannelPingPong": "Channel",
     "BoostMqPingPong": "Boost message_queue",
     "RawPipeGrownThroughput": "raw pipe, grown buffer",
+    "RawPipeFramedThroughput": "raw pipe, grown, length-prefixed",
     "RawPipeGrownPingPong": "raw pipe, grown buffer",
     "RawRingThroughput": "raw ring", "RawRingPingPong": "raw ring",
     "SpscRingThroughput": "SpscRing", "SpscRingPingPong": "SpscRing",

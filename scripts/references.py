@@ -125,7 +125,10 @@ RULES: tuple[Rule, ...] = (
     # ipc family: throughput
     Rule("PipeThroughput", (Ref("RawPipeThroughput", _BYTES),
                             Ref("RawPipeGrownThroughput", _BYTES, _ours,
-                                note="raw pipe grown as mp::Pipe grows its own")),
+                                note="raw pipe grown as mp::Pipe grows its own"),
+                            Ref("RawPipeFramedThroughput", _BYTES, _ours,
+                                note="raw length-prefixed loop on a grown pipe: "
+                                     "what any framing costs")),
          label="mp pipe / raw pipe (throughput)"),
     Rule("SpscRingThroughput", _RING_REFS, label="SpscRing / raw ring (throughput)"),
     Rule("SpscRingLoanThroughput", _RING_REFS,
