@@ -332,7 +332,7 @@ void BM_RawRingPoolMap(benchmark::State& state) {
             out[i] = static_cast<std::int64_t>(r);
           });
     };
-    map();  // first touches of the rings and `out` outside the timed loop
+    warm_until_steady(pool.pids(), map);  // the rings lap, `out` is touched
     mpbench::MinorFaults faults(pool.pids());
     for (auto _ : state) map();
     faults.report(state);

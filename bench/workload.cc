@@ -62,20 +62,6 @@ void run_map(benchmark::State& state, Workload& workload, std::size_t n,
         serial * static_cast<double>(state.iterations()) / elapsed;
 }
 
-// Calls `body` until one call faults in no new page in this process or
-// `peers` (a pool's rings lap after a few calls), at most 64 calls or about
-// a quarter of a second (a row of slow calls, SHA-512 maps, pays no more);
-// at least once.
-template <typename Body>
-void warm_until_steady(const std::vector<pid_t>& peers, Body body) {
-  const auto begin = Clock::now();
-  for (int calls = 0; calls < 64 && seconds_since(begin) < 0.25; ++calls) {
-    const std::uint64_t before = mpbench::minor_faults_now(peers);
-    body();
-    if (mpbench::minor_faults_now(peers) == before) return;
-  }
-}
-
 // Runs `bench` and turns anything it throws into SkipWithError, so one
 // failing row does not end the run.
 template <typename Bench>
@@ -99,6 +85,16 @@ void add(const std::string& name,
 }
 
 }  // namespace
+
+void warm_until_steady(const std::vector<pid_t>& peers,
+                       const std::function<void()>& body) {
+  const auto begin = Clock::now();
+  for (int calls = 0; calls < 64 && seconds_since(begin) < 0.25; ++calls) {
+    const std::uint64_t before = mpbench::minor_faults_now(peers);
+    body();
+    if (mpbench::minor_faults_now(peers) == before) return;
+  }
+}
 
 namespace {
 
@@ -182,6 +178,7 @@ void register_workload(std::shared_ptr<Workload> workload,
             w->prepare(n);
             const double serial = serial_seconds(*w, n);
             auto threads = w->thread_pool(workers);
+            warm_until_steady({}, [&] { threads->map(c); });
             run_map(state, *w, n, serial, {}, true, [&] { threads->map(c); });
           });
         });

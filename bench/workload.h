@@ -40,6 +40,8 @@
 #ifndef MPBENCH_BENCH_WORKLOAD_H_
 #define MPBENCH_BENCH_WORKLOAD_H_
 
+#include <sys/types.h>
+
 #include <algorithm>
 #include <bit>
 #include <concepts>
@@ -121,6 +123,13 @@ void register_workload(std::shared_ptr<Workload> workload, const MapGrid& grid);
 // parent, whatever rows ran before it (rows run in random order). Outside
 // timing.
 void release_workloads();
+
+// Calls `body` (one map) until one call faults in no new page in this
+// process or `peers` (a pool's rings lap after a few calls), at most 64
+// calls or about a quarter of a second (a row of slow calls, SHA-512 maps,
+// pays no more); at least once. Outside timing, before a row's timed loop.
+void warm_until_steady(const std::vector<pid_t>& peers,
+                       const std::function<void()>& body);
 
 namespace workload_internal {
 // The items a function of A maps: A's value type, and std::vector<E> for a
