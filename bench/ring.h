@@ -17,6 +17,8 @@
 #ifndef MPBENCH_BENCH_RING_H_
 #define MPBENCH_BENCH_RING_H_
 
+#include <sched.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -48,9 +50,12 @@ struct Sleeper {
   // checks its peers and calls again). Throws mp::OsError("futex").
   template <typename Ready>
   bool wait(Ready ready, int spins, std::chrono::nanoseconds timeout) {
-    for (int i = 0; i < spins; ++i) {
+    for (int i = 1; i <= spins; ++i) {
       if (ready()) return true;
       cpu_relax();
+      // More processes than cores (a parent and two workers on two): hand
+      // the CPU to a runnable peer now and then, as mp's own spins do.
+      if ((i & 63) == 0) sched_yield();
     }
     word.store(1, std::memory_order_seq_cst);
     if (ready()) {
