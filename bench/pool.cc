@@ -291,9 +291,9 @@ const bool workloads_registered = [] {
       },
       grid({64, 1024}));
   // Each row's task ring is sized to hold two of its chunks
-  // (Workload::pool_options): 4 MiB at the default chunksize (15 buffers, a
-  // megabyte: mp::kDefaultChunkBytes), 256 MiB when all 1,024 buffers are
-  // one chunk.
+  // (Workload::pool_options), at least PoolOptions' 2 MiB: 2 MiB at the
+  // default chunksize (3 buffers, mp::kDefaultChunkBytes), 256 MiB when all
+  // 1,024 buffers are one chunk.
   register_map_benchmarks<sha512_of_buffer>(
       "sha512_sent",
       [](std::size_t n) {

@@ -213,12 +213,13 @@ TEST_F(PoolTest, DefaultChunksizeFollowsCPython) {
   EXPECT_EQ(default_chunksize(10000, 2), 1250u);
 }
 
-TEST_F(PoolTest, DefaultChunkOfLargeItemsStopsAtAMegabyte) {
+TEST_F(PoolTest, DefaultChunkOfLargeItemsStopsAtItsByteBudget) {
   // Small items: CPython's count, whatever the size.
   EXPECT_EQ(default_chunksize(10000, 2, sizeof(double)), 1250u);
   EXPECT_EQ(default_chunksize(10000, 2, 0), 1250u);  // size unknown
-  // 64 KiB (+ its 8-byte length) items: 15 to a megabyte, not 128.
-  EXPECT_EQ(default_chunksize(1024, 2, 65536 + 8), 15u);
+  // 64 KiB (+ its 8-byte length) items: 3 to 256 KiB, not 128.
+  static_assert(kDefaultChunkBytes == 256 << 10);
+  EXPECT_EQ(default_chunksize(1024, 2, 65536 + 8), 3u);
   // An item larger than the budget travels alone.
   EXPECT_EQ(default_chunksize(1024, 2, kDefaultChunkBytes * 3), 1u);
   EXPECT_EQ(internal::mean_encoded_bytes(std::span<const double>()), 0u);
@@ -234,8 +235,8 @@ TEST_F(PoolTest, DefaultChunkOfLargeItemsStopsAtAMegabyte) {
 }
 
 TEST_F(PoolTest, MapOfLargeItemsAtTheDefaultChunksize) {
-  // 64 items of 256 KiB: four to a default chunk (CPython's would be 8),
-  // every result in its place.
+  // 64 items of 256 KiB (and their lengths): one to a default chunk
+  // (CPython's would be 8), every result in its place.
   Pool pool(options(2));
   std::vector<std::vector<std::uint8_t>> items;
   for (std::size_t i = 0; i < 64; ++i)
