@@ -12,8 +12,9 @@
 //                              pipes (mp::grow_pipe_buffer, to
 //                              /proc/sys/fs/pipe-max-size)
 //   BM_RawPipeFramedThroughput the plainest length-prefixed loop on a grown
-//                              pipe (an 8-byte length with each payload, one
-//                              call each way): what any framing costs, so
+//                              pipe (a 4-byte length with each payload, as
+//                              mp::Pipe's frames carry, one call each way):
+//                              what any framing costs, so
 //                              that mp::Pipe's own overhead is its gap to
 //                              this row
 //   BM_PipeThroughput          mp::Pipe(false) send_bytes / recv_bytes_into
@@ -463,8 +464,9 @@ class RawPipeLink {
   Fd read_, write_;
 };
 
-// BM_RawPipeFramedThroughput's link: a grown pipe carrying an 8-byte length
-// before each payload, each frame in one call each way. Up to 4 KiB the frame
+// BM_RawPipeFramedThroughput's link: a grown pipe carrying a 4-byte length
+// (mp::Pipe's, CPython's header size) before each payload, each frame in one
+// call each way. Up to 4 KiB the frame
 // is copied whole into a buffer and written, and read whole and copied out
 // (a two-part writev or readv costs more there, as mp::Pipe found); above
 // that, writev and readv take the length and the payload in place. No
@@ -479,7 +481,7 @@ class RawFramedPipeLink {
     grow_pipe_buffer(write_.get());
   }
   void send(std::span<const std::byte> message) {
-    std::uint64_t length = message.size();
+    auto length = static_cast<std::uint32_t>(message.size());
     if (message.size() <= kCopied) {
       std::memcpy(frame_.data(), &length, sizeof length);
       std::memcpy(frame_.data() + sizeof length, message.data(),
@@ -495,7 +497,7 @@ class RawFramedPipeLink {
       throw OsError("writev", errno);
   }
   std::optional<std::size_t> recv_into(std::span<std::byte> buffer) {
-    std::uint64_t length;
+    std::uint32_t length;
     if (buffer.size() <= kCopied) {
       if (!read_all(read_.get(), frame_.data(), sizeof length + buffer.size()))
         return std::nullopt;
@@ -538,7 +540,7 @@ class RawFramedPipeLink {
   }
 
   Fd read_, write_;
-  std::array<std::byte, sizeof(std::uint64_t) + kCopied> frame_;
+  std::array<std::byte, sizeof(std::uint32_t) + kCopied> frame_;
 };
 
 // The ring size of every ring row, raw and ours: 1 MiB, or room for two

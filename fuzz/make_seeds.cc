@@ -142,6 +142,30 @@ void pipe_seeds(std::map<std::string, Bytes>& seeds) {
   });
   cut.resize(cut.size() - 30);
   seeds[dir + "seed-truncated-frame"] = pipe_seed(0, 0x0000, 4096, cut);
+  // CPython's long form (-1, then an 8-byte big-endian length) for a short
+  // payload, a frame as send_bytes writes it, then a malformed header (-5):
+  // PeerError, then end of file.
+  Bytes odd = Builder()
+                  .u8(0xff)
+                  .u8(0xff)
+                  .u8(0xff)
+                  .u8(0xff)
+                  .u8(0)
+                  .u8(0)
+                  .u8(0)
+                  .u8(0)
+                  .u8(0)
+                  .u8(0)
+                  .u8(0)
+                  .u8(5)
+                  .bytes(str("hello"))
+                  .out;
+  const Bytes plain =
+      captured_stream([](mp::Connection& c) { c.send_bytes(str("plain")); });
+  odd.insert(odd.end(), plain.begin(), plain.end());
+  const Bytes malformed = Builder().u8(0xff).u8(0xff).u8(0xff).u8(0xfb).out;
+  odd.insert(odd.end(), malformed.begin(), malformed.end());
+  seeds[dir + "seed-long-form-and-malformed"] = pipe_seed(0, 0x0000, 4096, odd);
 }
 
 void codec_seeds(std::map<std::string, Bytes>& seeds) {

@@ -11,10 +11,10 @@
 //   op script: 2 bits per call, cycling: recv_bytes() (see above),
 //     recv_bytes(limit), recv_bytes_into(limit-byte buffer), skip_message().
 // Acceptable outcomes: messages, nullopt (end of file), mp::PeerError
-// (truncated frame) and mp::MessageTooLong (then skip_message()); each is
-// checked against the frames the stream actually holds. Anything else
-// (another exception, a crash, a hang, an allocation over -malloc_limit_mb)
-// is a bug.
+// (truncated frame, malformed header) and mp::MessageTooLong (then
+// skip_message()); each is checked against the frames the stream actually
+// holds. Anything else (another exception, a crash, a hang, an allocation
+// over -malloc_limit_mb) is a bug.
 #include <unistd.h>
 
 #include <algorithm>
@@ -35,27 +35,50 @@ namespace {
 
 using mp::fuzz::FuzzInput;
 
-// What the stream holds from `pos`: the frames a correct reader must deliver.
+// What the stream holds from `pos`: the frames a correct reader must deliver,
+// read as CPython's framing says (lib/pipe.h), independently of the reader.
 struct Oracle {
   std::span<const std::byte> stream;
   std::size_t pos = 0;
 
-  std::size_t left() const { return stream.size() - pos; }
-  bool has_header() const { return left() >= mp::Connection::kHeaderSize; }
-  std::uint64_t header() const {
-    std::uint64_t length;
-    std::memcpy(&length, stream.data() + pos, sizeof length);
-    return length;
+  // The header at `pos`: complete or not, malformed (a negative length
+  // other than -1), its size and its payload's length.
+  struct Head {
+    bool complete = false;
+    bool malformed = false;
+    std::size_t size = 0;
+    std::uint64_t length = 0;
+  };
+  std::uint64_t big_endian(std::size_t at, int bytes) const {
+    std::uint64_t value = 0;
+    for (int i = 0; i < bytes; ++i)
+      value = (value << 8) | std::to_integer<std::uint64_t>(stream[at + i]);
+    return value;
   }
+  Head head() const {
+    if (left() < 4) return {};
+    const auto first = static_cast<std::int32_t>(
+        static_cast<std::uint32_t>(big_endian(pos, 4)));
+    if (first >= 0) return {true, false, 4, static_cast<std::uint64_t>(first)};
+    if (first != -1) return {false, true, 0, 0};
+    if (left() < 12) return {};
+    return {true, false, 12, big_endian(pos + 4, 8)};
+  }
+
+  std::size_t left() const { return stream.size() - pos; }
+  bool has_header() const { return head().complete; }
+  std::uint64_t header() const { return head().length; }
   bool frame_complete() const {
-    return has_header() && header() <= left() - mp::Connection::kHeaderSize;
+    const Head h = head();
+    return h.complete && h.length <= left() - h.size;
   }
   std::span<const std::byte> payload() const {
-    return stream.subspan(pos + mp::Connection::kHeaderSize,
-                          static_cast<std::size_t>(header()));
+    const Head h = head();
+    return stream.subspan(pos + h.size, static_cast<std::size_t>(h.length));
   }
   void advance() {
-    pos += mp::Connection::kHeaderSize + static_cast<std::size_t>(header());
+    const Head h = head();
+    pos += h.size + static_cast<std::size_t>(h.length);
   }
 };
 
@@ -76,8 +99,9 @@ void check_message(Oracle& oracle, std::span<const std::byte> got) {
   oracle.advance();
 }
 
-// The reader threw PeerError: only a frame cut short by end of file may do
-// that, and the connection then reads as end of file.
+// The reader threw PeerError: only a frame cut short by end of file or a
+// malformed header may do that, and the connection then reads as end of
+// file.
 void check_truncated(Oracle& oracle) {
   FUZZ_CHECK(oracle.left() > 0 && !oracle.frame_complete());
   oracle.pos = oracle.stream.size();
@@ -114,7 +138,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
   std::vector<std::byte> buffer(limit);
   // Every call either consumes a frame or ends the stream, and a refused one
   // is skipped at once: more calls than this means the reader is stuck.
-  const std::size_t max_calls = oracle.stream.size() / 8 + 4;
+  const std::size_t max_calls = oracle.stream.size() / 4 + 4;
   bool at_eof = false;
   for (std::size_t call = 0; !at_eof; ++call) {
     FUZZ_CHECK(call <= max_calls);

@@ -1,5 +1,6 @@
 #include "lib/pipe.h"
 
+#include <endian.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -21,7 +22,7 @@ namespace {
 
 constexpr std::size_t kReadBuffer = 64 * 1024;
 // Payloads up to this size are sent with their header in one write().
-constexpr std::size_t kSmallMessage = 4096 - Connection::kHeaderSize;
+constexpr std::size_t kSmallMessage = 4096 - Connection::kShortHeader;
 // A payload at least this long is read straight into its destination.
 constexpr std::size_t kDirectRead = kReadBuffer / 2;
 // recv_bytes allocates this much up front; beyond it, only as data arrives.
@@ -36,6 +37,44 @@ void ignore_sigpipe_if_default() {
       ::signal(SIGPIPE, SIG_IGN);
     }
   });
+}
+
+// Writes the header of a `length`-byte payload at `out` (room for
+// Connection::kLongHeader bytes); returns its size.
+std::size_t encode_header(std::uint64_t length, std::byte* out) {
+  if (length <= Connection::kLongestShortFrame) {
+    const std::uint32_t big_endian =
+        htobe32(static_cast<std::uint32_t>(length));
+    std::memcpy(out, &big_endian, sizeof big_endian);
+    return Connection::kShortHeader;
+  }
+  const std::uint32_t minus_one = 0xffffffff;
+  const std::uint64_t big_endian = htobe64(length);
+  std::memcpy(out, &minus_one, sizeof minus_one);
+  std::memcpy(out + sizeof minus_one, &big_endian, sizeof big_endian);
+  return Connection::kLongHeader;
+}
+
+// What the `n` (>= kShortHeader) bytes at `in` say of a frame's header:
+// its size (kLongHeader for the long form even before all of it is there;
+// 0 when malformed: a negative length other than -1) and, once `n` covers
+// it, the payload's length. `first` is the first four bytes' value.
+struct ParsedHeader {
+  std::size_t size;
+  std::uint64_t length;
+  std::int32_t first;
+};
+ParsedHeader parse_header(const std::byte* in, std::size_t n) {
+  std::uint32_t word;
+  std::memcpy(&word, in, sizeof word);
+  const auto first = static_cast<std::int32_t>(be32toh(word));
+  if (first >= 0)
+    return {Connection::kShortHeader, static_cast<std::uint64_t>(first), first};
+  if (first != -1) return {0, 0, first};
+  if (n < Connection::kLongHeader) return {Connection::kLongHeader, 0, first};
+  std::uint64_t length;
+  std::memcpy(&length, in + sizeof word, sizeof length);
+  return {Connection::kLongHeader, be64toh(length), first};
 }
 
 [[noreturn]] void throw_truncated(std::uint64_t length,
@@ -132,17 +171,17 @@ void Connection::send_bytes(std::span<const std::byte> message) {
   [[maybe_unused]] const internal::InjectedSlowdown<internal::Primitive::kPipe>
       slowdown;
   require_open(true, "send_bytes");
-  const std::uint64_t header = message.size();
   if (message.size() <= kSmallMessage) {
     // One contiguous write costs less than a two-part writev.
-    std::byte frame[kHeaderSize + kSmallMessage];
-    std::memcpy(frame, &header, kHeaderSize);
+    std::byte frame[kShortHeader + kSmallMessage];
+    const std::size_t header = encode_header(message.size(), frame);
     if (!message.empty())  // an empty span's data() may be null
-      std::memcpy(frame + kHeaderSize, message.data(), message.size());
-    write_contiguous(frame, kHeaderSize + message.size());
+      std::memcpy(frame + header, message.data(), message.size());
+    write_contiguous(frame, header + message.size());
     return;
   }
-  iovec parts[2] = {{const_cast<std::uint64_t*>(&header), kHeaderSize},
+  std::byte header[kLongHeader];
+  iovec parts[2] = {{header, encode_header(message.size(), header)},
                     {const_cast<std::byte*>(message.data()), message.size()}};
   iovec* next = parts;
   int count = message.empty() ? 1 : 2;
@@ -184,7 +223,7 @@ bool Connection::fill_frame_start() {
   // 16 frames is found, cost 1.4x the time per message of one frame per
   // read. One frame per read also matches the raw write/read loop call for
   // call.
-  return fill(kHeaderSize, std::max(kHeaderSize, read_hint_));
+  return fill(kShortHeader, std::max(kShortHeader, read_hint_));
 }
 
 bool Connection::fill(std::size_t n, std::size_t want) {
@@ -219,21 +258,36 @@ bool Connection::fill(std::size_t n, std::size_t want) {
   return true;
 }
 
-std::optional<std::uint64_t> Connection::peek_length() {
+std::optional<Connection::FrameHead> Connection::peek_frame() {
   require_open(false, "recv_bytes");
-  if (!fill_frame_start()) {
+  // The error for a header cut short by end of file, `of` bytes long.
+  const auto cut_short = [this](std::size_t of) {
     const std::size_t partial = end_ - begin_;
     begin_ = end_ = 0;
-    if (partial == 0) return std::nullopt;
-    throw PeerError(
+    return PeerError(
         "Connection::recv_bytes: the peer closed the connection in the middle "
-        "of a "
-        "frame header (" +
-        std::to_string(partial) + " of 8 bytes received)");
+        "of a frame header (" +
+        std::to_string(partial) + " of " + std::to_string(of) +
+        " bytes received)");
+  };
+  if (!fill_frame_start()) {
+    if (end_ == begin_) return std::nullopt;
+    throw cut_short(kShortHeader);
   }
-  std::uint64_t length;
-  std::memcpy(&length, buffer_.data() + begin_, kHeaderSize);
-  return length;
+  ParsedHeader parsed = parse_header(buffer_.data() + begin_, end_ - begin_);
+  if (parsed.size == 0) {
+    // Nothing after it can be trusted to be a frame: end of stream.
+    at_eof_ = true;
+    begin_ = end_ = 0;
+    throw PeerError("Connection::recv_bytes: malformed frame header (length " +
+                    std::to_string(parsed.first) +
+                    "); the connection reads as closed");
+  }
+  if (end_ - begin_ < parsed.size) {
+    if (!fill(parsed.size, parsed.size)) throw cut_short(parsed.size);
+    parsed = parse_header(buffer_.data() + begin_, end_ - begin_);
+  }
+  return FrameHead{parsed.length, parsed.size};
 }
 
 void Connection::read_payload(std::byte* out, std::uint64_t n,
@@ -281,45 +335,46 @@ void Connection::expect_frames_like(std::uint64_t length) {
   // A payload read straight into its destination needs only the header
   // buffered; a smaller one comes whole with its header in one read.
   read_hint_ = length >= kDirectRead
-                   ? kHeaderSize
-                   : kHeaderSize + static_cast<std::size_t>(length);
+                   ? header_size(length)
+                   : header_size(length) + static_cast<std::size_t>(length);
 }
 
-void Connection::take_payload(std::uint64_t length, std::byte* out) {
-  begin_ += kHeaderSize;
-  expect_frames_like(length);
-  read_payload(out, length, length, 0);
+void Connection::take_payload(FrameHead head, std::byte* out) {
+  begin_ += head.header;
+  expect_frames_like(head.length);
+  read_payload(out, head.length, head.length, 0);
 }
 
 std::optional<std::vector<std::byte>> Connection::recv_bytes(
     std::size_t max_length) {
   [[maybe_unused]] const internal::InjectedSlowdown<internal::Primitive::kPipe>
       slowdown;
-  const auto length = peek_length();
-  if (!length) return std::nullopt;
-  if (*length > max_length) {
+  const auto head = peek_frame();
+  if (!head) return std::nullopt;
+  const std::uint64_t length = head->length;
+  if (length > max_length) {
     throw MessageTooLong(
-        "Connection::recv_bytes: message of " + std::to_string(*length) +
+        "Connection::recv_bytes: message of " + std::to_string(length) +
             " bytes exceeds max_length " + std::to_string(max_length) +
             "; it stays unread",
-        static_cast<std::size_t>(std::min<std::uint64_t>(*length, kNoLimit)),
+        static_cast<std::size_t>(std::min<std::uint64_t>(length, kNoLimit)),
         max_length);
   }
   std::vector<std::byte> message;
-  if (*length <= kEagerAllocation) {
-    message.resize(static_cast<std::size_t>(*length));
-    take_payload(*length, message.data());
+  if (length <= kEagerAllocation) {
+    message.resize(static_cast<std::size_t>(length));
+    take_payload(*head, message.data());
     return message;
   }
   // Grow with what arrives, not with what the header claims.
-  begin_ += kHeaderSize;
-  read_hint_ = kHeaderSize;
+  begin_ += head->header;
+  read_hint_ = kShortHeader;
   std::uint64_t done = 0;
-  while (done < *length) {
+  while (done < length) {
     const std::uint64_t want = std::min<std::uint64_t>(
-        *length - done, std::max<std::uint64_t>(done, kEagerAllocation));
+        length - done, std::max<std::uint64_t>(done, kEagerAllocation));
     message.resize(static_cast<std::size_t>(done + want));
-    read_payload(message.data() + done, want, *length, done);
+    read_payload(message.data() + done, want, length, done);
     done += want;
   }
   return message;
@@ -327,8 +382,9 @@ std::optional<std::vector<std::byte>> Connection::recv_bytes(
 
 std::optional<std::size_t> Connection::recv_large_into(
     std::span<std::byte> out) {
-  std::uint64_t header;
-  iovec parts[2] = {{&header, kHeaderSize},
+  std::byte header[kLongHeader];
+  const std::size_t header_bytes = header_size(last_length_);
+  iovec parts[2] = {{header, header_bytes},
                     {out.data(), static_cast<std::size_t>(last_length_)}};
   ssize_t got;
   do {
@@ -341,22 +397,27 @@ std::optional<std::size_t> Connection::recv_large_into(
     return std::nullopt;
   }
   const auto bytes = static_cast<std::size_t>(got);
-  if (bytes >= kHeaderSize && header <= out.size() &&
-      bytes - kHeaderSize <= header) {
-    // All of it is this frame's: read the rest of the payload after it.
-    const std::uint64_t payload = bytes - kHeaderSize;
-    if (payload < header)
-      read_payload(out.data() + payload, header - payload, header, payload);
-    expect_frames_like(header);
-    return static_cast<std::size_t>(header);
+  if (bytes >= header_bytes) {
+    const ParsedHeader parsed = parse_header(header, header_bytes);
+    if (parsed.size == header_bytes && parsed.length <= out.size() &&
+        bytes - header_bytes <= parsed.length) {
+      // All of it is this frame's: read the rest of the payload after it.
+      const std::uint64_t payload = bytes - header_bytes;
+      if (payload < parsed.length)
+        read_payload(out.data() + payload, parsed.length - payload,
+                     parsed.length, payload);
+      expect_frames_like(parsed.length);
+      return static_cast<std::size_t>(parsed.length);
+    }
   }
-  // A short header, a frame that does not fit, or one shorter than the
-  // last (the next frame's first bytes came too): buffer what was read, in
-  // stream order, and let the general path take it from there.
+  // A short header, one of another form or malformed, a frame that does
+  // not fit, or one shorter than the last (the next frame's first bytes
+  // came too): buffer what was read, in stream order, and let the general
+  // path take it from there.
   if (buffer_.size() < std::max(bytes, kReadBuffer))
     buffer_.resize(std::max(bytes, kReadBuffer));
-  const std::size_t in_header = std::min(bytes, kHeaderSize);
-  std::memcpy(buffer_.data(), &header, in_header);
+  const std::size_t in_header = std::min(bytes, header_bytes);
+  std::memcpy(buffer_.data(), header, in_header);
   std::memcpy(buffer_.data() + in_header, out.data(), bytes - in_header);
   begin_ = 0;
   end_ = bytes;
@@ -377,48 +438,54 @@ std::optional<std::size_t> Connection::recv_bytes_into(
   // Fast path, the common case for small messages: one read brought the
   // whole frame (read_hint_ asks for exactly one), so copy it out and go.
   if (fd_ && readable_ &&
-      (end_ - begin_ >= kHeaderSize || fill_frame_start())) {
-    std::uint64_t length;
-    std::memcpy(&length, buffer_.data() + begin_, kHeaderSize);
-    if (length <= buffer.size() && end_ - begin_ - kHeaderSize >= length) {
+      (end_ - begin_ >= kShortHeader || fill_frame_start())) {
+    const std::size_t buffered = end_ - begin_;
+    const ParsedHeader parsed = parse_header(buffer_.data() + begin_, buffered);
+    if (parsed.size != 0 && buffered >= parsed.size &&
+        parsed.length <= buffer.size() &&
+        buffered - parsed.size >= parsed.length) {
+      const auto length = static_cast<std::size_t>(parsed.length);
       if (length > 0)
-        std::memcpy(buffer.data(), buffer_.data() + begin_ + kHeaderSize,
+        std::memcpy(buffer.data(), buffer_.data() + begin_ + parsed.size,
                     length);
-      begin_ += kHeaderSize + length;
+      begin_ += parsed.size + length;
       if (begin_ == end_) begin_ = end_ = 0;
       expect_frames_like(length);
-      return static_cast<std::size_t>(length);
+      return length;
     }
   }
-  const auto length = peek_length();
-  if (!length) return std::nullopt;
-  if (*length > buffer.size()) {
+  const auto head = peek_frame();
+  if (!head) return std::nullopt;
+  if (head->length > buffer.size()) {
     throw MessageTooLong(
-        "Connection::recv_bytes_into: message of " + std::to_string(*length) +
-            " bytes does not fit the " + std::to_string(buffer.size()) +
-            "-byte buffer; it stays unread",
-        static_cast<std::size_t>(std::min<std::uint64_t>(*length, kNoLimit)),
+        "Connection::recv_bytes_into: message of " +
+            std::to_string(head->length) + " bytes does not fit the " +
+            std::to_string(buffer.size()) + "-byte buffer; it stays unread",
+        static_cast<std::size_t>(
+            std::min<std::uint64_t>(head->length, kNoLimit)),
         buffer.size());
   }
-  take_payload(*length, buffer.data());
-  return static_cast<std::size_t>(*length);
+  take_payload(*head, buffer.data());
+  return static_cast<std::size_t>(head->length);
 }
 
 bool Connection::skip_message() {
-  const auto length = peek_length();
-  if (!length) return false;
-  take_payload(*length, nullptr);
+  const auto head = peek_frame();
+  if (!head) return false;
+  take_payload(*head, nullptr);
   return true;
 }
 
 bool Connection::poll(std::chrono::nanoseconds timeout) {
   require_open(false, "poll");
   if (at_eof_) return true;
-  // A whole frame may be buffered already; part of one needs the rest.
-  if (end_ - begin_ >= kHeaderSize) {
-    std::uint64_t length;
-    std::memcpy(&length, buffer_.data() + begin_, kHeaderSize);
-    if (length <= end_ - begin_ - kHeaderSize) return true;
+  // A whole frame may be buffered already (or a malformed header, which
+  // recv reports at once); part of one needs the rest.
+  if (const std::size_t buffered = end_ - begin_; buffered >= kShortHeader) {
+    const ParsedHeader parsed = parse_header(buffer_.data() + begin_, buffered);
+    if (parsed.size == 0 ||
+        (buffered >= parsed.size && parsed.length <= buffered - parsed.size))
+      return true;
   }
   const auto ns = std::max(timeout, std::chrono::nanoseconds(0));
   const timespec ts{static_cast<time_t>(ns.count() / 1'000'000'000),

@@ -13,9 +13,17 @@
 //
 // Pipe(true) returns two ends of a socketpair, each able to send and
 // receive; Pipe(false) returns (receive-only, send-only) ends of a pipe, as
-// CPython does. Messages are framed with an 8-byte length header, so a
-// message of any size travels whole: one larger than the pipe buffer is
-// streamed through it, never refused.
+// CPython does. A message of any size travels whole: one larger than the
+// pipe buffer is streamed through it, never refused.
+//
+// Frames are CPython's (multiprocessing.connection, Connection.send_bytes):
+// the payload follows its length as a 4-byte big-endian signed integer, or,
+// past 2 GiB - 1 bytes, -1 and the length as an 8-byte big-endian unsigned
+// one. A Python Connection on the other end of the descriptor (a socket, or
+// a pipe handed to a Python child) reads what send_bytes writes and writes
+// what recv_bytes reads. A header holding another negative length is a
+// malformed stream: recv throws mp::PeerError and the connection then reads
+// as end of file.
 //
 // End of file: once the peer has closed its end (or exited) and every
 // message it sent has been read, recv*() returns nullopt. A peer that dies in
@@ -53,7 +61,14 @@ class Connection {
  public:
   static constexpr std::size_t kNoLimit =
       std::numeric_limits<std::size_t>::max();
-  static constexpr std::size_t kHeaderSize = sizeof(std::uint64_t);
+  // The frame header's sizes (see the top of this file).
+  static constexpr std::size_t kShortHeader = 4;
+  static constexpr std::size_t kLongHeader = 12;
+  static constexpr std::uint64_t kLongestShortFrame = 0x7fffffff;
+  // The bytes of the header send_bytes writes before a `length`-byte payload.
+  static constexpr std::size_t header_size(std::uint64_t length) {
+    return length > kLongestShortFrame ? kLongHeader : kShortHeader;
+  }
 
   Connection() = default;
   Connection(Fd fd, bool readable, bool writable, bool is_socket);
@@ -117,11 +132,18 @@ class Connection {
   // fill() for the next frame's header, asking for a whole frame of the last
   // frame's size (read_hint_).
   bool fill_frame_start();
-  // Reads the next frame's length without consuming it; nullopt at EOF.
-  std::optional<std::uint64_t> peek_length();
-  // Consumes the frame whose length was peeked, writing its payload to
+  // A frame's payload length and the size of the header that said so.
+  struct FrameHead {
+    std::uint64_t length;
+    std::size_t header;
+  };
+  // Reads the next frame's header without consuming it; nullopt at EOF.
+  // Throws mp::PeerError for a header cut short or malformed (then reads as
+  // end of file).
+  std::optional<FrameHead> peek_frame();
+  // Consumes the frame whose header was peeked, writing its payload to
   // `out` (or dropping it when out is null).
-  void take_payload(std::uint64_t length, std::byte* out);
+  void take_payload(FrameHead head, std::byte* out);
   // Copies the next `n` payload bytes (buffered first, then straight from the
   // descriptor) to `out`, or drops them when out is null. The frame's length
   // and the bytes of it already read only feed the truncation error.
@@ -147,7 +169,7 @@ class Connection {
   std::size_t begin_ = 0;
   std::size_t end_ = 0;
   std::size_t read_hint_ =
-      kHeaderSize;                 // bytes the next frame is likely to take
+      kShortHeader;                // bytes the next frame is likely to take
   std::uint64_t last_length_ = 0;  // the last frame's payload
   std::vector<std::byte> scratch_;
 };

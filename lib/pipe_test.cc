@@ -5,6 +5,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -30,6 +31,36 @@ std::vector<std::byte> pattern(std::size_t size, unsigned seed) {
   for (std::size_t i = 0; i < size; ++i)
     bytes[i] = std::byte((i * 131 + seed) & 0xff);
   return bytes;
+}
+
+// CPython's frame header (multiprocessing.connection), written out here
+// rather than with the library's encoder: a 4-byte big-endian length, or -1
+// and an 8-byte big-endian length (`long_form`, which CPython uses past
+// 2 GiB - 1 bytes).
+std::vector<std::byte> header_of(std::uint64_t length, bool long_form = false) {
+  std::vector<std::byte> out;
+  const auto put = [&out](std::uint64_t value, int bytes) {
+    for (int shift = 8 * (bytes - 1); shift >= 0; shift -= 8)
+      out.push_back(std::byte((value >> shift) & 0xff));
+  };
+  if (long_form || length > 0x7fffffff) {
+    put(0xffffffff, 4);
+    put(length, 8);
+  } else {
+    put(length, 4);
+  }
+  return out;
+}
+
+std::vector<std::byte> frame_of(const std::vector<std::byte>& payload) {
+  auto frame = header_of(payload.size());
+  frame.insert(frame.end(), payload.begin(), payload.end());
+  return frame;
+}
+
+void write_all(int fd, const std::vector<std::byte>& bytes) {
+  ASSERT_EQ(::write(fd, bytes.data(), bytes.size()),
+            static_cast<ssize_t>(bytes.size()));
 }
 
 class PipeTest : public ::testing::TestWithParam<bool> {
@@ -164,8 +195,8 @@ void expect_frames_then_truncation(Connection& receiver, Connection& sender,
     for (std::size_t i = 0; i < sizes.size(); ++i)
       sender.send_bytes(pattern(sizes[i], static_cast<unsigned>(i)));
     std::vector<std::byte> part(1000);
-    EXPECT_EQ(::write(sender.fileno(), &claimed, sizeof claimed), 8);
-    EXPECT_EQ(::write(sender.fileno(), part.data(), part.size()), 1000);
+    write_all(sender.fileno(), header_of(claimed));
+    write_all(sender.fileno(), part);
     sender.close();
   });
   std::this_thread::sleep_for(20ms);  // let frames pile up in the pipe
@@ -211,11 +242,7 @@ TEST_P(PipeTest, FramesArrivingInPiecesAreReassembled) {
   Process producer([&, &receiver = receiver, &sender = sender] {
     receiver.close();
     for (std::size_t i = 0; i < sizes.size(); ++i) {
-      std::vector<std::byte> frame(8 + sizes[i]);
-      const std::uint64_t length = sizes[i];
-      std::memcpy(frame.data(), &length, 8);
-      const auto payload = pattern(sizes[i], static_cast<unsigned>(i));
-      std::memcpy(frame.data() + 8, payload.data(), payload.size());
+      const auto frame = frame_of(pattern(sizes[i], static_cast<unsigned>(i)));
       for (std::size_t at = 0; at < frame.size(); at += 1000) {
         const std::size_t n = std::min<std::size_t>(1000, frame.size() - at);
         if (::write(sender.fileno(), frame.data() + at, n) !=
@@ -281,9 +308,6 @@ TEST_P(PipeTest, LargeFramesOfChangingSizesArriveIntact) {
       65536, /*claimed=*/65536);
 }
 
-// Part of a frame that a read took along with an earlier one is not a
-// message yet: poll() waits for the rest, which then completes it. (A
-// 100-byte frame first makes the reader ask for 108 bytes a read.)
 // A backlog of frames of one size is read a frame at a time, never part of
 // the next: after each message, what the kernel still holds is whole frames.
 // (A read that took the next frame's header along with a payload left every
@@ -301,22 +325,22 @@ TEST_P(PipeTest, ReadsOfABacklogEndAtFrameBoundaries) {
       int unread = -1;
       ASSERT_EQ(::ioctl(receiver.fileno(), FIONREAD, &unread), 0);
       EXPECT_EQ(static_cast<std::size_t>(unread),
-                left * (Connection::kHeaderSize + size))
+                left * (Connection::header_size(size) + size))
           << size << "-byte frames, " << left << " left";
     }
   }
 }
 
+// Part of a frame that a read took along with an earlier one is not a
+// message yet: poll() waits for the rest, which then completes it. (A
+// 100-byte frame first makes the reader ask for 104 bytes a read.)
 TEST_P(PipeTest, PollDoesNotCountAPartialBufferedFrame) {
   auto [receiver, sender] = Pipe(GetParam());
   sender.send_bytes(pattern(100, 1));
   ASSERT_EQ(receiver.recv_bytes(), pattern(100, 1));
   sender.send_bytes(pattern(16, 2));
   const auto last = pattern(64, 3);
-  std::vector<std::byte> frame(8 + last.size());
-  const std::uint64_t length = last.size();
-  std::memcpy(frame.data(), &length, 8);
-  std::memcpy(frame.data() + 8, last.data(), last.size());
+  const auto frame = frame_of(last);
   ASSERT_EQ(::write(sender.fileno(), frame.data(), 20), 20);
   ASSERT_EQ(receiver.recv_bytes(), pattern(16, 2));
   EXPECT_FALSE(receiver.poll(10ms));
@@ -365,8 +389,7 @@ TEST_P(PipeTest, TruncatedFrameIsAPeerErrorThenEof) {
   for (const unsigned backlog : {0u, 100u}) {
     auto [receiver, sender] = Pipe(GetParam());
     for (unsigned i = 0; i < backlog; ++i) sender.send_bytes(pattern(16, i));
-    const std::uint64_t claimed = 100;
-    ASSERT_EQ(::write(sender.fileno(), &claimed, sizeof claimed), 8);
+    write_all(sender.fileno(), header_of(100));
     ASSERT_EQ(::write(sender.fileno(), "0123456789", 10), 10);
     sender.close();
     for (unsigned i = 0; i < backlog; ++i)
@@ -383,19 +406,83 @@ TEST_P(PipeTest, TruncatedFrameIsAPeerErrorThenEof) {
 }
 
 TEST_P(PipeTest, TruncatedHeaderIsAPeerError) {
+  // Three bytes of a short header, and the long form's -1 with three bytes
+  // of its length.
+  auto long_cut = header_of(5, /*long_form=*/true);
+  long_cut.resize(7);
+  for (const auto& [bytes, of] :
+       {std::pair{header_of(5), 4}, std::pair{long_cut, 12}}) {
+    auto [receiver, sender] = Pipe(GetParam());
+    write_all(sender.fileno(),
+              std::vector<std::byte>(bytes.begin(), bytes.end() - (of == 4)));
+    sender.close();
+    try {
+      receiver.recv_bytes();
+      FAIL() << "a header cut short must be an error";
+    } catch (const PeerError& e) {
+      EXPECT_THAT(e.what(),
+                  HasSubstr("frame header (" + std::to_string(of == 4 ? 3 : 7) +
+                            " of " + std::to_string(of)));
+    }
+    EXPECT_EQ(receiver.recv_bytes(), std::nullopt);
+  }
+}
+
+// A negative length other than -1 is no frame CPython or we write: the
+// stream cannot be trusted after it, so the connection reads as closed.
+TEST_P(PipeTest, MalformedHeaderIsAPeerErrorThenEof) {
   auto [receiver, sender] = Pipe(GetParam());
-  ASSERT_EQ(::write(sender.fileno(), "abc", 3), 3);
-  sender.close();
-  EXPECT_THROW(receiver.recv_bytes(), PeerError);
+  sender.send_bytes(pattern(10, 1));
+  write_all(sender.fileno(), {std::byte{0xff}, std::byte{0xff}, std::byte{0xff},
+                              std::byte{0xfb}});  // -5
+  sender.send_bytes(pattern(10, 2));
+  EXPECT_EQ(receiver.recv_bytes(), pattern(10, 1));
+  try {
+    receiver.recv_bytes();
+    FAIL() << "a malformed header must be an error";
+  } catch (const PeerError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("malformed frame header (length -5)"));
+  }
   EXPECT_EQ(receiver.recv_bytes(), std::nullopt);
+  EXPECT_TRUE(receiver.poll());  // end of file is ready at once
+}
+
+// The long form is read whatever the length it carries (CPython's reader
+// accepts it too), by every receiving call.
+TEST_P(PipeTest, LongFormHeaderOfASmallLengthIsRead) {
+  auto [receiver, sender] = Pipe(GetParam());
+  for (int i = 0; i < 3; ++i) {
+    auto frame = header_of(5, /*long_form=*/true);
+    for (char c : std::string("hello")) frame.push_back(std::byte(c));
+    write_all(sender.fileno(), frame);
+  }
+  const std::vector<std::byte> hello = {std::byte{'h'}, std::byte{'e'},
+                                        std::byte{'l'}, std::byte{'l'},
+                                        std::byte{'o'}};
+  EXPECT_EQ(receiver.recv_bytes(), hello);
+  std::vector<std::byte> buffer(5);
+  EXPECT_EQ(receiver.recv_bytes_into(buffer), 5u);
+  EXPECT_EQ(buffer, hello);
+  EXPECT_TRUE(receiver.skip_message());
 }
 
 TEST_P(PipeTest, HugeClaimedLengthDoesNotAllocateIt) {
   auto [receiver, sender] = Pipe(GetParam());
-  const std::uint64_t claimed = std::uint64_t{1} << 50;  // a petabyte
-  ASSERT_EQ(::write(sender.fileno(), &claimed, sizeof claimed), 8);
+  // A petabyte, in the long form.
+  write_all(sender.fileno(), header_of(std::uint64_t{1} << 50));
   sender.close();
   EXPECT_THROW(receiver.recv_bytes(), PeerError);
+}
+
+// What send_bytes writes is CPython's frame, byte for byte.
+TEST_P(PipeTest, FramesAreCPythons) {
+  auto [receiver, sender] = Pipe(GetParam());
+  const auto message = pattern(300, 7);
+  sender.send_bytes(message);
+  std::vector<std::byte> wire(4 + 300);
+  ASSERT_EQ(::read(receiver.fileno(), wire.data(), wire.size()),
+            static_cast<ssize_t>(wire.size()));
+  EXPECT_EQ(wire, frame_of(message));
 }
 
 TEST_P(PipeTest, PollWaitsForAMessage) {
@@ -422,6 +509,37 @@ TEST_P(PipeTest, MisuseIsReported) {
 }
 
 // Seed 002's client/server "adder" over a duplex pipe.
+// A Python process on the other end: CPython's own Connection reads what
+// send_bytes writes and writes what recv_bytes reads, sizes on both sides of
+// 4 KiB and of the pipe buffer included.
+TEST(PipeCPythonTest, APythonConnectionIsAPeer) {
+  const std::vector<std::size_t> sizes = {0, 1, 300, 4096, 70000, 300000};
+  auto [ours, theirs] = Pipe(/*duplex=*/true);
+  const std::string script =
+      "from multiprocessing.connection import Connection\n"
+      "c = Connection(3)\n"
+      "for _ in range(" +
+      std::to_string(sizes.size()) +
+      "):\n"
+      "    c.send_bytes(c.recv_bytes()[::-1])\n";
+  Process python([&, &ours = ours, &theirs = theirs] {
+    ours.close();
+    if (::dup2(theirs.fileno(), 3) == -1) return 126;
+    ::execlp("python3", "python3", "-c", script.c_str(), nullptr);
+    return 127;  // no python3
+  });
+  python.start();
+  theirs.close();
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    auto message = pattern(sizes[i], static_cast<unsigned>(i));
+    ours.send_bytes(message);
+    std::reverse(message.begin(), message.end());
+    EXPECT_EQ(ours.recv_bytes(), message) << sizes[i];
+  }
+  python.join();
+  EXPECT_EQ(python.exitcode(), 0);
+}
+
 TEST(PipeSeedTest, DuplexAdderServer) {
   testing::LeakCheck leaks;
   {
