@@ -277,6 +277,10 @@ def _family_rows(rows: list[Row], threshold: float, alpha: float,
             old_s += [v / m for v in r.samples_old]
             new_s += [v / m for v in r.samples_new]
             src += r.sources_old or [0] * len(r.samples_old)
+        if not old_s:
+            # Every instance's OLD median is 0 (a counter such as
+            # minor_faults that stayed at zero): no ratio to pool.
+            continue
         higher = members[0].higher_is_better
         tol = max(threshold, noise_factor * 100 * run_to_run_spread(old_s, src))
         change, p, verdict = _verdict(old_s, new_s, higher, threshold, alpha, True, tol)

@@ -231,6 +231,20 @@ class Scenarios(unittest.TestCase):
         self.assertLessEqual(len(md), 3000)
         self.assertIn("left out", md)
 
+    def test_family_of_a_counter_that_stays_zero_is_not_pooled(self):
+        # Every instance's minor_faults is 0 in every repetition (a warmed-up
+        # pool): there is no ratio to pool, and no crash on an empty family.
+        spec = {f"BM_ThreadPoolMap/double/items:{n}/chunksize:8/workers:2/real_time":
+                (1000.0 * n, {"minor_faults": 0.0, "items_per_second": 1e6 / n})
+                for n in (1, 10, 100)}
+        old = run(60, spec=spec, reps=5)
+        new = run(61, spec=spec, reps=5)
+        rep = compare.compare_runs(old, new, "direct")
+        self.assertEqual(rep.exit_code, 0)
+        fam = [r for r in rep.rows if r.kind == "family"]
+        self.assertTrue(fam)  # time and items_per_second are pooled
+        self.assertFalse([r for r in fam if r.metric == "minor_faults"])
+
     def test_min_p_value(self):
         self.assertAlmostEqual(compare.min_p_value(3, 3), 0.1)
         self.assertLess(compare.min_p_value(4, 4), 0.05)
