@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -82,10 +84,17 @@ struct Oracle {
   }
 };
 
-void write_all(int fd, std::span<const std::byte> bytes) {
+// Writes `bytes` to `fd`; a write refused because the reader closed its end
+// (only after a malformed header, `reader_closed`) ends it early.
+void write_all(int fd, std::span<const std::byte> bytes,
+               const std::atomic<bool>& reader_closed) {
   while (!bytes.empty()) {
     const ssize_t n = ::write(fd, bytes.data(), bytes.size());
     if (n == -1 && errno == EINTR) continue;
+    if (n == -1 && (errno == EPIPE || errno == ECONNRESET)) {
+      FUZZ_CHECK(reader_closed.load());
+      return;
+    }
     FUZZ_CHECK(n > 0);
     bytes = bytes.subspan(static_cast<std::size_t>(n));
   }
@@ -101,10 +110,14 @@ void check_message(Oracle& oracle, std::span<const std::byte> got) {
 
 // The reader threw PeerError: only a frame cut short by end of file or a
 // malformed header may do that, and the connection then reads as end of
-// file.
-void check_truncated(Oracle& oracle) {
+// file. Returns whether the header was malformed: the writer may still be
+// sending then, and the reader is closed, as lib/pipe.h asks, so that it
+// does not block.
+bool check_truncated(Oracle& oracle) {
   FUZZ_CHECK(oracle.left() > 0 && !oracle.frame_complete());
+  const bool malformed = oracle.head().malformed;
   oracle.pos = oracle.stream.size();
+  return malformed;
 }
 
 }  // namespace
@@ -124,16 +137,24 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
   mp::Connection& reader = ends.first;
   mp::Connection& writer = ends.second;
   // A stream the pipe cannot hold at once is written from a thread.
+  std::atomic<bool> reader_closed{false};
   std::thread feeder;
   if (oracle.stream.size() <= 32 * 1024) {
-    write_all(writer.fileno(), oracle.stream);
+    write_all(writer.fileno(), oracle.stream, reader_closed);
     writer.close();
   } else {
-    feeder = std::thread([&writer, &oracle] {
-      write_all(writer.fileno(), oracle.stream);
+    feeder = std::thread([&writer, &oracle, &reader_closed] {
+      write_all(writer.fileno(), oracle.stream, reader_closed);
       writer.close();
     });
   }
+  // After a malformed header: the reader reads as end of file from then on;
+  // it is closed, so that a writer still sending fails instead of blocking.
+  const auto close_reader = [&] {
+    FUZZ_CHECK(!reader.recv_bytes().has_value());
+    reader_closed = true;
+    reader.close();
+  };
 
   std::vector<std::byte> buffer(limit);
   // Every call either consumes a frame or ends the stream, and a refused one
@@ -188,16 +209,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
         FUZZ_CHECK(oracle.frame_complete());
         oracle.advance();
       } catch (const mp::PeerError&) {
-        check_truncated(oracle);
+        if (check_truncated(oracle)) close_reader();
       }
     } catch (const mp::PeerError&) {
-      check_truncated(oracle);
+      if (check_truncated(oracle)) close_reader();
     }
+    if (reader_closed) break;
   }
   // End of file comes only after every byte was delivered.
   FUZZ_CHECK(oracle.left() == 0);
   // And stays.
-  FUZZ_CHECK(!reader.recv_bytes().has_value());
+  if (!reader_closed) FUZZ_CHECK(!reader.recv_bytes().has_value());
   if (feeder.joinable()) feeder.join();
   return 0;
 }

@@ -23,7 +23,8 @@
 // a pipe handed to a Python child) reads what send_bytes writes and writes
 // what recv_bytes reads. A header holding another negative length is a
 // malformed stream: recv throws mp::PeerError and the connection then reads
-// as end of file.
+// as end of file without reading its descriptor again; close() it, or a
+// peer that goes on sending blocks once the pipe or socket buffer is full.
 //
 // End of file: once the peer has closed its end (or exited) and every
 // message it sent has been read, recv*() returns nullopt. A peer that dies in
