@@ -525,16 +525,7 @@ class RawFramedPipeLink {
         if (n == -1 && errno == EINTR) continue;
         return false;
       }
-      auto done = static_cast<std::size_t>(n);
-      while (count > 0 && done >= next->iov_len) {
-        done -= next->iov_len;
-        ++next;
-        --count;
-      }
-      if (count > 0) {
-        next->iov_base = static_cast<std::byte*>(next->iov_base) + done;
-        next->iov_len -= done;
-      }
+      internal::skip_transferred(next, count, static_cast<std::size_t>(n));
     }
     return true;
   }

@@ -178,8 +178,9 @@ void register_workload(std::shared_ptr<Workload> workload,
             w->prepare(n);
             const double serial = serial_seconds(*w, n);
             auto threads = w->thread_pool(workers);
-            warm_until_steady({}, [&] { threads->map(c); });
-            run_map(state, *w, n, serial, {}, true, [&] { threads->map(c); });
+            const auto map = [&] { threads->map(c); };
+            warm_until_steady({}, map);
+            run_map(state, *w, n, serial, {}, true, map);
           });
         });
       }

@@ -23,4 +23,20 @@ void Fd::close() {
   }
 }
 
+namespace internal {
+
+void skip_transferred(iovec*& next, int& count, std::size_t done) noexcept {
+  while (count > 0 && done >= next->iov_len) {
+    done -= next->iov_len;
+    ++next;
+    --count;
+  }
+  if (count > 0) {
+    next->iov_base = static_cast<std::byte*>(next->iov_base) + done;
+    next->iov_len -= done;
+  }
+}
+
+}  // namespace internal
+
 }  // namespace mp

@@ -6,6 +6,9 @@
 #ifndef MPBENCH_LIB_FD_H_
 #define MPBENCH_LIB_FD_H_
 
+#include <sys/uio.h>
+
+#include <cstddef>
 #include <utility>
 
 namespace mp {
@@ -40,6 +43,14 @@ class Fd {
   int fd_ = -1;
 };
 
+namespace internal {
+
+// After a readv or writev over the `count` parts at `next` moved `done`
+// bytes: steps past the parts it completed and trims the one it stopped in,
+// so that the next call moves the rest (count 0: all done). Never throws.
+void skip_transferred(iovec*& next, int& count, std::size_t done) noexcept;
+
+}  // namespace internal
 }  // namespace mp
 
 #endif  // MPBENCH_LIB_FD_H_

@@ -63,6 +63,10 @@ struct ParsedHeader {
   std::size_t size;
   std::uint64_t length;
   std::int32_t first;
+  // Whether `buffered` bytes hold this header and its whole payload.
+  bool whole(std::size_t buffered) const {
+    return size != 0 && buffered >= size && length <= buffered - size;
+  }
 };
 ParsedHeader parse_header(const std::byte* in, std::size_t n) {
   std::uint32_t word;
@@ -200,16 +204,7 @@ void Connection::send_bytes(std::span<const std::byte> message) {
       throw_send_error(errno);
     }
     // Partial write: skip what went out and send the rest.
-    auto done = static_cast<std::size_t>(sent);
-    while (count > 0 && done >= next->iov_len) {
-      done -= next->iov_len;
-      ++next;
-      --count;
-    }
-    if (count > 0) {
-      next->iov_base = static_cast<std::byte*>(next->iov_base) + done;
-      next->iov_len -= done;
-    }
+    internal::skip_transferred(next, count, static_cast<std::size_t>(sent));
   }
 }
 
@@ -441,9 +436,7 @@ std::optional<std::size_t> Connection::recv_bytes_into(
       (end_ - begin_ >= kShortHeader || fill_frame_start())) {
     const std::size_t buffered = end_ - begin_;
     const ParsedHeader parsed = parse_header(buffer_.data() + begin_, buffered);
-    if (parsed.size != 0 && buffered >= parsed.size &&
-        parsed.length <= buffer.size() &&
-        buffered - parsed.size >= parsed.length) {
+    if (parsed.whole(buffered) && parsed.length <= buffer.size()) {
       const auto length = static_cast<std::size_t>(parsed.length);
       if (length > 0)
         std::memcpy(buffer.data(), buffer_.data() + begin_ + parsed.size,
@@ -483,9 +476,7 @@ bool Connection::poll(std::chrono::nanoseconds timeout) {
   // recv reports at once); part of one needs the rest.
   if (const std::size_t buffered = end_ - begin_; buffered >= kShortHeader) {
     const ParsedHeader parsed = parse_header(buffer_.data() + begin_, buffered);
-    if (parsed.size == 0 ||
-        (buffered >= parsed.size && parsed.length <= buffered - parsed.size))
-      return true;
+    if (parsed.size == 0 || parsed.whole(buffered)) return true;
   }
   const auto ns = std::max(timeout, std::chrono::nanoseconds(0));
   const timespec ts{static_cast<time_t>(ns.count() / 1'000'000'000),

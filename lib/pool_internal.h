@@ -114,24 +114,12 @@ decltype(auto) call_fn(void* fn, const Arg& item) {
 // Items of type std::vector<E>, E flat, reach a function that takes a
 // std::span<const E> as a view of the task message, where the worker reads
 // them in place: no vector is allocated and no element copied (a vector
-// would be both, for every item). kView<F, T> says when; ViewOf names E.
-template <typename T>
-struct ViewOf {
-  using element = void;
-};
-template <typename E>
-struct ViewOf<std::vector<E>> {
-  using element = E;
-};
+// would be both, for every item). kView<F, T> says when.
 template <typename F, typename T>
-inline constexpr bool kView = [] {
-  using E = typename ViewOf<T>::element;
-  if constexpr (std::is_void_v<E>) {
-    return false;
-  } else {
-    return kFlat<E> && std::is_invocable_v<F&, std::span<const E>>;
-  }
-}();
+inline constexpr bool kView = false;
+template <typename F, typename E>
+inline constexpr bool kView<F, std::vector<E>> =
+    kFlat<E>&& std::is_invocable_v<F&, std::span<const E>>;
 
 // Reads one std::vector<E> item as a span of the message when its elements
 // lie aligned for E there; otherwise (elements wider than a byte, at an
@@ -173,7 +161,7 @@ bool invoke_chunk(void* fn, std::span<const std::byte> items,
   Writer writer(results);
   bool ok;
   if constexpr (kView<F, T>) {
-    using E = typename ViewOf<T>::element;
+    using E = typename T::value_type;
     std::vector<E> scratch;
     ok = run_chunk(count, failure, [&](std::uint64_t) {
       const std::span<const E> item = read_view(reader, scratch);
