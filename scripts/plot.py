@@ -60,6 +60,7 @@ REF_STYLES = {  # raw references, drawn the same way everywhere
 }
 PRETTY = {
     "MemcpyThroughput": "memcpy", "RawPipeThroughput": "raw pipe",
+    "MemcpySlotsThroughput": "memcpy into slots in turn",
     "PipeThroughput": "mp pipe", "QueueThroughput": "Queue",
     "JoinableQueueThroughput": "JoinableQueue",
     "ChannelThroughput": "Channel", "RingChannelThroughput": "RingChannel",

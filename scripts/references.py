@@ -141,8 +141,13 @@ RULES: tuple[Rule, ...] = (
     # limits of the same message size.
     Rule("QueueMpmcThroughput", _RING_REFS[:1] + _THROUGHPUT_REFS[1:],
          label="Queue PxC / raw ring (throughput)"),
-    # One copy at most (the producer filling the slot): memcpy is the limit.
-    Rule("RingChannelLoanThroughput", _RING_REFS[1:],
+    # One copy at most (the producer filling the slot): memcpy is the limit,
+    # and memcpy into as many slots in turn the limit with the ring's cache
+    # footprint.
+    Rule("RingChannelLoanThroughput",
+         _RING_REFS[1:] + (Ref("MemcpySlotsThroughput", ("bytes", "slots"),
+                               note="memcpy into as many slots in turn: the "
+                                    "ring's cache footprint"),),
          label="RingChannel loan+view / memcpy"),
     Rule("BoostMqThroughput", _THROUGHPUT_REFS, gate=False,
          label="Boost message_queue / memcpy"),
