@@ -333,24 +333,32 @@ constexpr double kCdfPercents[] = {0,  0.1, 1,  5,  10, 20, 25, 30,   40, 50,
 // the reply; the peer runs `echo(count)`. Reports manual time (the sum of the
 // round trips), the median and 99th percentile, and the kCdfPercents
 // percentiles. A round trip costs the timed loop two clock reads and a store
-// into a vector sized before the loop (no allocation in it).
-template <typename RoundTrip, typename Echo>
-void run_ping_pong(benchmark::State& state, RoundTrip round_trip, Echo echo) {
+// into a vector sized before the loop (no allocation in it). The first
+// `warm` messages go untimed, through `warm_up(warm)`, before the count of
+// faults starts.
+template <typename RoundTrip, typename Echo, typename WarmUp>
+void run_ping_pong(benchmark::State& state, RoundTrip round_trip, Echo echo,
+                   uint64_t warm, WarmUp warm_up) {
   std::vector<double> samples;
-  samples.reserve(static_cast<std::size_t>(state.max_iterations));
+  std::size_t taken = 0;
   try {
     Peer peer(echo);
+    // Sized and written (faulted in) here, after the fork: memory written
+    // before it is shared copy-on-write with the peer, and each page's first
+    // store in the timed loop would take a fault (1 per 512 round trips).
+    samples.assign(static_cast<std::size_t>(state.max_iterations), 0.0);
     MinorFaults faults({peer.process().pid()});
-    peer.announce(static_cast<uint64_t>(state.max_iterations));
+    peer.announce(static_cast<uint64_t>(state.max_iterations) + warm);
+    warm_up(warm);
     faults.start();
-    uint64_t i = 0;
+    uint64_t i = warm;
     for (auto _ : state) {
       const auto begin = Clock::now();
       round_trip(i++);
       const double seconds =
           std::chrono::duration<double>(Clock::now() - begin).count();
       state.SetIterationTime(seconds);
-      samples.push_back(seconds);
+      samples[taken++] = seconds;
     }
     const int verdict = peer.verdict();
     faults.report(state);
@@ -365,6 +373,7 @@ void run_ping_pong(benchmark::State& state, RoundTrip round_trip, Echo echo) {
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
   }
+  samples.resize(taken);
   if (samples.empty()) return;
   std::sort(samples.begin(), samples.end());
   auto percentile = [&](double p) {
@@ -380,6 +389,11 @@ void run_ping_pong(benchmark::State& state, RoundTrip round_trip, Echo echo) {
     state.counters[name] = percentile(p / 100);
   }
   state.SetItemsProcessed(state.iterations());
+}
+
+template <typename RoundTrip, typename Echo>
+void run_ping_pong(benchmark::State& state, RoundTrip round_trip, Echo echo) {
+  run_ping_pong(state, round_trip, echo, 0, [](uint64_t) {});
 }
 
 // --- Throughput
@@ -822,6 +836,9 @@ uint64_t first_lap(const Link& link, std::size_t bytes) {
 }
 
 // Throughput over one link: message i from here to the peer per iteration.
+// A lap of the link's buffer goes first, untimed (at least one message:
+// where the buffer is the kernel's, a pipe's, that one message still makes
+// each side's first use of its own buffers set-up).
 template <typename Link>
 void link_throughput(benchmark::State& state, std::size_t bytes, Link& link) {
   std::vector<std::byte> message(bytes);
@@ -842,7 +859,7 @@ void link_throughput(benchmark::State& state, std::size_t bytes, Link& link) {
         }
         return 0;
       },
-      first_lap(link, bytes));
+      std::max<uint64_t>(1, first_lap(link, bytes)));
 }
 
 // Round trips over two links: message i out on `ping`, echoed back on `pong`.
@@ -850,13 +867,29 @@ template <typename Link>
 void link_ping_pong(benchmark::State& state, std::size_t bytes, Link& ping,
                     Link& pong) {
   std::vector<std::byte> message(bytes), reply(bytes);
+  const auto get_reply = [&] {
+    if (pong.recv_into(reply) != bytes)
+      throw PeerError("short or missing reply");
+  };
+  // Untimed: one round trip, and one lap of each ring where the link has
+  // one, before the timed loop, so that both processes have touched every
+  // page they use (each maps a shared page on its own first touch, and the
+  // first store into a buffer made before the fork copies its page): without
+  // this, minor_faults counted up to 0.1 a round trip, set-up spread over a
+  // short row. In bursts that either ring holds whole, so that the peer's
+  // echoes never wait for this side to read: a lap then costs a few
+  // hand-offs instead of a round trip a message (131,072 at 8 bytes in a
+  // 1 MiB ring, ~50 us each at spin_us:0).
+  const uint64_t warm = std::max<uint64_t>(1, first_lap(ping, bytes));
+  uint64_t burst = 1;
+  if constexpr (requires { ping.buffer_bytes(); })
+    burst = std::max<uint64_t>(1, ping.buffer_bytes() / (2 * (bytes + 64)));
   run_ping_pong(
       state,
       [&](uint64_t i) {
         stamp(message, i);
         ping.send(message);
-        if (pong.recv_into(reply) != bytes)
-          throw PeerError("short or missing reply");
+        get_reply();
       },
       [&](uint64_t count, const auto& ready) {
         std::vector<std::byte> buffer(bytes);
@@ -867,6 +900,18 @@ void link_ping_pong(benchmark::State& state, std::size_t bytes, Link& ping,
           pong.send(buffer);
         }
         return 0;
+      },
+      warm,
+      [&](uint64_t count) {
+        for (uint64_t sent = 0; sent < count;) {
+          const uint64_t n = std::min(burst, count - sent);
+          for (uint64_t k = 0; k < n; ++k) {
+            stamp(message, sent + k);
+            ping.send(message);
+          }
+          for (uint64_t k = 0; k < n; ++k) get_reply();
+          sent += n;
+        }
       });
 }
 
@@ -1079,16 +1124,26 @@ void BM_QueueMpmcThroughput(benchmark::State& state) {
       }
       while (queue.qsize() != 0) internal::cpu_relax();
     };
-    // Untimed: two laps of the ring, so that every process has touched its
-    // pages (first touches are set-up; minor_faults then shows the steady
-    // state).
-    const std::size_t lap = static_cast<std::size_t>(kMpmcBatch) * (bytes + 4);
-    int64_t warm_up = 0;
-    for (std::size_t moved = 0; moved < 2 * queue.capacity_bytes();
-         moved += lap, ++warm_up)
-      batch();
+    // Untimed: laps of the ring until every process has touched the pages
+    // it uses (first touches are set-up; minor_faults then shows the steady
+    // state). Each process maps a shared page on its own first touch (fork
+    // copies no page tables of shared memory), and where two producers or
+    // two consumers take turns, two laps left pages that one of them had
+    // not touched yet: 0.07 faults a batch in the timed loop with two
+    // producers. So: at least two laps, then until a whole lap adds no
+    // fault in any of the processes (at most 64 laps).
     std::vector<pid_t> pids;
     for (Process& worker : workers) pids.push_back(worker.pid());
+    const std::size_t batch_bytes =
+        static_cast<std::size_t>(kMpmcBatch) * (bytes + 4);
+    const std::size_t batches_per_lap =
+        (queue.capacity_bytes() + batch_bytes - 1) / batch_bytes;
+    int64_t warm_up = 0;
+    for (int lap = 0; lap < 64; ++lap) {
+      const std::uint64_t before = mpbench::minor_faults_now(pids);
+      for (std::size_t b = 0; b < batches_per_lap; ++b, ++warm_up) batch();
+      if (lap >= 1 && mpbench::minor_faults_now(pids) == before) break;
+    }
     MinorFaults faults(pids);
     faults.start();
     for (auto _ : state) batch();
