@@ -415,13 +415,13 @@ class PageDraw {
     const auto pages =
         std::uniform_int_distribution<std::size_t>(0, 511)(random);
     if (pages == 0) return;
-    held_ = Mapping::private_anonymous(pages * kPage);
-    for (std::size_t at = 0; at < held_.size(); at += kPage)
+    const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    held_ = Mapping::private_anonymous(pages * page);
+    for (std::size_t at = 0; at < held_.size(); at += page)
       held_.bytes()[at] = std::byte{1};
   }
 
  private:
-  static constexpr std::size_t kPage = 4096;
   Mapping held_;
 };
 
@@ -824,21 +824,20 @@ class BoostMqLink {
 uint64_t first_lap(std::size_t buffer_bytes, std::size_t bytes) {
   return buffer_bytes / std::max<std::size_t>(bytes, 1) + 1;
 }
-// The same for a link's buffer (0 for a link whose buffer is the kernel's,
-// a pipe's).
+// The untimed warm-up of a link: one lap of its buffer, or one message for a
+// link whose buffer is the kernel's (a pipe's), so that each side's first use
+// of its own buffers is set-up too.
 template <typename Link>
 uint64_t first_lap(const Link& link, std::size_t bytes) {
   if constexpr (requires { link.buffer_bytes(); }) {
     return first_lap(link.buffer_bytes(), bytes);
   } else {
-    return 0;
+    return 1;
   }
 }
 
-// Throughput over one link: message i from here to the peer per iteration.
-// A lap of the link's buffer goes first, untimed (at least one message:
-// where the buffer is the kernel's, a pipe's, that one message still makes
-// each side's first use of its own buffers set-up).
+// Throughput over one link: message i from here to the peer per iteration,
+// after first_lap(link) untimed.
 template <typename Link>
 void link_throughput(benchmark::State& state, std::size_t bytes, Link& link) {
   std::vector<std::byte> message(bytes);
@@ -859,7 +858,7 @@ void link_throughput(benchmark::State& state, std::size_t bytes, Link& link) {
         }
         return 0;
       },
-      std::max<uint64_t>(1, first_lap(link, bytes)));
+      first_lap(link, bytes));
 }
 
 // Round trips over two links: message i out on `ping`, echoed back on `pong`.
@@ -880,7 +879,7 @@ void link_ping_pong(benchmark::State& state, std::size_t bytes, Link& ping,
   // echoes never wait for this side to read: a lap then costs a few
   // hand-offs instead of a round trip a message (131,072 at 8 bytes in a
   // 1 MiB ring, ~50 us each at spin_us:0).
-  const uint64_t warm = std::max<uint64_t>(1, first_lap(ping, bytes));
+  const uint64_t warm = first_lap(ping, bytes);
   uint64_t burst = 1;
   if constexpr (requires { ping.buffer_bytes(); })
     burst = std::max<uint64_t>(1, ping.buffer_bytes() / (2 * (bytes + 64)));
@@ -1139,10 +1138,12 @@ void BM_QueueMpmcThroughput(benchmark::State& state) {
     const std::size_t batches_per_lap =
         (queue.capacity_bytes() + batch_bytes - 1) / batch_bytes;
     int64_t warm_up = 0;
+    std::uint64_t seen = mpbench::minor_faults_now(pids);
     for (int lap = 0; lap < 64; ++lap) {
-      const std::uint64_t before = mpbench::minor_faults_now(pids);
       for (std::size_t b = 0; b < batches_per_lap; ++b, ++warm_up) batch();
-      if (lap >= 1 && mpbench::minor_faults_now(pids) == before) break;
+      const std::uint64_t now = mpbench::minor_faults_now(pids);
+      if (lap >= 1 && now == seen) break;
+      seen = now;
     }
     MinorFaults faults(pids);
     faults.start();
