@@ -133,7 +133,8 @@ def prepare(root: Path, base_rev: str, work: Path, bazel: list[str],
             families: list[str], tmp: Path, keep_server: bool = False,
             head_flags: list[str] | None = None) -> tuple[Side, Side, list[str]]:
     """Exports `base_rev` into `work`, builds the families both it and the
-    working tree `root` have, and returns (base, head, common families)."""
+    working tree `root` have (both with suite.LAYOUT_FLAGS, the head also with
+    `head_flags`), and returns (base, head, common families)."""
     bazel_b = base_bazel(bazel)
     export_rev(root, base_rev, work)
     fam_b, miss_b = suite.existing_families(bazel_b, work, families)
@@ -145,11 +146,13 @@ def prepare(root: Path, base_rev: str, work: Path, bazel: list[str],
                 f"{'base' if f in miss_b else 'working tree'}: skipped")
     if not common:
         raise suite.SuiteError("no benchmark family exists on both sides")
-    base = build_side("base", bazel_b, work, common, tmp / "base")
+    base = build_side("base", bazel_b, work, common, tmp / "base",
+                      suite.LAYOUT_FLAGS)
     if not keep_server:
         subprocess.run(bazel_b + ["shutdown"], cwd=work, check=False,
                        capture_output=True)
-    head = build_side("head", bazel, root, common, tmp / "head", head_flags)
+    head = build_side("head", bazel, root, common, tmp / "head",
+                      suite.LAYOUT_FLAGS + list(head_flags or []))
     return base, head, common
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import unittest
+from unittest import mock
 from pathlib import Path
 
 import ab
@@ -140,6 +141,29 @@ class GateDecisions(unittest.TestCase):
         self.assertEqual(n, 2)
         self.assertEqual(rep.exit_code, 0)
         self.assertIn(compare.NOT_REPRODUCED, {r.verdict for r in rep.rows})
+
+
+class GateBuilds(unittest.TestCase):
+    def test_both_sides_get_the_layout_flags_and_only_head_the_injection(self):
+        built = {}
+
+        def build_families(bazel, root, families, build_flags=None):
+            built[str(root)] = list(build_flags or [])
+            return {f: Path(sys.executable) for f in families}, "/nonexistent"
+
+        with tempfile.TemporaryDirectory() as tmp, \
+                mock.patch.object(ab, "export_rev"), \
+                mock.patch.object(suite, "existing_families",
+                                  lambda bazel, root, fams: (list(fams), [])), \
+                mock.patch.object(suite, "build_families", build_families), \
+                mock.patch.object(ab.machine, "collect", return_value={}), \
+                mock.patch.object(ab.subprocess, "run"):
+            inject = suite.inject_build_flags("pipe=1.05")
+            ab.prepare(Path("/head"), "base-rev", Path("/base"), ["bazel"],
+                       ["ipc"], Path(tmp), head_flags=inject)
+        self.assertEqual(built["/base"], suite.LAYOUT_FLAGS)
+        self.assertEqual(built["/head"], suite.LAYOUT_FLAGS + inject)
+        self.assertIn("--copt=-falign-functions=64", suite.LAYOUT_FLAGS)
 
 
 class GateCommandLine(unittest.TestCase):

@@ -62,6 +62,13 @@ import machine
 # Add a family here when its target exists.
 FAMILIES = ["fork", "ipc", "pool"]
 
+# Built into both sides of every A/B comparison (scripts/ab, scripts/gate),
+# whatever each revision's .bazelrc says: every function on its own 64-byte
+# line, so a change to one function does not move the others' code across
+# line and fetch-window boundaries, which moved an unchanged row by 10-14%
+# (the comment in .bazelrc has the measurement).
+LAYOUT_FLAGS = ["--copt=-falign-functions=64"]
+
 # Repetitions and per-repetition minimum time. Quick mode runs the same
 # benchmarks for CI with short repetitions but as many of them: the U test
 # needs at least 4 a side to reach p < 0.05 at all, and on a noisy shared
