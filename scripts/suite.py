@@ -65,7 +65,7 @@ FAMILIES = ["fork", "ipc", "pool"]
 # Built into both sides of every A/B comparison (scripts/ab, scripts/gate),
 # whatever each revision's .bazelrc says: every function on its own 64-byte
 # line, so a change to one function does not move the others' code across
-# line and fetch-window boundaries, which moved an unchanged row by 10-14%
+# line and fetch-window boundaries, which moved an unchanged row by 5-14%
 # (the comment in .bazelrc has the measurement).
 LAYOUT_FLAGS = ["--copt=-falign-functions=64"]
 
