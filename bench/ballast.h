@@ -5,7 +5,15 @@
 
 #include <cstddef>
 
+#include "lib/mapping.h"
+
 namespace mp::bench {
+
+// Maps `bytes` of private anonymous memory (rounded up to whole pages) with
+// huge pages refused (MADV_NOHUGEPAGE) and every page written once, so that
+// each page is resident with its own page-table entry when this returns.
+// Throws mp::OsError when the memory cannot be mapped.
+Mapping resident_pages(std::size_t bytes);
 
 // Makes this process hold exactly `mib` MiB of private anonymous memory with
 // every 4 KiB page written, in addition to what it already has. Huge pages are

@@ -96,6 +96,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench/ballast.h"
 #include "bench/faults.h"
 #include "benchmark/benchmark.h"
 #include "lib/channel.h"
@@ -415,10 +416,8 @@ class PageDraw {
     const auto pages =
         std::uniform_int_distribution<std::size_t>(0, 511)(random);
     if (pages == 0) return;
-    const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-    held_ = Mapping::private_anonymous(pages * page);
-    for (std::size_t at = 0; at < held_.size(); at += page)
-      held_.bytes()[at] = std::byte{1};
+    held_ = resident_pages(pages *
+                           static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)));
   }
 
  private:
